@@ -1,0 +1,273 @@
+//! The application: clients built once at start, and the request handler that borrows them.
+//!
+//! [`App::handle`] runs the contract's checks in order — method (405), body size (413),
+//! authentication (401), content type (415), fields (400) — then the token and HighLevel, and
+//! always answers with the JSON envelope. One log line per request records the outcome.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lambda_http::{Body, Request, RequestExt, Response};
+
+use crate::auth::InboundKeys;
+use crate::cache::SingleFlightCache;
+use crate::config::{Config, InboundAuthConfig, TokenSourceConfig};
+use crate::error::{chain, Error};
+use crate::finalize::{Failed, Finalizer};
+use crate::inbound::{self, FinalizeRequest, Route, Sources};
+use crate::response;
+use crate::secrets::{ReadError, SecretsClient};
+use crate::token::TokenSource;
+use crate::upstream::HighLevel;
+
+/// Why the app could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the HTTP client")]
+pub struct BuildError(#[from] reqwest::Error);
+
+/// Inbound authentication as configured.
+enum InboundAuth {
+    Disabled,
+    Secret {
+        secret_id: String,
+        client: SecretsClient,
+        cache: SingleFlightCache<InboundKeys>,
+    },
+}
+
+/// The function: configuration and the clients, created once per instance.
+pub struct App {
+    config: Config,
+    auth: InboundAuth,
+    tokens: TokenSource,
+    highlevel: HighLevel,
+}
+
+/// Per-invocation facts from the Lambda context (or made up locally).
+struct Invocation {
+    request_id: String,
+    remaining: Option<Duration>,
+}
+
+impl App {
+    /// Builds the clients. Nothing is read from Secrets Manager yet: secrets load on first use.
+    pub async fn build(config: Config) -> Result<Self, BuildError> {
+        let ttl = config.secret_cache_ttl;
+        let mut secrets = None;
+        let tokens = match &config.token_source {
+            TokenSourceConfig::SecretsManager { secret_id } => TokenSource::SecretsManager {
+                secret_id: secret_id.clone(),
+                client: shared_client(&mut secrets).await,
+                cache: SingleFlightCache::new(ttl),
+            },
+            TokenSourceConfig::Static(token) => TokenSource::Static(token.clone()),
+        };
+        let auth = match &config.inbound_auth {
+            InboundAuthConfig::Secret { secret_id } => InboundAuth::Secret {
+                secret_id: secret_id.clone(),
+                client: shared_client(&mut secrets).await,
+                cache: SingleFlightCache::new(ttl),
+            },
+            InboundAuthConfig::Disabled => InboundAuth::Disabled,
+        };
+        let highlevel = HighLevel::new(config.api_version.clone())?;
+        tracing::info!(token_source = %tokens.describe(), api = %config.api_base_url, "ready");
+        if matches!(auth, InboundAuth::Disabled) {
+            tracing::warn!("inbound authentication is DISABLED (ALLOW_UNAUTHENTICATED=true): anyone who can reach this function can call it");
+        }
+        Ok(Self {
+            config,
+            auth,
+            tokens,
+            highlevel,
+        })
+    }
+
+    /// Handles one request. Never fails: every outcome is a response.
+    pub async fn handle(&self, request: Request) -> Response<Body> {
+        let started = std::time::Instant::now();
+        let invocation = invocation_of(&request);
+        let (response, finalize_request, attempts, error) =
+            match self.serve(&request, &invocation).await {
+                Ok((response, finalize_request, attempts)) => {
+                    (response, finalize_request, attempts, None)
+                }
+                Err((failed, finalize_request)) => {
+                    let response =
+                        response::failed(&failed.error, failed.attempts, &invocation.request_id);
+                    (
+                        response,
+                        finalize_request,
+                        failed.attempts,
+                        Some(failed.error),
+                    )
+                }
+            };
+        log_outcome(
+            &invocation,
+            &response,
+            finalize_request.as_ref(),
+            attempts,
+            error.as_ref(),
+            started,
+        );
+        response
+    }
+
+    #[allow(clippy::type_complexity)]
+    async fn serve(
+        &self,
+        request: &Request,
+        invocation: &Invocation,
+    ) -> Result<(Response<Body>, Option<FinalizeRequest>, u32), (Failed, Option<FinalizeRequest>)>
+    {
+        let early = |error: Error| (Failed::from(error), None);
+        match inbound::route(request.method(), request.uri().path()).map_err(early)? {
+            Route::Health => return Ok((response::health(&invocation.request_id), None, 0)),
+            Route::Finalize => {}
+        }
+        let body = request.body().as_ref();
+        inbound::check_body_size(body).map_err(early)?;
+        self.authenticate(request, body).await.map_err(early)?;
+        if request
+            .headers()
+            .contains_key(crate::lambda::INVALID_BASE64_HEADER)
+        {
+            return Err(early(Error::invalid_body(
+                "the event's body is marked base64 but is not valid base64",
+            )));
+        }
+        let kind = inbound::body_kind(request.headers().get(http::header::CONTENT_TYPE), body)
+            .map_err(early)?;
+        let path_params = request.path_parameters();
+        let params: Vec<(&str, &str)> = path_params.iter().collect();
+        let mut finalize_request = inbound::parse(Sources {
+            path_params: &params,
+            path: request.uri().path(),
+            query: request.uri().query(),
+            body,
+            kind,
+        })
+        .map_err(early)?;
+        if finalize_request.user_id.is_none() {
+            finalize_request.user_id = self.config.default_user_id.clone();
+        }
+        let finalizer = Finalizer {
+            tokens: &self.tokens,
+            highlevel: &self.highlevel,
+            base_url: &self.config.api_base_url,
+            max_attempts: self.config.max_attempts,
+            upstream_timeout: self.config.upstream_timeout,
+        };
+        match finalizer.run(&finalize_request, invocation.remaining).await {
+            Ok(done) => {
+                let response =
+                    response::finalized(&finalize_request, &done, &invocation.request_id);
+                Ok((response, Some(finalize_request), done.attempts))
+            }
+            Err(failed) => Err((failed, Some(finalize_request))),
+        }
+    }
+
+    async fn authenticate(&self, request: &Request, body: &[u8]) -> Result<(), Error> {
+        let InboundAuth::Secret {
+            secret_id,
+            client,
+            cache,
+        } = &self.auth
+        else {
+            return Ok(());
+        };
+        let keys = cache
+            .get(secret_id, || async {
+                let text = client.read(secret_id).await?;
+                InboundKeys::parse(text.expose()).map_err(|problem| ReadError::Config {
+                    id: secret_id.clone(),
+                    problem,
+                })
+            })
+            .await
+            .map_err(|error| match error {
+                ReadError::Transient { .. } => Error::SecretUnavailable(Box::new(error)),
+                other => Error::config(
+                    "the inbound-auth secret cannot be used",
+                    Some(Box::new(other) as _),
+                ),
+            })?;
+        if keys.value.is_empty() {
+            tracing::warn!(secret_id = %secret_id, "the inbound-auth secret lists no API keys and no webhook secrets: every caller is refused");
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        if keys.value.authenticate(request.headers(), body, now) {
+            Ok(())
+        } else {
+            Err(Error::Unauthorized)
+        }
+    }
+}
+
+/// One Secrets Manager client for both secrets, built only if a secret is configured.
+async fn shared_client(slot: &mut Option<SecretsClient>) -> SecretsClient {
+    if let Some(client) = slot {
+        return client.clone();
+    }
+    let client = SecretsClient::from_env().await;
+    *slot = Some(client.clone());
+    client
+}
+
+fn invocation_of(request: &Request) -> Invocation {
+    match request.lambda_context_ref() {
+        Some(context) if !context.request_id.is_empty() => {
+            let now_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            Invocation {
+                request_id: context.request_id.clone(),
+                remaining: (context.deadline > 0)
+                    .then(|| Duration::from_millis(context.deadline.saturating_sub(now_ms))),
+            }
+        }
+        _ => Invocation {
+            request_id: format!("local-{:016x}", crate::retry::random_u64()),
+            remaining: None,
+        },
+    }
+}
+
+fn log_outcome(
+    invocation: &Invocation,
+    response: &Response<Body>,
+    request: Option<&FinalizeRequest>,
+    attempts: u32,
+    error: Option<&Error>,
+    started: std::time::Instant,
+) {
+    let status = response.status().as_u16();
+    let location_id = request.map(|r| r.location_id.as_str()).unwrap_or("");
+    let csv_id = request.map(|r| r.csv_id.as_str()).unwrap_or("");
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    let request_id = invocation.request_id.as_str();
+    match error {
+        None => tracing::info!(
+            request_id,
+            status,
+            location_id,
+            csv_id,
+            attempts,
+            elapsed_ms,
+            "request finished"
+        ),
+        Some(error) if status >= 500 => tracing::error!(
+            request_id, status, code = error.code(), location_id, csv_id, attempts, elapsed_ms,
+            cause = %chain(error), "request failed"
+        ),
+        Some(error) => tracing::warn!(
+            request_id, status, code = error.code(), location_id, csv_id, attempts, elapsed_ms,
+            message = %error, "request refused"
+        ),
+    }
+}

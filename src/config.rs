@@ -1,0 +1,332 @@
+//! Settings, read once from the environment at start and typed.
+//!
+//! [`Config::from_env`] reads every variable the function uses and fails naming the first one
+//! that is missing or bad, so a misconfigured deployment fails at init with a clear message
+//! instead of answering every request with an error.
+
+use std::time::Duration;
+
+use reqwest::header::HeaderValue;
+use url::Url;
+
+use crate::ids::UserId;
+use crate::redact::Redacted;
+
+/// Default HighLevel API base URL.
+pub const DEFAULT_API_BASE_URL: &str = "https://services.leadconnectorhq.com";
+/// Default HighLevel API version header.
+pub const DEFAULT_API_VERSION: &str = "2021-07-28";
+/// Default whole budget for the HighLevel call, retries included.
+pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 10_000;
+/// Default number of finalize attempts (first try included).
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Default lifetime of a cached secret.
+pub const DEFAULT_SECRET_CACHE_TTL_SECS: u64 = 300;
+
+/// A bad or missing setting, naming the environment variable.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {var} {problem}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub var: &'static str,
+    /// What is wrong with it (never its value when the value may be secret).
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(var: &'static str, problem: impl Into<String>) -> Self {
+        Self {
+            var,
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Where HighLevel tokens come from.
+#[derive(Debug, Clone)]
+pub enum TokenSourceConfig {
+    /// Secrets Manager; the name may hold a `{locationId}` placeholder.
+    SecretsManager {
+        /// Secret name or ARN, possibly a template.
+        secret_id: String,
+    },
+    /// One literal token for every location (local development).
+    Static(Redacted<String>),
+}
+
+/// How callers are authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundAuthConfig {
+    /// API keys and webhook secrets from this Secrets Manager secret.
+    Secret {
+        /// Secret name or ARN.
+        secret_id: String,
+    },
+    /// Explicitly disabled with `ALLOW_UNAUTHENTICATED=true`.
+    Disabled,
+}
+
+/// Every setting of the function.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where tokens come from (`GHL_TOKEN_SECRET_ID` or `GHL_TOKEN`).
+    pub token_source: TokenSourceConfig,
+    /// Inbound authentication (`INBOUND_AUTH_SECRET_ID` / `ALLOW_UNAUTHENTICATED`).
+    pub inbound_auth: InboundAuthConfig,
+    /// `GHL_API_BASE_URL`.
+    pub api_base_url: Url,
+    /// `GHL_API_VERSION`, already checked to be a valid header value.
+    pub api_version: HeaderValue,
+    /// `GHL_DEFAULT_USER_ID`, sent when the caller gives no `userId`.
+    pub default_user_id: Option<UserId>,
+    /// `UPSTREAM_TIMEOUT_MS`: whole budget for the HighLevel call.
+    pub upstream_timeout: Duration,
+    /// `MAX_ATTEMPTS`: finalize attempts in all, first included.
+    pub max_attempts: u32,
+    /// `SECRET_CACHE_TTL_SECS`: how long a secret read stays fresh.
+    pub secret_cache_ttl: Duration,
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup`, so tests need not touch the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let token_source = match (get("GHL_TOKEN_SECRET_ID"), get("GHL_TOKEN")) {
+            (Some(secret_id), _) => TokenSourceConfig::SecretsManager {
+                secret_id: secret_id.trim().to_owned(),
+            },
+            (None, Some(token)) => {
+                let token = token.trim().to_owned();
+                if !is_token_shaped(&token) {
+                    return Err(ConfigError::new(
+                        "GHL_TOKEN",
+                        "must be a single token of visible ASCII characters",
+                    ));
+                }
+                TokenSourceConfig::Static(Redacted::new(token))
+            }
+            (None, None) => {
+                return Err(ConfigError::new(
+                    "GHL_TOKEN_SECRET_ID",
+                    "is not set: name the Secrets Manager secret holding the HighLevel token \
+                     (or set GHL_TOKEN for local development)",
+                ))
+            }
+        };
+        let allow_unauthenticated = match get("ALLOW_UNAUTHENTICATED") {
+            None => false,
+            Some(v) => parse_bool(&v).ok_or_else(|| {
+                ConfigError::new("ALLOW_UNAUTHENTICATED", "must be true or false")
+            })?,
+        };
+        let inbound_auth =
+            match (get("INBOUND_AUTH_SECRET_ID"), allow_unauthenticated) {
+                (Some(secret_id), _) => InboundAuthConfig::Secret {
+                    secret_id: secret_id.trim().to_owned(),
+                },
+                (None, true) => InboundAuthConfig::Disabled,
+                (None, false) => return Err(ConfigError::new(
+                    "INBOUND_AUTH_SECRET_ID",
+                    "is not set: name the secret holding inbound API keys and webhook secrets, \
+                     or set ALLOW_UNAUTHENTICATED=true to serve without authentication",
+                )),
+            };
+        Ok(Self {
+            token_source,
+            inbound_auth,
+            api_base_url: parse_base_url(get("GHL_API_BASE_URL"))?,
+            api_version: parse_api_version(get("GHL_API_VERSION"))?,
+            default_user_id: get("GHL_DEFAULT_USER_ID")
+                .map(|v| {
+                    UserId::parse(v.trim())
+                        .map_err(|e| ConfigError::new("GHL_DEFAULT_USER_ID", e.to_string()))
+                })
+                .transpose()?,
+            upstream_timeout: Duration::from_millis(parse_number(
+                "UPSTREAM_TIMEOUT_MS",
+                get("UPSTREAM_TIMEOUT_MS"),
+                DEFAULT_UPSTREAM_TIMEOUT_MS,
+                1..=900_000,
+            )?),
+            max_attempts: parse_number(
+                "MAX_ATTEMPTS",
+                get("MAX_ATTEMPTS"),
+                DEFAULT_MAX_ATTEMPTS.into(),
+                1..=10,
+            )? as u32,
+            secret_cache_ttl: Duration::from_secs(parse_number(
+                "SECRET_CACHE_TTL_SECS",
+                get("SECRET_CACHE_TTL_SECS"),
+                DEFAULT_SECRET_CACHE_TTL_SECS,
+                0..=86_400,
+            )?),
+        })
+    }
+}
+
+/// True when `token` could be sent as a bearer token: visible ASCII, no spaces.
+pub fn is_token_shaped(token: &str) -> bool {
+    !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    }
+}
+
+fn parse_number(
+    var: &'static str,
+    value: Option<String>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ConfigError> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    let number: u64 = value
+        .trim()
+        .parse()
+        .map_err(|_| ConfigError::new(var, "must be a whole number"))?;
+    if range.contains(&number) {
+        Ok(number)
+    } else {
+        Err(ConfigError::new(
+            var,
+            format!("must be between {} and {}", range.start(), range.end()),
+        ))
+    }
+}
+
+fn parse_base_url(value: Option<String>) -> Result<Url, ConfigError> {
+    const VAR: &str = "GHL_API_BASE_URL";
+    let raw = value.unwrap_or_else(|| DEFAULT_API_BASE_URL.to_owned());
+    let url =
+        Url::parse(raw.trim()).map_err(|e| ConfigError::new(VAR, format!("is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(ConfigError::new(VAR, "must be an http(s) URL with a host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::new(VAR, "must not have a query or fragment"));
+    }
+    Ok(url)
+}
+
+fn parse_api_version(value: Option<String>) -> Result<HeaderValue, ConfigError> {
+    let raw = value.unwrap_or_else(|| DEFAULT_API_VERSION.to_owned());
+    HeaderValue::from_str(raw.trim())
+        .map_err(|_| ConfigError::new("GHL_API_VERSION", "is not a valid header value"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    const MINIMAL: [(&str, &str); 2] = [
+        ("GHL_TOKEN_SECRET_ID", "ghl/token"),
+        ("INBOUND_AUTH_SECRET_ID", "ghl/inbound"),
+    ];
+
+    #[test]
+    fn uses_the_contract_defaults() {
+        let c = config(&MINIMAL).unwrap();
+        assert_eq!(
+            c.api_base_url.as_str(),
+            "https://services.leadconnectorhq.com/"
+        );
+        assert_eq!(c.api_version, "2021-07-28");
+        assert_eq!(c.upstream_timeout, Duration::from_millis(10_000));
+        assert_eq!(c.max_attempts, 3);
+        assert_eq!(c.secret_cache_ttl, Duration::from_secs(300));
+        assert!(c.default_user_id.is_none());
+    }
+
+    #[test]
+    fn refuses_to_start_without_inbound_auth_unless_explicitly_allowed() {
+        let err = config(&[("GHL_TOKEN_SECRET_ID", "t")]).unwrap_err();
+        assert_eq!(err.var, "INBOUND_AUTH_SECRET_ID");
+        let c = config(&[
+            ("GHL_TOKEN_SECRET_ID", "t"),
+            ("ALLOW_UNAUTHENTICATED", "TRUE"),
+        ])
+        .unwrap();
+        assert_eq!(c.inbound_auth, InboundAuthConfig::Disabled);
+    }
+
+    #[test]
+    fn enforces_auth_when_both_the_secret_and_the_opt_out_are_set() {
+        let mut vars = MINIMAL.to_vec();
+        vars.push(("ALLOW_UNAUTHENTICATED", "true"));
+        assert!(matches!(
+            config(&vars).unwrap().inbound_auth,
+            InboundAuthConfig::Secret { .. }
+        ));
+    }
+
+    #[test]
+    fn refuses_to_start_without_a_token_source() {
+        let err = config(&[("ALLOW_UNAUTHENTICATED", "true")]).unwrap_err();
+        assert_eq!(err.var, "GHL_TOKEN_SECRET_ID");
+    }
+
+    #[test]
+    fn prefers_secrets_manager_over_a_local_token() {
+        let c = config(&[
+            ("GHL_TOKEN_SECRET_ID", "t"),
+            ("GHL_TOKEN", "x"),
+            ("ALLOW_UNAUTHENTICATED", "true"),
+        ])
+        .unwrap();
+        assert!(matches!(
+            c.token_source,
+            TokenSourceConfig::SecretsManager { .. }
+        ));
+    }
+
+    #[test]
+    fn names_the_variable_that_is_bad() {
+        for (var, value) in [
+            ("UPSTREAM_TIMEOUT_MS", "soon"),
+            ("UPSTREAM_TIMEOUT_MS", "0"),
+            ("MAX_ATTEMPTS", "0"),
+            ("MAX_ATTEMPTS", "11"),
+            ("SECRET_CACHE_TTL_SECS", "-1"),
+            ("GHL_API_BASE_URL", "ftp://example.com"),
+            ("GHL_API_BASE_URL", "not a url"),
+            ("GHL_API_VERSION", "2021\n07"),
+            ("GHL_DEFAULT_USER_ID", "a/b"),
+            ("ALLOW_UNAUTHENTICATED", "yes"),
+        ] {
+            let mut vars = MINIMAL.to_vec();
+            vars.push((var, value));
+            assert_eq!(config(&vars).unwrap_err().var, var, "{var}={value}");
+        }
+    }
+
+    #[test]
+    fn a_bad_local_token_error_does_not_echo_the_token() {
+        let err = config(&[
+            ("GHL_TOKEN", "has space"),
+            ("ALLOW_UNAUTHENTICATED", "true"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.var, "GHL_TOKEN");
+        assert!(!err.to_string().contains("has space"));
+    }
+}

@@ -1,0 +1,136 @@
+//! The contract's JSON envelope, for every outcome.
+
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, StatusCode};
+use lambda_http::{Body, Response};
+use serde_json::{json, Map, Value};
+
+use crate::error::Error;
+use crate::finalize::Finalized;
+use crate::inbound::FinalizeRequest;
+use crate::retry::retry_after_header;
+use crate::upstream::UpstreamReply;
+
+/// `200 {"ok":true,"requestId":…}` for `GET …/healthz`.
+pub fn health(request_id: &str) -> Response<Body> {
+    respond(StatusCode::OK, json!({"ok": true, "requestId": request_id}))
+}
+
+/// `200 {"ok":true,…}` for a finalized import.
+pub fn finalized(
+    request: &FinalizeRequest,
+    outcome: &Finalized,
+    request_id: &str,
+) -> Response<Body> {
+    respond(
+        StatusCode::OK,
+        json!({
+            "ok": true,
+            "locationId": request.location_id.as_str(),
+            "csvId": request.csv_id.as_str(),
+            "attempts": outcome.attempts,
+            "upstream": upstream(&outcome.reply),
+            "requestId": request_id,
+        }),
+    )
+}
+
+/// `{"ok":false,"error":{…}}` with the status, code and headers the error calls for.
+/// `attempts` is included once a request has been sent to HighLevel.
+pub fn failed(error: &Error, attempts: u32, request_id: &str) -> Response<Body> {
+    let mut detail = Map::new();
+    detail.insert("code".into(), json!(error.code()));
+    detail.insert("message".into(), json!(error.public_message()));
+    if let Some(field) = error.field() {
+        detail.insert("field".into(), json!(field));
+    }
+    let mut body = Map::new();
+    body.insert("ok".into(), json!(false));
+    body.insert("error".into(), Value::Object(detail));
+    if let Some(reply) = error.upstream() {
+        body.insert("upstream".into(), upstream(reply));
+    }
+    if attempts > 0 {
+        body.insert("attempts".into(), json!(attempts));
+    }
+    body.insert("requestId".into(), json!(request_id));
+    let mut response = respond(error.status(), Value::Object(body));
+    let headers = response.headers_mut();
+    if let Some(delay) = error.retry_after() {
+        headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_header(delay)));
+    }
+    if matches!(error, Error::MethodNotAllowed) {
+        headers.insert(ALLOW, HeaderValue::from_static("POST, GET"));
+    }
+    response
+}
+
+fn upstream(reply: &UpstreamReply) -> Value {
+    let mut value = json!({"status": reply.status, "body": reply.body});
+    if reply.truncated {
+        value["truncated"] = json!(true);
+    }
+    value
+}
+
+fn respond(status: StatusCode, body: Value) -> Response<Body> {
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn body_of(response: &Response<Body>) -> Value {
+        serde_json::from_slice(response.body().as_ref()).unwrap()
+    }
+
+    #[test]
+    fn renders_a_field_error() {
+        let response = failed(
+            &Error::invalid_field("csvId", "csvId is required"),
+            0,
+            "req-1",
+        );
+        assert_eq!(response.status(), 400);
+        assert_eq!(response.headers()["content-type"], "application/json");
+        assert_eq!(
+            body_of(&response),
+            json!({"ok": false, "error": {"code": "invalid_request", "message": "csvId is required", "field": "csvId"}, "requestId": "req-1"})
+        );
+    }
+
+    #[test]
+    fn renders_retry_after_and_upstream_for_an_overloaded_upstream() {
+        let error = Error::UpstreamUnavailable {
+            reply: Some(UpstreamReply::new(
+                429,
+                json!({"message": "slow down"}),
+                false,
+            )),
+            retry_after: Some(Duration::from_secs(7)),
+            source: None,
+        };
+        let response = failed(&error, 3, "req-2");
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()["retry-after"], "7");
+        let body = body_of(&response);
+        assert_eq!(
+            body["upstream"],
+            json!({"status": 429, "body": {"message": "slow down"}})
+        );
+        assert_eq!(body["attempts"], 3);
+    }
+
+    #[test]
+    fn renders_the_allow_header_on_405() {
+        let response = failed(&Error::MethodNotAllowed, 0, "r");
+        assert_eq!(response.headers()["allow"], "POST, GET");
+    }
+}

@@ -1,0 +1,120 @@
+//! Reading secrets from AWS Secrets Manager, and telling lasting faults from passing ones.
+//!
+//! The SDK client is built once per instance ([`SecretsClient::from_env`]) and honours the
+//! usual AWS environment, including `AWS_ENDPOINT_URL_SECRETS_MANAGER` (used by the tests to
+//! reach a moto server on loopback). [`SecretsClient::read`] sorts every failure into
+//! [`ReadError`]: a missing secret, a configuration fault, or a transient one.
+
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
+use aws_config::BehaviorVersion;
+use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
+
+use crate::error::BoxError;
+use crate::redact::Redacted;
+
+/// Why a secret could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The secret does not exist.
+    #[error("secret {id} does not exist")]
+    NotFound {
+        /// The secret id (a name or ARN, not secret itself).
+        id: String,
+    },
+    /// A lasting fault the operator must fix: access denied, bad content, binary secret, ….
+    #[error("secret {id} cannot be used: {problem}")]
+    Config {
+        /// The secret id.
+        id: String,
+        /// What is wrong, safe to log.
+        problem: String,
+    },
+    /// Throttling, timeouts, network faults, 5xx: worth retrying later.
+    #[error("secret {id} is unavailable for now")]
+    Transient {
+        /// The secret id.
+        id: String,
+        /// The SDK's error, for the log.
+        #[source]
+        source: BoxError,
+    },
+}
+
+/// A Secrets Manager client, created once and reused across invocations.
+#[derive(Debug, Clone)]
+pub struct SecretsClient {
+    client: aws_sdk_secretsmanager::Client,
+}
+
+impl SecretsClient {
+    /// Builds the client from the standard AWS environment, with timeouts short enough to leave
+    /// the HighLevel call its budget.
+    pub async fn from_env() -> Self {
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .operation_attempt_timeout(Duration::from_secs(3))
+            .operation_timeout(Duration::from_secs(6))
+            .build();
+        let sdk_config = aws_config::defaults(BehaviorVersion::latest())
+            .timeout_config(timeouts)
+            .load()
+            .await;
+        Self {
+            client: aws_sdk_secretsmanager::Client::new(&sdk_config),
+        }
+    }
+
+    /// Reads a secret's SecretString.
+    pub async fn read(&self, id: &str) -> Result<Redacted<String>, ReadError> {
+        let output = self
+            .client
+            .get_secret_value()
+            .secret_id(id)
+            .send()
+            .await
+            .map_err(|e| classify(id, e))?;
+        match output.secret_string {
+            Some(text) => Ok(Redacted::new(text)),
+            None => Err(ReadError::Config {
+                id: id.to_owned(),
+                problem: "it holds binary data; store the value as a SecretString".into(),
+            }),
+        }
+    }
+}
+
+fn classify(id: &str, error: SdkError<GetSecretValueError>) -> ReadError {
+    let id = id.to_owned();
+    let transient = |error: SdkError<GetSecretValueError>| ReadError::Transient {
+        id: id.clone(),
+        source: DisplayErrorContext(error).to_string().into(),
+    };
+    match &error {
+        SdkError::ServiceError(context) => {
+            let code = context.err().code().unwrap_or("Unknown");
+            let status = context.raw().status().as_u16();
+            if code == "ResourceNotFoundException" {
+                ReadError::NotFound { id }
+            } else if status == 429
+                || status >= 500
+                || code.contains("Throttl")
+                || code == "InternalServiceError"
+            {
+                transient(error)
+            } else {
+                ReadError::Config {
+                    problem: format!("Secrets Manager answered {code}"),
+                    id,
+                }
+            }
+        }
+        SdkError::ConstructionFailure(_) => ReadError::Config {
+            problem: DisplayErrorContext(error).to_string(),
+            id,
+        },
+        _ => transient(error),
+    }
+}

@@ -1,0 +1,192 @@
+//! The token secret's accepted forms, parsed into [`TokenSecret`].
+//!
+//! A SecretString may be a bare token, `{"access_token": …}` / `{"token": …}` (OAuth objects
+//! with a `refresh_token` are read for their access token until OAuth refresh lands), or a map
+//! from locationId to either form. Parsing is pure; errors describe the shape, never the content.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value};
+
+use crate::config::is_token_shaped;
+use crate::ids::LocationId;
+use crate::redact::Redacted;
+
+/// A bearer token for HighLevel.
+pub type Token = Redacted<String>;
+
+/// A parsed token secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSecret {
+    /// One token, for whichever location the secret was read for.
+    Single(Token),
+    /// One token per location.
+    Map(HashMap<String, Token>),
+}
+
+impl TokenSecret {
+    /// Parses a SecretString. The error text is safe to log.
+    pub fn parse(secret: &str) -> Result<Self, String> {
+        let trimmed = secret.trim();
+        if trimmed.starts_with('{') {
+            let value: Value = serde_json::from_str(trimmed).map_err(|e| {
+                format!(
+                    "token secret looks like JSON but does not parse (line {}, column {})",
+                    e.line(),
+                    e.column()
+                )
+            })?;
+            let Value::Object(object) = value else {
+                return Err("token secret must be a JSON object".into());
+            };
+            return Self::from_object(&object);
+        }
+        if trimmed.starts_with('[') {
+            return Err("token secret must be a token or a JSON object, not a JSON array".into());
+        }
+        if trimmed.starts_with('"') {
+            let text: String = serde_json::from_str(trimmed)
+                .map_err(|_| "token secret is a malformed JSON string".to_string())?;
+            return single_token(&text, "token secret").map(TokenSecret::Single);
+        }
+        single_token(trimmed, "token secret").map(TokenSecret::Single)
+    }
+
+    fn from_object(object: &Map<String, Value>) -> Result<Self, String> {
+        if let Some(token) = token_in_entry(object, "token secret")? {
+            return Ok(TokenSecret::Single(token));
+        }
+        if object.is_empty() {
+            return Err("token secret is an empty JSON object".into());
+        }
+        let mut map = HashMap::with_capacity(object.len());
+        for (location, entry) in object {
+            let what = "an entry of the token map";
+            let token = match entry {
+                Value::String(text) => single_token(text, what)?,
+                Value::Object(inner) => token_in_entry(inner, what)?
+                    .ok_or_else(|| format!("{what} has neither access_token nor token"))?,
+                _ => return Err(format!("{what} must be a token string or an object")),
+            };
+            map.insert(location.clone(), token);
+        }
+        Ok(TokenSecret::Map(map))
+    }
+
+    /// The token for `location`, or `None` when a map does not list it.
+    pub fn token_for(&self, location: &LocationId) -> Option<&Token> {
+        match self {
+            TokenSecret::Single(token) => Some(token),
+            TokenSecret::Map(map) => map.get(location.as_str()),
+        }
+    }
+}
+
+/// Reads `access_token` (preferred) or `token` from an object, if either key is present.
+fn token_in_entry(object: &Map<String, Value>, what: &str) -> Result<Option<Token>, String> {
+    for key in ["access_token", "token"] {
+        match object.get(key) {
+            None | Some(Value::Null) => continue,
+            Some(Value::String(text)) => return single_token(text, what).map(Some),
+            Some(_) => return Err(format!("{what}: {key} must be a string")),
+        }
+    }
+    Ok(None)
+}
+
+fn single_token(text: &str, what: &str) -> Result<Token, String> {
+    let text = text.trim();
+    if is_token_shaped(text) {
+        Ok(Redacted::new(text.to_owned()))
+    } else if text.is_empty() {
+        Err(format!("{what} holds an empty token"))
+    } else {
+        Err(format!(
+            "{what} holds a token with spaces or non-ASCII characters"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(id: &str) -> LocationId {
+        LocationId::parse(id).unwrap()
+    }
+
+    fn token(secret: &TokenSecret, location: &str) -> Option<String> {
+        secret.token_for(&loc(location)).map(|t| t.expose().clone())
+    }
+
+    #[test]
+    fn reads_a_bare_token() {
+        let secret = TokenSecret::parse("  pit-123-abc\n").unwrap();
+        assert_eq!(token(&secret, "any"), Some("pit-123-abc".into()));
+    }
+
+    #[test]
+    fn reads_a_json_string_token() {
+        assert_eq!(
+            token(&TokenSecret::parse("\"pit-1\"").unwrap(), "L"),
+            Some("pit-1".into())
+        );
+    }
+
+    #[test]
+    fn reads_access_token_or_token_fields() {
+        assert_eq!(
+            token(
+                &TokenSecret::parse(r#"{"access_token":"a1","token":"t1"}"#).unwrap(),
+                "L"
+            ),
+            Some("a1".into())
+        );
+        assert_eq!(
+            token(&TokenSecret::parse(r#"{"token":"t1"}"#).unwrap(), "L"),
+            Some("t1".into())
+        );
+    }
+
+    #[test]
+    fn reads_an_oauth_object_for_its_access_token() {
+        let secret = TokenSecret::parse(
+            r#"{"access_token":"a1","refresh_token":"r1","expires_at":1,"client_id":"c"}"#,
+        )
+        .unwrap();
+        assert_eq!(token(&secret, "L"), Some("a1".into()));
+    }
+
+    #[test]
+    fn reads_a_map_of_locations_in_both_entry_forms() {
+        let secret =
+            TokenSecret::parse(r#"{"L1":"t1","L2":{"access_token":"t2"},"L3":{"token":"t3"}}"#)
+                .unwrap();
+        assert_eq!(token(&secret, "L1"), Some("t1".into()));
+        assert_eq!(token(&secret, "L2"), Some("t2".into()));
+        assert_eq!(token(&secret, "L3"), Some("t3".into()));
+        assert_eq!(token(&secret, "L4"), None);
+    }
+
+    #[test]
+    fn rejects_shapes_it_cannot_read_without_quoting_them() {
+        for bad in [
+            "",
+            "  ",
+            "{",
+            "[\"topsecret\"]",
+            "{}",
+            r#"{"L1":5}"#,
+            r#"{"L1":{"other":"topsecret"}}"#,
+            r#"{"access_token":7}"#,
+            "top secret",
+            r#"{"L1":"top secret"}"#,
+        ] {
+            let error = TokenSecret::parse(bad).unwrap_err();
+            assert!(
+                !error.contains("topsecret") && !error.contains("top secret"),
+                "{bad}: {error}"
+            );
+        }
+    }
+}
