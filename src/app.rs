@@ -51,8 +51,17 @@ struct Invocation {
 impl App {
     /// Builds the clients. Nothing is read from Secrets Manager yet: secrets load on first use.
     pub async fn build(config: Config) -> Result<Self, BuildError> {
+        Self::build_with(config, None).await
+    }
+
+    /// Builds the app around a given Secrets Manager client (or, with `None`, one made from the
+    /// AWS environment when a secret is configured).
+    pub async fn build_with(
+        config: Config,
+        secrets: Option<SecretsClient>,
+    ) -> Result<Self, BuildError> {
         let ttl = config.secret_cache_ttl;
-        let mut secrets = None;
+        let mut secrets = secrets;
         let tokens = match &config.token_source {
             TokenSourceConfig::SecretsManager { secret_id } => TokenSource::SecretsManager {
                 secret_id: secret_id.clone(),

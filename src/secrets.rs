@@ -53,18 +53,26 @@ impl SecretsClient {
     /// Builds the client from the standard AWS environment, with timeouts short enough to leave
     /// the HighLevel call its budget.
     pub async fn from_env() -> Self {
-        let timeouts = TimeoutConfig::builder()
+        let sdk_config = aws_config::defaults(BehaviorVersion::latest())
+            .timeout_config(Self::timeouts())
+            .load()
+            .await;
+        Self::from_client(aws_sdk_secretsmanager::Client::new(&sdk_config))
+    }
+
+    /// Wraps a client configured elsewhere (tests add an endpoint and interceptors).
+    pub fn from_client(client: aws_sdk_secretsmanager::Client) -> Self {
+        Self { client }
+    }
+
+    /// The timeouts used for Secrets Manager calls: short, so that a slow secret read still
+    /// leaves the HighLevel call its budget.
+    pub fn timeouts() -> TimeoutConfig {
+        TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(2))
             .operation_attempt_timeout(Duration::from_secs(3))
             .operation_timeout(Duration::from_secs(6))
-            .build();
-        let sdk_config = aws_config::defaults(BehaviorVersion::latest())
-            .timeout_config(timeouts)
-            .load()
-            .await;
-        Self {
-            client: aws_sdk_secretsmanager::Client::new(&sdk_config),
-        }
+            .build()
     }
 
     /// Reads a secret's SecretString.

@@ -1,0 +1,428 @@
+//! Shared set-up for the integration tests: a real Secrets Manager protocol endpoint (moto on
+//! 127.0.0.1), a local HTTP server standing in for HighLevel (wiremock), and the real
+//! [`App`] built around them. Event fixtures come from `events/` so the samples stay true.
+#![allow(dead_code)]
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_secretsmanager::config::interceptors::BeforeSerializationInterceptorContextRef;
+use aws_sdk_secretsmanager::config::ConfigBag;
+use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Intercept, Region};
+use ghl_csv_finalize::secrets::SecretsClient;
+use ghl_csv_finalize::{App, Config};
+use lambda_http::{Context, Request, RequestExt};
+use serde_json::Value;
+use wiremock::matchers::{method, path_regex};
+use wiremock::{Mock, MockServer, Respond, ResponseTemplate};
+
+pub const API_KEY: &str = "demo-api-key-0001";
+pub const LOCATION: &str = "ve9EPM428h8vShlRW1KT";
+pub const CSV: &str = "6578b9a4c5c9e5a0f0f3b2d1";
+pub const USER: &str = "U3pQ7kXlsQvC9eUJjK2b";
+pub const TOKEN: &str = "pit-test-9f8e7d6c-token-value";
+pub const WEBHOOK_SECRET: &str = "whsec_dGVzdC13ZWJob29rLXNlY3JldC1ieXRlcy0wMDE=";
+
+pub const EV_PATH_PARAMS: &str = include_str!("../../events/apigw-v2-path-params.json");
+pub const EV_JSON_BODY: &str = include_str!("../../events/apigw-v2-json-body.json");
+pub const EV_WORKFLOW: &str = include_str!("../../events/apigw-v2-highlevel-workflow.json");
+pub const EV_BASE64_CUSTOM_DATA: &str =
+    include_str!("../../events/apigw-v2-base64-custom-data-string.json");
+pub const EV_FORM: &str = include_str!("../../events/apigw-v2-form-body.json");
+pub const EV_HEALTHZ: &str = include_str!("../../events/apigw-v2-healthz.json");
+pub const EV_FUNCTION_URL: &str = include_str!("../../events/function-url.json");
+pub const EV_REST: &str = include_str!("../../events/apigw-v1-rest-query.json");
+pub const EV_ALB: &str = include_str!("../../events/alb.json");
+
+/// Every finalize event in `events/`, by file name.
+pub const FINALIZE_EVENTS: [(&str, &str); 8] = [
+    ("apigw-v2-path-params.json", EV_PATH_PARAMS),
+    ("apigw-v2-json-body.json", EV_JSON_BODY),
+    ("apigw-v2-highlevel-workflow.json", EV_WORKFLOW),
+    (
+        "apigw-v2-base64-custom-data-string.json",
+        EV_BASE64_CUSTOM_DATA,
+    ),
+    ("apigw-v2-form-body.json", EV_FORM),
+    ("function-url.json", EV_FUNCTION_URL),
+    ("apigw-v1-rest-query.json", EV_REST),
+    ("alb.json", EV_ALB),
+];
+
+/// The moto server for this test binary, started once. `MOTO_ENDPOINT` reuses a running one.
+pub fn moto_endpoint() -> &'static str {
+    static ENDPOINT: OnceLock<(String, Option<Mutex<Child>>)> = OnceLock::new();
+    &ENDPOINT
+        .get_or_init(|| {
+            if let Ok(endpoint) = std::env::var("MOTO_ENDPOINT") {
+                return (endpoint, None);
+            }
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/moto_server.py");
+            let mut child = Command::new("python3")
+                .arg(script)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("python3 must be installed to run moto");
+            let stdout = child.stdout.take().expect("piped stdout");
+            let mut line = String::new();
+            BufReader::new(stdout)
+                .read_line(&mut line)
+                .expect("moto prints its endpoint");
+            assert!(
+                line.starts_with("http://127.0.0.1:"),
+                "moto did not start (pip install 'moto[server]', or run scripts/test): {line:?}"
+            );
+            (line.trim().to_owned(), Some(Mutex::new(child)))
+        })
+        .0
+}
+
+/// Counts GetSecretValue calls made through the real SDK client.
+#[derive(Debug, Clone, Default)]
+pub struct ReadCounter(Arc<AtomicUsize>);
+
+impl ReadCounter {
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl Intercept for ReadCounter {
+    fn name(&self) -> &'static str {
+        "ReadCounter"
+    }
+
+    fn read_before_execution(
+        &self,
+        _context: &BeforeSerializationInterceptorContextRef<'_>,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_secretsmanager::error::BoxError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// A real SDK client for `endpoint`, with test credentials and our production timeouts.
+pub fn sdk_client(endpoint: &str, counter: Option<ReadCounter>) -> aws_sdk_secretsmanager::Client {
+    let mut builder = aws_sdk_secretsmanager::config::Builder::new()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+        .timeout_config(SecretsClient::timeouts());
+    if let Some(counter) = counter {
+        builder = builder.interceptor(counter);
+    }
+    aws_sdk_secretsmanager::Client::from_conf(builder.build())
+}
+
+/// A name no other test uses.
+pub fn unique(prefix: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{prefix}-{}-{nanos}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// Creates (or overwrites) a secret in moto.
+pub async fn put_secret(name: &str, value: &str) {
+    let admin = sdk_client(moto_endpoint(), None);
+    let created = admin
+        .create_secret()
+        .name(name)
+        .secret_string(value)
+        .send()
+        .await;
+    if created.is_err() {
+        admin
+            .put_secret_value()
+            .secret_id(name)
+            .secret_string(value)
+            .send()
+            .await
+            .expect("moto accepts PutSecretValue");
+    }
+}
+
+/// Answers a fixed sequence, then repeats the last answer.
+pub struct Sequence(Mutex<VecDeque<ResponseTemplate>>);
+
+impl Sequence {
+    pub fn new(responses: impl IntoIterator<Item = ResponseTemplate>) -> Self {
+        Self(Mutex::new(responses.into_iter().collect()))
+    }
+}
+
+impl Respond for Sequence {
+    fn respond(&self, _request: &wiremock::Request) -> ResponseTemplate {
+        let mut queue = self.0.lock().unwrap();
+        if queue.len() > 1 {
+            queue.pop_front().unwrap()
+        } else {
+            queue
+                .front()
+                .cloned()
+                .unwrap_or_else(|| ResponseTemplate::new(500))
+        }
+    }
+}
+
+/// HighLevel's documented success answer.
+pub fn highlevel_ok() -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(serde_json::json!({
+        "success": true, "statusCode": 200, "message": "CSV finalize started"
+    }))
+}
+
+/// How a test app is set up. Defaults: token secret holding [`TOKEN`], inbound auth secret
+/// holding [`API_KEY`] and [`WEBHOOK_SECRET`], HighLevel answering 200.
+pub struct Setup {
+    /// The token secret's value; `None` leaves it uncreated.
+    pub token_secret: Option<String>,
+    /// Use `<name>/{locationId}` as the secret id (the value is stored for [`LOCATION`]).
+    pub per_location: bool,
+    /// The inbound-auth secret's value; `None` leaves it uncreated.
+    pub auth_secret: Option<String>,
+    /// Turn inbound auth off instead.
+    pub unauthenticated: bool,
+    /// Extra environment, e.g. `("MAX_ATTEMPTS", "2")`.
+    pub env: Vec<(&'static str, String)>,
+    /// Secrets Manager endpoint; defaults to moto.
+    pub secrets_endpoint: Option<String>,
+    /// HighLevel base URL; defaults to the mock server.
+    pub api_base_url: Option<String>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            token_secret: Some(TOKEN.to_owned()),
+            per_location: false,
+            auth_secret: Some(format!(
+                r#"{{"apiKeys":["{API_KEY}"],"webhookSecrets":["{WEBHOOK_SECRET}"]}}"#
+            )),
+            unauthenticated: false,
+            env: Vec::new(),
+            secrets_endpoint: None,
+            api_base_url: None,
+        }
+    }
+}
+
+pub struct TestApp {
+    pub app: App,
+    pub highlevel: MockServer,
+    pub reads: ReadCounter,
+    pub token_secret_id: String,
+    pub auth_secret_id: String,
+}
+
+/// A finished response, parsed.
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Setup::default()).await
+}
+
+pub async fn spawn_app_with(setup: Setup) -> TestApp {
+    let highlevel = MockServer::start().await;
+    let base = unique("ghl-test");
+    let token_name = format!("{base}/token");
+    let token_secret_id = if setup.per_location {
+        format!("{base}/{{locationId}}")
+    } else {
+        token_name.clone()
+    };
+    let auth_secret_id = format!("{base}/inbound");
+    if let Some(value) = &setup.token_secret {
+        let name = if setup.per_location {
+            format!("{base}/{LOCATION}")
+        } else {
+            token_name
+        };
+        put_secret(&name, value).await;
+    }
+    if let Some(value) = &setup.auth_secret {
+        put_secret(&auth_secret_id, value).await;
+    }
+    let mut env: HashMap<&str, String> = HashMap::new();
+    env.insert("GHL_TOKEN_SECRET_ID", token_secret_id.clone());
+    env.insert(
+        "GHL_API_BASE_URL",
+        setup
+            .api_base_url
+            .clone()
+            .unwrap_or_else(|| highlevel.uri()),
+    );
+    if setup.unauthenticated {
+        env.insert("ALLOW_UNAUTHENTICATED", "true".into());
+    } else {
+        env.insert("INBOUND_AUTH_SECRET_ID", auth_secret_id.clone());
+    }
+    for (key, value) in setup.env {
+        env.insert(key, value);
+    }
+    let config =
+        Config::from_lookup(|name| env.get(name).cloned()).expect("valid test configuration");
+    let reads = ReadCounter::default();
+    let endpoint = setup
+        .secrets_endpoint
+        .unwrap_or_else(|| moto_endpoint().to_owned());
+    let client = SecretsClient::from_client(sdk_client(&endpoint, Some(reads.clone())));
+    let app = App::build_with(config, Some(client))
+        .await
+        .expect("app builds");
+    TestApp {
+        app,
+        highlevel,
+        reads,
+        token_secret_id,
+        auth_secret_id,
+    }
+}
+
+impl TestApp {
+    /// Mounts the HighLevel finalize endpoint answering with `responder`.
+    pub async fn highlevel_answers(&self, responder: impl Respond + 'static) {
+        Mock::given(method("PATCH"))
+            .and(path_regex(r"^/social-media-posting/[^/]+/csv/[^/]+$"))
+            .respond_with(responder)
+            .mount(&self.highlevel)
+            .await;
+    }
+
+    /// Runs a Lambda event through the handler, with a Lambda context 30 s from its deadline.
+    pub async fn invoke(&self, event: &str) -> TestResponse {
+        self.invoke_with_deadline(event, Duration::from_secs(30))
+            .await
+    }
+
+    pub async fn invoke_with_deadline(&self, event: &str, remaining: Duration) -> TestResponse {
+        self.send(request_with_deadline(event, remaining)).await
+    }
+
+    pub async fn send(&self, request: Request) -> TestResponse {
+        let response = self.app.handle(request).await;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = String::from_utf8(response.body().to_vec()).expect("responses are UTF-8");
+        let body = serde_json::from_str(&text).expect("responses are JSON");
+        TestResponse {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    /// The requests HighLevel received.
+    pub async fn upstream_requests(&self) -> Vec<wiremock::Request> {
+        self.highlevel.received_requests().await.unwrap_or_default()
+    }
+}
+
+/// Parses a Lambda event into a request with a Lambda context.
+pub fn request_with_deadline(event: &str, remaining: Duration) -> Request {
+    let request = lambda_http::request::from_str(event).expect("the event parses");
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut context = Context::default();
+    context.request_id = unique("lambda-request");
+    context.deadline = now_ms + remaining.as_millis() as u64;
+    request.with_lambda_context(context)
+}
+
+/// Edits an event's JSON.
+pub fn edit(event: &str, change: impl FnOnce(&mut Value)) -> String {
+    let mut value: Value = serde_json::from_str(event).unwrap();
+    change(&mut value);
+    value.to_string()
+}
+
+/// Replaces a v2 event's body (and content type, when given).
+pub fn with_body(event: &str, body: &str, content_type: Option<&str>) -> String {
+    edit(event, |v| {
+        v["body"] = Value::String(body.to_owned());
+        v["isBase64Encoded"] = Value::Bool(false);
+        match content_type {
+            Some(ct) => v["headers"]["content-type"] = Value::String(ct.to_owned()),
+            None => {
+                v["headers"].as_object_mut().unwrap().remove("content-type");
+            }
+        }
+    })
+}
+
+/// Sets (or with `None` removes) a header of a v2 event.
+pub fn with_header(event: &str, name: &str, value: Option<&str>) -> String {
+    edit(event, |v| {
+        let headers = v["headers"].as_object_mut().unwrap();
+        match value {
+            Some(value) => {
+                headers.insert(name.to_owned(), Value::String(value.to_owned()));
+            }
+            None => {
+                headers.remove(name);
+            }
+        }
+    })
+}
+
+/// Removes every credential header from a v2 event.
+pub fn without_credentials(event: &str) -> String {
+    with_header(
+        &with_header(event, "x-api-key", None),
+        "authorization",
+        None,
+    )
+}
+
+/// Signs `body` with the independent `standardwebhooks` implementation and returns the event
+/// with the three Standard Webhooks headers set (and no API key).
+pub fn signed(event: &str, secret: &str, timestamp: i64) -> String {
+    let body = serde_json::from_str::<Value>(event).unwrap()["body"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    let id = unique("msg");
+    let signature = standardwebhooks::Webhook::new(secret)
+        .unwrap()
+        .sign(&id, timestamp, body.as_bytes())
+        .unwrap();
+    let event = without_credentials(event);
+    let event = with_header(&event, "webhook-id", Some(&id));
+    let event = with_header(&event, "webhook-timestamp", Some(&timestamp.to_string()));
+    with_header(&event, "webhook-signature", Some(&signature))
+}
+
+pub fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// The error code of a response, or `""`.
+pub fn code(response: &TestResponse) -> &str {
+    response.body["error"]["code"].as_str().unwrap_or("")
+}
