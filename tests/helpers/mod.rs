@@ -3,6 +3,8 @@
 //! [`App`] built around them. Event fixtures come from `events/` so the samples stay true.
 #![allow(dead_code)]
 
+pub mod emulator;
+
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -373,16 +375,22 @@ pub fn with_body(event: &str, body: &str, content_type: Option<&str>) -> String 
     })
 }
 
-/// Sets (or with `None` removes) a header of a v2 event.
+/// Sets (or with `None` removes) a header of an event, in `headers` and, for REST and ALB
+/// events that have them, `multiValueHeaders`.
 pub fn with_header(event: &str, name: &str, value: Option<&str>) -> String {
     edit(event, |v| {
-        let headers = v["headers"].as_object_mut().unwrap();
-        match value {
-            Some(value) => {
-                headers.insert(name.to_owned(), Value::String(value.to_owned()));
-            }
-            None => {
-                headers.remove(name);
+        for (member, multi) in [("headers", false), ("multiValueHeaders", true)] {
+            let Some(headers) = v.get_mut(member).and_then(Value::as_object_mut) else {
+                continue;
+            };
+            headers.retain(|key, _| !key.eq_ignore_ascii_case(name));
+            if let Some(value) = value {
+                let value = if multi {
+                    serde_json::json!([value])
+                } else {
+                    Value::String(value.to_owned())
+                };
+                headers.insert(name.to_owned(), value);
             }
         }
     })

@@ -1,0 +1,150 @@
+//! The real `bootstrap` binary under a Lambda Runtime API emulator, configured only through
+//! environment variables — Secrets Manager reached via `AWS_ENDPOINT_URL_SECRETS_MANAGER`
+//! (moto), HighLevel via `GHL_API_BASE_URL` (a local stand-in).
+
+mod helpers;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use helpers::emulator::RuntimeApi;
+use helpers::*;
+use serde_json::Value;
+use tokio::process::{Child, Command};
+use wiremock::MockServer;
+
+fn bootstrap(runtime_api: &str, env: &[(&str, &str)]) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bootstrap"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_LAMBDA_RUNTIME_API", runtime_api)
+        .env("AWS_LAMBDA_FUNCTION_NAME", "ghl-csv-finalize")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env(
+            "AWS_LAMBDA_LOG_STREAM_NAME",
+            "2026/11/29/[$LATEST]0123456789abcdef",
+        )
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/ghl-csv-finalize")
+        .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_SESSION_TOKEN", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.spawn().expect("the bootstrap binary starts")
+}
+
+fn response_of(outcome: &helpers::emulator::Outcome) -> (u64, Value) {
+    assert_eq!(outcome.kind, "response", "{}", outcome.body);
+    let lambda: Value = serde_json::from_str(&outcome.body).unwrap();
+    let body = serde_json::from_str(lambda["body"].as_str().unwrap()).unwrap();
+    (lambda["statusCode"].as_u64().unwrap(), body)
+}
+
+#[tokio::test]
+async fn the_bootstrap_binary_serves_events_configured_by_environment_only() {
+    let highlevel = MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("PATCH"))
+        .respond_with(highlevel_ok())
+        .mount(&highlevel)
+        .await;
+    let base = unique("ghl-bin");
+    let (token_id, auth_id) = (format!("{base}/token"), format!("{base}/inbound"));
+    put_secret(&token_id, TOKEN).await;
+    put_secret(&auth_id, &format!(r#"{{"apiKeys":["{API_KEY}"]}}"#)).await;
+    let runtime = RuntimeApi::start().await;
+    let mut child = bootstrap(
+        runtime.address(),
+        &[
+            ("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto_endpoint()),
+            ("GHL_TOKEN_SECRET_ID", &token_id),
+            ("INBOUND_AUTH_SECRET_ID", &auth_id),
+            ("GHL_API_BASE_URL", &highlevel.uri()),
+        ],
+    );
+    let timeout = Duration::from_secs(15);
+
+    let (status, body) = response_of(&runtime.invoke(EV_PATH_PARAMS, timeout).await);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["attempts"], 1);
+    assert_eq!(body["requestId"], "emulated-request-1");
+    let (status, _) = response_of(&runtime.invoke(EV_HEALTHZ, timeout).await);
+    assert_eq!(status, 200);
+    let (status, body) = response_of(&runtime.invoke(&without_credentials(EV_REST), timeout).await);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    let (status, _) = response_of(&runtime.invoke(EV_ALB, timeout).await);
+    assert_eq!(status, 200);
+
+    let requests = highlevel.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(
+        requests[0].headers["authorization"],
+        format!("Bearer {TOKEN}").as_str()
+    );
+
+    child.start_kill().unwrap();
+    let output = child.wait_with_output().await.unwrap();
+    let logs = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        logs.contains("\"request finished\""),
+        "JSON logs on stdout: {logs}"
+    );
+    assert!(!logs.contains(TOKEN) && !logs.contains(API_KEY));
+}
+
+#[tokio::test]
+async fn refuses_to_start_without_inbound_auth_naming_the_variable() {
+    let runtime = RuntimeApi::start().await;
+    let child = bootstrap(runtime.address(), &[("GHL_TOKEN", "pit-local")]);
+    let output = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!output.status.success());
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(printed.contains("INBOUND_AUTH_SECRET_ID"), "{printed}");
+}
+
+#[tokio::test]
+async fn serves_with_a_local_token_when_unauthenticated_access_is_allowed() {
+    let highlevel = MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("PATCH"))
+        .respond_with(highlevel_ok())
+        .mount(&highlevel)
+        .await;
+    let runtime = RuntimeApi::start().await;
+    let _child = bootstrap(
+        runtime.address(),
+        &[
+            ("GHL_TOKEN", "pit-local-dev"),
+            ("ALLOW_UNAUTHENTICATED", "true"),
+            ("GHL_API_BASE_URL", &highlevel.uri()),
+        ],
+    );
+    let (status, body) = response_of(
+        &runtime
+            .invoke(
+                &without_credentials(EV_FUNCTION_URL),
+                Duration::from_secs(15),
+            )
+            .await,
+    );
+    assert_eq!(status, 200, "{body}");
+    let requests = highlevel.received_requests().await.unwrap();
+    assert_eq!(requests[0].headers["authorization"], "Bearer pit-local-dev");
+}

@@ -1,0 +1,148 @@
+//! Checks on `template.yaml` that cfn-lint cannot make under the SAM transform: runtime,
+//! architecture, build method, timeout against the upstream budget, routes, least privilege,
+//! and that every environment variable it sets is one the function reads.
+
+use serde_norway::Value;
+
+const TEMPLATE: &str = include_str!("../template.yaml");
+
+fn template() -> Value {
+    serde_norway::from_str(TEMPLATE).expect("template.yaml is YAML")
+}
+
+fn function(t: &Value) -> &Value {
+    &t["Resources"]["FinalizeFunction"]
+}
+
+/// A `!Ref X` tag's target.
+fn reference(value: &Value) -> Option<&str> {
+    match value {
+        Value::Tagged(tagged) if tagged.tag == "!Ref" => tagged.value.as_str(),
+        _ => None,
+    }
+}
+
+#[test]
+fn runs_on_provided_al2023_built_by_cargo_lambda_as_bootstrap() {
+    let t = template();
+    assert_eq!(t["Transform"], "AWS::Serverless-2016-10-31");
+    let f = function(&t);
+    assert_eq!(f["Properties"]["Runtime"], "provided.al2023");
+    assert_eq!(f["Properties"]["Handler"], "bootstrap");
+    assert_eq!(f["Metadata"]["BuildMethod"], "rust-cargolambda");
+    assert_eq!(f["Metadata"]["BuildProperties"]["Binary"], "bootstrap");
+    assert_eq!(f["Properties"]["LoggingConfig"]["LogFormat"], "JSON");
+}
+
+#[test]
+fn defaults_to_arm64_and_offers_x86_64() {
+    let t = template();
+    let architectures = function(&t)["Properties"]["Architectures"]
+        .as_sequence()
+        .unwrap();
+    assert_eq!(architectures.len(), 1);
+    assert_eq!(reference(&architectures[0]), Some("Architecture"));
+    let parameter = &t["Parameters"]["Architecture"];
+    assert_eq!(parameter["Default"], "arm64");
+    let allowed: Vec<&str> = parameter["AllowedValues"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(allowed, ["arm64", "x86_64"]);
+}
+
+#[test]
+fn the_function_timeout_exceeds_the_largest_upstream_budget() {
+    let t = template();
+    let timeout_secs = t["Globals"]["Function"]["Timeout"].as_u64().unwrap();
+    let budget = &t["Parameters"]["UpstreamTimeoutMs"];
+    let largest_ms = budget["MaxValue"].as_u64().unwrap();
+    assert_eq!(
+        budget["Default"].as_u64(),
+        Some(ghl_csv_finalize::config::DEFAULT_UPSTREAM_TIMEOUT_MS)
+    );
+    assert!(
+        timeout_secs * 1000 > largest_ms + 500,
+        "Timeout {timeout_secs}s leaves no room for a {largest_ms} ms budget"
+    );
+    assert!(timeout_secs <= 30, "HTTP API integrations time out at 30 s");
+}
+
+#[test]
+fn routes_the_two_finalize_forms_and_the_health_check() {
+    let t = template();
+    let events = function(&t)["Properties"]["Events"].as_mapping().unwrap();
+    let mut routes: Vec<(String, String)> = events
+        .values()
+        .map(|e| {
+            assert_eq!(e["Type"], "HttpApi");
+            (
+                e["Properties"]["Method"].as_str().unwrap().to_owned(),
+                e["Properties"]["Path"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    routes.sort();
+    assert_eq!(
+        routes,
+        [
+            ("GET".to_owned(), "/healthz".to_owned()),
+            ("POST".to_owned(), "/finalize".to_owned()),
+            (
+                "POST".to_owned(),
+                "/locations/{locationId}/csv/{csvId}/finalize".to_owned()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn grants_nothing_but_get_secret_value() {
+    let t = template();
+    let policies = function(&t)["Properties"]["Policies"]
+        .as_sequence()
+        .unwrap();
+    let text = serde_norway::to_string(policies).unwrap();
+    let actions: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Action: "))
+        .collect();
+    assert!(!actions.is_empty());
+    assert!(
+        actions
+            .iter()
+            .all(|a| *a == "secretsmanager:GetSecretValue"),
+        "{actions:?}"
+    );
+    assert!(!text.contains("Resource: '*'") && !text.contains("Resource: \"*\""));
+}
+
+#[test]
+fn sets_only_variables_the_function_reads() {
+    let t = template();
+    let variables = function(&t)["Properties"]["Environment"]["Variables"]
+        .as_mapping()
+        .unwrap();
+    let known = [
+        "GHL_TOKEN_SECRET_ID",
+        "GHL_TOKEN",
+        "INBOUND_AUTH_SECRET_ID",
+        "ALLOW_UNAUTHENTICATED",
+        "GHL_API_BASE_URL",
+        "GHL_API_VERSION",
+        "GHL_DEFAULT_USER_ID",
+        "UPSTREAM_TIMEOUT_MS",
+        "MAX_ATTEMPTS",
+        "SECRET_CACHE_TTL_SECS",
+    ];
+    let source = include_str!("../src/config.rs");
+    for name in variables.keys().map(|k| k.as_str().unwrap()) {
+        assert!(known.contains(&name), "{name} is not a setting");
+        assert!(
+            source.contains(&format!("\"{name}\"")),
+            "config.rs does not read {name}"
+        );
+    }
+}
