@@ -167,6 +167,21 @@ impl App {
             max_attempts: self.config.max_attempts,
             upstream_timeout: self.config.upstream_timeout,
         };
+        if self.config.dry_run {
+            return match finalizer.prepare(&finalize_request).await {
+                Ok(prepared) => {
+                    let headers = self
+                        .highlevel
+                        .headers(&prepared.token.token)
+                        .map_err(|e| (Failed::from(e), None))?;
+                    let would_send = crate::upstream::describe(&prepared.call, &headers);
+                    let response =
+                        response::dry_run(&finalize_request, would_send, &invocation.request_id);
+                    Ok((response, Some(finalize_request), 0))
+                }
+                Err(failed) => Err((failed, Some(finalize_request))),
+            };
+        }
         match finalizer.run(&finalize_request, invocation.remaining).await {
             Ok(done) => {
                 let response =

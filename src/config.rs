@@ -85,6 +85,9 @@ pub struct Config {
     pub max_attempts: u32,
     /// `SECRET_CACHE_TTL_SECS`: how long a secret read stays fresh.
     pub secret_cache_ttl: Duration,
+    /// Do everything but call HighLevel; answer with the request that would be sent.
+    /// Set by the command-line tool's `--dry-run`, never from the Lambda environment.
+    pub dry_run: bool,
 }
 
 impl Config {
@@ -165,6 +168,7 @@ impl Config {
                 DEFAULT_SECRET_CACHE_TTL_SECS,
                 0..=86_400,
             )?),
+            dry_run: false,
         })
     }
 }

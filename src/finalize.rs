@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use crate::error::Error;
 use crate::inbound::FinalizeRequest;
 use crate::retry::{self, Verdict, DEFAULT_RETRY_AFTER};
-use crate::token::TokenSource;
+use crate::token::{LeasedToken, TokenSource};
 use crate::upstream::{
     finalize_body, finalize_url, Answer, Attempt, FinalizeCall, HighLevel, UpstreamReply,
 };
@@ -67,22 +67,37 @@ pub fn deadline(now: Instant, budget: Duration, lambda_remaining: Option<Duratio
     now + budget
 }
 
+/// Everything needed to call HighLevel, before the call.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The token to send.
+    pub token: LeasedToken,
+    /// URL and body.
+    pub call: FinalizeCall,
+}
+
 impl Finalizer<'_> {
-    /// Finalizes the import named by `request` for `user`.
+    /// Reads the token and builds the request, without sending it.
+    pub async fn prepare(&self, request: &FinalizeRequest) -> Result<Prepared, Failed> {
+        let token = self.tokens.token(&request.location_id).await?;
+        let url = finalize_url(self.base_url, &request.location_id, &request.csv_id)
+            .map_err(|e| Error::config("cannot build the HighLevel URL", Some(Box::new(e) as _)))?;
+        let call = FinalizeCall {
+            url,
+            body: finalize_body(request.user_id.as_ref()),
+        };
+        Ok(Prepared { token, call })
+    }
+
+    /// Finalizes the import named by `request`.
     pub async fn run(
         &self,
         request: &FinalizeRequest,
         lambda_remaining: Option<Duration>,
     ) -> Result<Finalized, Failed> {
         let location = &request.location_id;
-        let mut token = self.tokens.token(location).await?;
+        let Prepared { mut token, call } = self.prepare(request).await?;
         let deadline = deadline(Instant::now(), self.upstream_timeout, lambda_remaining);
-        let url = finalize_url(self.base_url, location, &request.csv_id)
-            .map_err(|e| Error::config("cannot build the HighLevel URL", Some(Box::new(e) as _)))?;
-        let call = FinalizeCall {
-            url,
-            body: finalize_body(request.user_id.as_ref()),
-        };
 
         let mut sent = 0u32; // every request put on the wire
         let mut counted = 0u32; // those that count against MAX_ATTEMPTS

@@ -36,6 +36,7 @@ pub mod finalize;
 pub mod ids;
 pub mod inbound;
 pub mod lambda;
+pub mod local;
 pub mod redact;
 pub mod response;
 pub mod retry;

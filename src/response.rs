@@ -35,6 +35,22 @@ pub fn finalized(
     )
 }
 
+/// `200 {"ok":true,"dryRun":true,…}`: what would have been sent to HighLevel (`--dry-run`).
+pub fn dry_run(request: &FinalizeRequest, would_send: Value, request_id: &str) -> Response<Body> {
+    respond(
+        StatusCode::OK,
+        json!({
+            "ok": true,
+            "dryRun": true,
+            "locationId": request.location_id.as_str(),
+            "csvId": request.csv_id.as_str(),
+            "attempts": 0,
+            "request": would_send,
+            "requestId": request_id,
+        }),
+    )
+}
+
 /// `{"ok":false,"error":{…}}` with the status, code and headers the error calls for.
 /// `attempts` is included once a request has been sent to HighLevel.
 pub fn failed(error: &Error, attempts: u32, request_id: &str) -> Response<Body> {

@@ -111,6 +111,27 @@ pub fn finalize_body(user: Option<&UserId>) -> Vec<u8> {
     }
 }
 
+/// Describes the request that would be sent, the token redacted (for `--dry-run`).
+pub fn describe(call: &FinalizeCall, headers: &HeaderMap) -> Value {
+    let headers: serde_json::Map<String, Value> = headers
+        .iter()
+        .map(|(name, value)| {
+            let shown = if value.is_sensitive() {
+                "Bearer [redacted]".to_owned()
+            } else {
+                String::from_utf8_lossy(value.as_bytes()).into_owned()
+            };
+            (name.as_str().to_owned(), Value::String(shown))
+        })
+        .collect();
+    serde_json::json!({
+        "method": "PATCH",
+        "url": call.url.as_str(),
+        "headers": headers,
+        "body": serde_json::from_slice::<Value>(&call.body).unwrap_or(Value::Null),
+    })
+}
+
 /// The HighLevel client, built once per instance.
 #[derive(Debug, Clone)]
 pub struct HighLevel {

@@ -1,0 +1,349 @@
+//! `ghl-csv-finalize`: the same handler outside Lambda.
+//!
+//! - `demo`: the quick start — a sample HighLevel workflow webhook through the real handler,
+//!   over real HTTP to a local HighLevel stand-in, offline, with built-in settings.
+//! - `serve`: the handler as a plain HTTP server (for curl, or a tunnel from an automation platform).
+//! - `invoke EVENT.json`: one Lambda event file through the handler.
+//! - `finalize --location L --csv C`: the direct call for an operator.
+//! - `standin`: the local HighLevel stand-in on its own.
+//!
+//! `serve`, `invoke` and `finalize` read the same environment variables as the Lambda
+//! function; `--dry-run` does everything but call HighLevel and shows the request instead.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use ghl_csv_finalize::ids::{CsvId, LocationId, UserId};
+use ghl_csv_finalize::local::server::LocalServer;
+use ghl_csv_finalize::local::standin::{Behaviour, Faults, StandIn};
+use ghl_csv_finalize::{App, Config};
+use lambda_http::Body;
+use serde_json::{json, Value};
+
+/// The sample event `demo` sends unless told otherwise.
+const DEMO_EVENT: &str = include_str!("../../events/apigw-v2-highlevel-workflow.json");
+/// The token `demo` uses: a stand-in value, never a real credential.
+const DEMO_TOKEN: &str = "pit-demo-0000-local-stand-in-token";
+
+#[derive(Parser)]
+#[command(
+    name = "ghl-csv-finalize",
+    version,
+    about = "Finalize HighLevel Social Planner CSV imports — local tools for the Lambda function"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a sample HighLevel workflow webhook end to end against a local HighLevel stand-in (offline)
+    Demo {
+        /// A Lambda event file to send instead of the built-in HighLevel workflow sample
+        #[arg(long)]
+        event: Option<PathBuf>,
+    },
+    /// Serve the function's handler over plain HTTP
+    Serve {
+        /// Address to listen on
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        addr: SocketAddr,
+        /// Do everything but call HighLevel; answer with the request that would be sent
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Run one Lambda event file through the handler and print the response
+    Invoke {
+        /// The event file, e.g. events/apigw-v2-path-params.json
+        event: PathBuf,
+        /// Do everything but call HighLevel; print the request that would be sent
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Finalize one CSV import directly (no inbound authentication: you are the operator)
+    Finalize {
+        /// HighLevel location (sub-account) id
+        #[arg(long, value_parser = parse_id::<LocationId>)]
+        location: LocationId,
+        /// CSV import id
+        #[arg(long, value_parser = parse_id::<CsvId>)]
+        csv: CsvId,
+        /// HighLevel user id (default: GHL_DEFAULT_USER_ID)
+        #[arg(long, value_parser = parse_id::<UserId>)]
+        user: Option<UserId>,
+        /// Do everything but call HighLevel; print the request that would be sent
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Run the local HighLevel stand-in (PATCH /social-media-posting/{locationId}/csv/{csvId})
+    Standin {
+        /// Address to listen on
+        #[arg(long, default_value = "127.0.0.1:9100")]
+        addr: SocketAddr,
+        /// Accept only this bearer token (default: any)
+        #[arg(long)]
+        token: Option<String>,
+        /// Answer the first N finalize requests with --fault-status
+        #[arg(long, default_value_t = 0)]
+        fail_first: u64,
+        /// Status for simulated faults
+        #[arg(long, default_value_t = 429)]
+        fault_status: u16,
+        /// Retry-After to send with simulated faults (seconds or an HTTP date)
+        #[arg(long)]
+        retry_after: Option<String>,
+        /// Delay every finalize answer by this many milliseconds
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+        /// Fail this share (0.0–1.0) of finalize requests at random
+        #[arg(long, default_value_t = 0.0)]
+        fault_rate: f64,
+    },
+}
+
+fn parse_id<T: std::str::FromStr<Err = ghl_csv_finalize::ids::IdError>>(
+    value: &str,
+) -> Result<T, String> {
+    value
+        .parse()
+        .map_err(|e| format!("{e} (ids match ^[A-Za-z0-9_-]{{1,64}}$)"))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Serve { .. } | Command::Standin { .. } => "info",
+        Command::Demo { .. } => "error",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli.command).await {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<ExitCode, String> {
+    match command {
+        Command::Demo { event } => demo(event).await,
+        Command::Serve { addr, dry_run } => serve(addr, dry_run).await,
+        Command::Invoke { event, dry_run } => {
+            let event = std::fs::read_to_string(&event)
+                .map_err(|e| format!("cannot read {}: {e}", event.display()))?;
+            let app = build(env_config(dry_run, false)?).await?;
+            let response = app.handle(parse_event(&event)?).await;
+            Ok(print_response(response))
+        }
+        Command::Finalize {
+            location,
+            csv,
+            user,
+            dry_run,
+        } => {
+            let app = build(env_config(dry_run, true)?).await?;
+            let mut body = json!({"locationId": location.as_str(), "csvId": csv.as_str()});
+            if let Some(user) = user {
+                body["userId"] = json!(user.as_str());
+            }
+            let request = http::Request::post("/finalize")
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .map_err(|e| e.to_string())?;
+            Ok(print_response(app.handle(request).await))
+        }
+        Command::Standin {
+            addr,
+            token,
+            fail_first,
+            fault_status,
+            retry_after,
+            delay_ms,
+            fault_rate,
+        } => {
+            let faults = Faults {
+                fail_first,
+                fault_status: Some(fault_status),
+                retry_after,
+                delay: Duration::from_millis(delay_ms),
+                random_fault_rate: fault_rate.clamp(0.0, 1.0),
+            };
+            let standin = StandIn::start_logging(
+                addr,
+                Behaviour {
+                    required_token: token,
+                    faults,
+                },
+            )
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            println!("HighLevel stand-in listening on {}", standin.base_url());
+            println!("use it with: GHL_API_BASE_URL={}", standin.base_url());
+            shutdown_signal().await;
+            standin.stop().await;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Reads the environment like the Lambda function. `operator` is the direct `finalize` call,
+/// which has no inbound caller to authenticate.
+fn env_config(dry_run: bool, operator: bool) -> Result<Config, String> {
+    let mut config = Config::from_lookup(|name| match name {
+        "INBOUND_AUTH_SECRET_ID" if operator => None,
+        "ALLOW_UNAUTHENTICATED" if operator => Some("true".into()),
+        _ => std::env::var(name).ok(),
+    })
+    .map_err(|e| e.to_string())?;
+    config.dry_run = dry_run;
+    Ok(config)
+}
+
+async fn build(config: Config) -> Result<App, String> {
+    App::build(config).await.map_err(|e| e.to_string())
+}
+
+fn parse_event(event: &str) -> Result<lambda_http::Request, String> {
+    let mut request: lambda_http::request::LambdaRequest =
+        serde_json::from_str(event).map_err(|e| {
+            format!("not a Lambda HTTP event (API Gateway v1/v2, Function URL or ALB): {e}")
+        })?;
+    ghl_csv_finalize::lambda::guard_base64(&mut request);
+    Ok(request.into())
+}
+
+/// Prints status and body; the exit code is 0 for 2xx, 1 otherwise.
+fn print_response(response: lambda_http::Response<Body>) -> ExitCode {
+    let status = response.status();
+    println!("{}", pretty(response.body().as_ref()));
+    if status.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("the function answered {status}");
+        ExitCode::FAILURE
+    }
+}
+
+fn pretty(bytes: &[u8]) -> String {
+    serde_json::from_slice::<Value>(bytes)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or_else(|| String::from_utf8_lossy(bytes).into_owned())
+}
+
+async fn serve(addr: SocketAddr, dry_run: bool) -> Result<ExitCode, String> {
+    let app = Arc::new(build(env_config(dry_run, false)?).await?);
+    let server = LocalServer::start(app, addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    println!(
+        "listening on http://{}{}",
+        server.address(),
+        if dry_run {
+            " (dry run: HighLevel is never called)"
+        } else {
+            ""
+        }
+    );
+    shutdown_signal().await;
+    eprintln!("shutting down: finishing requests in flight");
+    server.stop(Duration::from_secs(10)).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// The quick start: built-in settings, a stand-in HighLevel, one sample event.
+async fn demo(event: Option<PathBuf>) -> Result<ExitCode, String> {
+    let (name, event) = match &event {
+        Some(path) => (
+            path.display().to_string(),
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        ),
+        None => (
+            "events/apigw-v2-highlevel-workflow.json".to_owned(),
+            DEMO_EVENT.to_owned(),
+        ),
+    };
+    let standin = StandIn::start(
+        ([127, 0, 0, 1], 0).into(),
+        Behaviour {
+            required_token: Some(DEMO_TOKEN.into()),
+            ..Behaviour::default()
+        },
+    )
+    .await
+    .map_err(|e| format!("cannot start the HighLevel stand-in: {e}"))?;
+    let base_url = standin.base_url();
+    let settings = [
+        ("GHL_TOKEN", DEMO_TOKEN),
+        ("ALLOW_UNAUTHENTICATED", "true"),
+        ("GHL_API_BASE_URL", base_url.as_str()),
+    ];
+    let config = Config::from_lookup(|name| {
+        settings
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    })
+    .map_err(|e| e.to_string())?;
+    let app = build(config).await?;
+
+    println!("ghl-csv-finalize demo: offline, no AWS or HighLevel account needed");
+    println!("  HighLevel stand-in:  {base_url}");
+    println!("  token source:        GHL_TOKEN (a built-in demo token)");
+    println!("  event:               {name}");
+    println!();
+    let response = app.handle(parse_event(&event)?).await;
+    let status = response.status();
+
+    println!("What HighLevel received:");
+    let received = standin.received();
+    if received.is_empty() {
+        println!("  (nothing: the function did not call HighLevel)");
+    }
+    for request in &received {
+        println!("  {} {}", request.method, request.path);
+        for (name, value) in &request.headers {
+            println!("  {name}: {value}");
+        }
+        println!("  body: {}", request.body);
+        println!("  -> HighLevel answered {}", request.status);
+    }
+    println!();
+    println!("What the function answered ({status}):");
+    println!("{}", pretty(response.body().as_ref()));
+    standin.stop().await;
+    Ok(if status.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

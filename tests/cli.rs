@@ -1,0 +1,261 @@
+//! The command-line tool: `demo`, `serve`, `invoke`, `finalize`, `--dry-run` and bad arguments,
+//! run as a real process against the project's HighLevel stand-in.
+
+mod helpers;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use ghl_csv_finalize::local::standin::{Behaviour, StandIn};
+use helpers::*;
+use serde_json::Value;
+
+// The stand-in runs in this test process while a blocking child process talks to it, so the
+// async tests use a multi-threaded runtime.
+const BIN: &str = env!("CARGO_BIN_EXE_ghl-csv-finalize");
+const EVENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/events");
+
+fn cli(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("the CLI runs")
+}
+
+fn local_env(standin: &StandIn) -> Vec<(&'static str, String)> {
+    vec![
+        ("GHL_TOKEN", TOKEN.to_owned()),
+        ("ALLOW_UNAUTHENTICATED", "true".into()),
+        ("GHL_API_BASE_URL", standin.base_url()),
+    ]
+}
+
+fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+async fn standin() -> StandIn {
+    StandIn::start(
+        ([127, 0, 0, 1], 0).into(),
+        Behaviour {
+            required_token: Some(TOKEN.into()),
+            ..Behaviour::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_end_to_end_offline_and_never_prints_the_token() {
+    let output = cli(&["demo"], &[]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "PATCH /social-media-posting/ve9EPM428h8vShlRW1KT/csv/6578b9a4c5c9e5a0f0f3b2d1"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("authorization: Bearer [redacted]"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("version: 2021-07-28"));
+    assert!(stdout.contains("\"ok\": true"));
+    assert!(!stdout.contains("pit-demo"), "the demo token is redacted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invoke_runs_every_sample_event_through_the_handler() {
+    let standin = standin().await;
+    let env = local_env(&standin);
+    for (name, _) in FINALIZE_EVENTS
+        .iter()
+        .chain([("apigw-v2-healthz.json", "")].iter())
+    {
+        let output = cli(&["invoke", &format!("{EVENTS}/{name}")], &env_refs(&env));
+        assert!(
+            output.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        let body: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(body["ok"], true, "{name}");
+    }
+    assert_eq!(standin.received().len(), FINALIZE_EVENTS.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invoke_exits_non_zero_on_an_error_response() {
+    let standin = standin().await;
+    let mut env = local_env(&standin);
+    env[0].1 = "pit-wrong-token".into();
+    let output = cli(
+        &["invoke", &format!("{EVENTS}/apigw-v2-path-params.json")],
+        &env_refs(&env),
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let body: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(body["error"]["code"], "upstream_auth_failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_reads_the_token_but_sends_nothing_upstream() {
+    let standin = standin().await;
+    let env = local_env(&standin);
+    let output = cli(
+        &[
+            "invoke",
+            "--dry-run",
+            &format!("{EVENTS}/apigw-v2-json-body.json"),
+        ],
+        &env_refs(&env),
+    );
+    assert!(output.status.success());
+    let body: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(body["dryRun"], true);
+    assert_eq!(body["request"]["method"], "PATCH");
+    assert_eq!(
+        body["request"]["url"],
+        format!(
+            "{}/social-media-posting/{LOCATION}/csv/{CSV}",
+            standin.base_url()
+        )
+    );
+    assert_eq!(
+        body["request"]["headers"]["authorization"],
+        "Bearer [redacted]"
+    );
+    assert_eq!(body["request"]["body"], serde_json::json!({"userId": USER}));
+    let output = cli(
+        &[
+            "finalize",
+            "--location",
+            LOCATION,
+            "--csv",
+            CSV,
+            "--dry-run",
+        ],
+        &env_refs(&env),
+    );
+    assert!(output.status.success());
+    assert!(!String::from_utf8_lossy(&output.stdout).contains(TOKEN));
+    assert!(
+        standin.received().is_empty(),
+        "a dry run never calls HighLevel"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finalize_calls_highlevel_directly() {
+    let standin = standin().await;
+    let env = local_env(&standin);
+    let output = cli(
+        &[
+            "finalize",
+            "--location",
+            LOCATION,
+            "--csv",
+            CSV,
+            "--user",
+            USER,
+        ],
+        &env_refs(&env),
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let received = standin.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].body, serde_json::json!({"userId": USER}));
+}
+
+#[test]
+fn bad_arguments_exit_with_status_2_and_a_clear_message() {
+    for args in [
+        &["finalize", "--location", "a/b", "--csv", "C1"][..],
+        &["finalize", "--csv", "C1"],
+        &["invoke"],
+        &["serve", "--addr", "not-an-address"],
+        &["no-such-command"],
+    ] {
+        let output = cli(args, &[]);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.starts_with("error:") && stderr.contains("--help"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_answers_real_http_requests_and_stops_on_sigterm() {
+    let standin = standin().await;
+    let env = local_env(&standin);
+    let mut child = Command::new(BIN)
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("prints its address")
+        .to_owned();
+
+    let client = reqwest::Client::new();
+    let health = client.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let finalize = client
+        .post(format!("{base}/locations/{LOCATION}/csv/{CSV}/finalize"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(finalize.status(), 200);
+    let body: Value = serde_json::from_slice(&finalize.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["attempts"], 1);
+    let too_large = client
+        .post(format!("{base}/finalize"))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 300 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_large.status(), 413);
+    assert_eq!(standin.received().len(), 1);
+
+    // Graceful stop: SIGTERM, as a container runtime would send.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "serve exits cleanly on SIGTERM");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "serve did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
