@@ -42,6 +42,16 @@ fn bootstrap(runtime_api: &str, env: &[(&str, &str)]) -> Child {
     command.spawn().expect("the bootstrap binary starts")
 }
 
+/// A local HighLevel that accepts every finalize call.
+async fn highlevel() -> MockServer {
+    let server = MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("PATCH"))
+        .respond_with(highlevel_ok())
+        .mount(&server)
+        .await;
+    server
+}
+
 fn response_of(outcome: &helpers::emulator::Outcome) -> (u64, Value) {
     assert_eq!(outcome.kind, "response", "{}", outcome.body);
     let lambda: Value = serde_json::from_str(&outcome.body).unwrap();
@@ -51,11 +61,7 @@ fn response_of(outcome: &helpers::emulator::Outcome) -> (u64, Value) {
 
 #[tokio::test]
 async fn the_bootstrap_binary_serves_events_configured_by_environment_only() {
-    let highlevel = MockServer::start().await;
-    wiremock::Mock::given(wiremock::matchers::method("PATCH"))
-        .respond_with(highlevel_ok())
-        .mount(&highlevel)
-        .await;
+    let highlevel = highlevel().await;
     let base = unique("ghl-bin");
     let (token_id, auth_id) = (format!("{base}/token"), format!("{base}/inbound"));
     put_secret(&token_id, TOKEN).await;
@@ -122,11 +128,7 @@ async fn refuses_to_start_without_inbound_auth_naming_the_variable() {
 
 #[tokio::test]
 async fn serves_with_a_local_token_when_unauthenticated_access_is_allowed() {
-    let highlevel = MockServer::start().await;
-    wiremock::Mock::given(wiremock::matchers::method("PATCH"))
-        .respond_with(highlevel_ok())
-        .mount(&highlevel)
-        .await;
+    let highlevel = highlevel().await;
     let runtime = RuntimeApi::start().await;
     let _child = bootstrap(
         runtime.address(),
