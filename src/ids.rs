@@ -3,6 +3,14 @@
 //! A [`LocationId`], [`CsvId`] or [`UserId`] can only be made by parsing, and parsing accepts
 //! exactly `^[A-Za-z0-9_-]{1,64}$`. Anything that reaches the HighLevel URL has therefore been
 //! checked: no slashes, dots, percent signs, spaces or unicode can smuggle in a different path.
+//!
+//! ```
+//! use ghl_csv_finalize::ids::{CsvId, IdError, LocationId};
+//!
+//! assert_eq!(LocationId::parse("ve9EPM428h8vShlRW1KT").unwrap().as_str(), "ve9EPM428h8vShlRW1KT");
+//! assert_eq!(CsvId::parse("../../oauth/token"), Err(IdError::BadCharacter));
+//! assert_eq!(CsvId::parse(""), Err(IdError::Empty));
+//! ```
 
 use std::fmt;
 
