@@ -16,13 +16,13 @@ use crate::finalize::{Failed, Finalizer};
 use crate::inbound::{self, FinalizeRequest, Route, Sources};
 use crate::response;
 use crate::secrets::{ReadError, SecretsClient};
-use crate::token::TokenSource;
+use crate::token::{SecretStore, TokenSource};
 use crate::upstream::HighLevel;
 
 /// Why the app could not be built.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the HTTP client")]
-pub struct BuildError(#[from] reqwest::Error);
+pub struct BuildError(#[source] crate::error::BoxError);
 
 /// Inbound authentication as configured.
 enum InboundAuth {
@@ -62,12 +62,18 @@ impl App {
     ) -> Result<Self, BuildError> {
         let ttl = config.secret_cache_ttl;
         let mut secrets = secrets;
+        let highlevel =
+            HighLevel::new(config.api_version.clone(), &config.api_base_url).map_err(BuildError)?;
         let tokens = match &config.token_source {
-            TokenSourceConfig::SecretsManager { secret_id } => TokenSource::SecretsManager {
-                secret_id: secret_id.clone(),
-                client: shared_client(&mut secrets).await,
-                cache: SingleFlightCache::new(ttl),
-            },
+            TokenSourceConfig::SecretsManager { secret_id } => {
+                TokenSource::SecretsManager(Box::new(SecretStore::new(
+                    secret_id.clone(),
+                    shared_client(&mut secrets).await,
+                    ttl,
+                    config.oauth_refresh_skew,
+                    highlevel.clone(),
+                )))
+            }
             TokenSourceConfig::Static(token) => TokenSource::Static(token.clone()),
         };
         let auth = match &config.inbound_auth {
@@ -78,7 +84,6 @@ impl App {
             },
             InboundAuthConfig::Disabled => InboundAuth::Disabled,
         };
-        let highlevel = HighLevel::new(config.api_version.clone())?;
         tracing::info!(token_source = %tokens.describe(), api = %config.api_base_url, "ready");
         if matches!(auth, InboundAuth::Disabled) {
             tracing::warn!("inbound authentication is DISABLED (ALLOW_UNAUTHENTICATED=true): anyone who can reach this function can call it");
@@ -168,7 +173,9 @@ impl App {
             upstream_timeout: self.config.upstream_timeout,
         };
         if self.config.dry_run {
-            return match finalizer.prepare(&finalize_request).await {
+            let budget =
+                crate::finalize::Budget::new(self.config.upstream_timeout, invocation.remaining);
+            return match finalizer.prepare(&finalize_request, &budget).await {
                 Ok(prepared) => {
                     let headers = self
                         .highlevel

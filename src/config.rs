@@ -22,6 +22,8 @@ pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 /// Default lifetime of a cached secret.
 pub const DEFAULT_SECRET_CACHE_TTL_SECS: u64 = 300;
+/// Default margin before expiry at which an OAuth access token is refreshed.
+pub const DEFAULT_OAUTH_REFRESH_SKEW_SECS: u64 = 300;
 
 /// A bad or missing setting, naming the environment variable.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +87,8 @@ pub struct Config {
     pub max_attempts: u32,
     /// `SECRET_CACHE_TTL_SECS`: how long a secret read stays fresh.
     pub secret_cache_ttl: Duration,
+    /// `OAUTH_REFRESH_SKEW_SECS`: refresh an OAuth access token this long before it expires.
+    pub oauth_refresh_skew: Duration,
     /// Do everything but call HighLevel; answer with the request that would be sent.
     /// Set by the command-line tool's `--dry-run`, never from the Lambda environment.
     pub dry_run: bool,
@@ -167,6 +171,12 @@ impl Config {
                 get("SECRET_CACHE_TTL_SECS"),
                 DEFAULT_SECRET_CACHE_TTL_SECS,
                 0..=86_400,
+            )?),
+            oauth_refresh_skew: Duration::from_secs(parse_number(
+                "OAUTH_REFRESH_SKEW_SECS",
+                get("OAUTH_REFRESH_SKEW_SECS"),
+                DEFAULT_OAUTH_REFRESH_SKEW_SECS,
+                0..=43_200,
             )?),
             dry_run: false,
         })
@@ -258,6 +268,7 @@ mod tests {
         assert_eq!(c.upstream_timeout, Duration::from_millis(10_000));
         assert_eq!(c.max_attempts, 3);
         assert_eq!(c.secret_cache_ttl, Duration::from_secs(300));
+        assert_eq!(c.oauth_refresh_skew, Duration::from_secs(300));
         assert!(c.default_user_id.is_none());
     }
 
@@ -311,6 +322,7 @@ mod tests {
             ("MAX_ATTEMPTS", "0"),
             ("MAX_ATTEMPTS", "11"),
             ("SECRET_CACHE_TTL_SECS", "-1"),
+            ("OAUTH_REFRESH_SKEW_SECS", "soon"),
             ("GHL_API_BASE_URL", "ftp://example.com"),
             ("GHL_API_BASE_URL", "not a url"),
             ("GHL_API_VERSION", "2021\n07"),

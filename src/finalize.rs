@@ -5,6 +5,7 @@
 //! always within one deadline: `UPSTREAM_TIMEOUT_MS` from the first attempt, never later than
 //! the Lambda invocation's deadline minus [`LAMBDA_MARGIN`].
 
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
@@ -58,13 +59,37 @@ pub struct Finalizer<'a> {
     pub upstream_timeout: Duration,
 }
 
-/// The instant by which the HighLevel call must be over.
-pub fn deadline(now: Instant, budget: Duration, lambda_remaining: Option<Duration>) -> Instant {
-    let budget = match lambda_remaining {
-        Some(remaining) => budget.min(remaining.saturating_sub(LAMBDA_MARGIN)),
-        None => budget,
-    };
-    now + budget
+/// The time allowed for calling HighLevel (token endpoint and finalize, retries included).
+///
+/// The clock starts at the first call to HighLevel, so reading a secret does not eat into it,
+/// but it never reaches past the Lambda deadline minus [`LAMBDA_MARGIN`].
+#[derive(Debug)]
+pub struct Budget {
+    limit: Duration,
+    hard_deadline: Option<Instant>,
+    started: OnceLock<Instant>,
+}
+
+impl Budget {
+    /// `limit` from the first call on, and never past `lambda_remaining` (less the margin) from now.
+    pub fn new(limit: Duration, lambda_remaining: Option<Duration>) -> Self {
+        let now = Instant::now();
+        Self {
+            limit,
+            hard_deadline: lambda_remaining
+                .map(|remaining| now + remaining.saturating_sub(LAMBDA_MARGIN)),
+            started: OnceLock::new(),
+        }
+    }
+
+    /// The instant by which every HighLevel call must be over; fixed by the first call.
+    pub fn deadline(&self) -> Instant {
+        let soft = *self.started.get_or_init(Instant::now) + self.limit;
+        match self.hard_deadline {
+            Some(hard) => soft.min(hard),
+            None => soft,
+        }
+    }
 }
 
 /// Everything needed to call HighLevel, before the call.
@@ -78,8 +103,12 @@ pub struct Prepared {
 
 impl Finalizer<'_> {
     /// Reads the token and builds the request, without sending it.
-    pub async fn prepare(&self, request: &FinalizeRequest) -> Result<Prepared, Failed> {
-        let token = self.tokens.token(&request.location_id).await?;
+    pub async fn prepare(
+        &self,
+        request: &FinalizeRequest,
+        budget: &Budget,
+    ) -> Result<Prepared, Failed> {
+        let token = self.tokens.token(&request.location_id, budget).await?;
         let url = finalize_url(self.base_url, &request.location_id, &request.csv_id)
             .map_err(|e| Error::config("cannot build the HighLevel URL", Some(Box::new(e) as _)))?;
         let call = FinalizeCall {
@@ -96,8 +125,9 @@ impl Finalizer<'_> {
         lambda_remaining: Option<Duration>,
     ) -> Result<Finalized, Failed> {
         let location = &request.location_id;
-        let Prepared { mut token, call } = self.prepare(request).await?;
-        let deadline = deadline(Instant::now(), self.upstream_timeout, lambda_remaining);
+        let budget = Budget::new(self.upstream_timeout, lambda_remaining);
+        let Prepared { mut token, call } = self.prepare(request, &budget).await?;
+        let deadline = budget.deadline();
 
         let mut sent = 0u32; // every request put on the wire
         let mut counted = 0u32; // those that count against MAX_ATTEMPTS
@@ -142,7 +172,11 @@ impl Finalizer<'_> {
                             reauthenticated = true;
                             free_attempt = true;
                             tracing::warn!(location_id = %location, "HighLevel answered 401; re-reading the token once");
-                            token = self.tokens.reload(location, &token).await.map_err(fail)?;
+                            token = self
+                                .tokens
+                                .reload(location, &token, &budget)
+                                .await
+                                .map_err(fail)?;
                             continue;
                         }
                         Verdict::Reauthenticate | Verdict::Forbidden => {
@@ -210,31 +244,32 @@ mod tests {
 
     #[test]
     fn the_deadline_is_the_budget_when_lambda_has_time() {
-        let now = Instant::now();
-        assert_eq!(
-            deadline(now, Duration::from_secs(10), Some(Duration::from_secs(30))),
-            now + Duration::from_secs(10)
-        );
-        assert_eq!(
-            deadline(now, Duration::from_secs(10), None),
-            now + Duration::from_secs(10)
-        );
+        let budget = Budget::new(Duration::from_secs(10), Some(Duration::from_secs(30)));
+        let start = Instant::now();
+        let deadline = budget.deadline();
+        assert!(deadline >= start + Duration::from_secs(10));
+        assert!(deadline <= Instant::now() + Duration::from_secs(10));
+        assert_eq!(budget.deadline(), deadline, "fixed by the first call");
     }
 
     #[test]
     fn the_deadline_stops_short_of_the_lambda_deadline() {
-        let now = Instant::now();
-        assert_eq!(
-            deadline(now, Duration::from_secs(10), Some(Duration::from_secs(3))),
-            now + Duration::from_millis(2500)
-        );
-        assert_eq!(
-            deadline(
-                now,
-                Duration::from_secs(10),
-                Some(Duration::from_millis(200))
-            ),
-            now
+        let before = Instant::now();
+        let budget = Budget::new(Duration::from_secs(10), Some(Duration::from_secs(3)));
+        let deadline = budget.deadline();
+        assert!(deadline <= Instant::now() + Duration::from_millis(2500));
+        assert!(deadline >= before + Duration::from_millis(2500));
+        let none_left = Budget::new(Duration::from_secs(10), Some(Duration::from_millis(200)));
+        assert!(none_left.deadline() <= Instant::now());
+    }
+
+    #[test]
+    fn the_clock_starts_at_the_first_call() {
+        let budget = Budget::new(Duration::from_millis(50), None);
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(
+            budget.deadline() > Instant::now(),
+            "time before the first call does not count"
         );
     }
 }

@@ -17,12 +17,16 @@
 //! - [`ids`]: the `LocationId` / `CsvId` / `UserId` newtypes that cannot hold an unsafe id.
 //! - [`auth`]: API keys and Standard Webhooks signatures, compared in constant time.
 //! - [`secrets`]: the Secrets Manager client and its error classification.
-//! - [`cache`]: the TTL cache with single-flight loads shared by both secrets.
+//! - [`cache`]: the TTL cache with single-flight loads (the inbound-auth secret).
 //! - [`token_secret`]: the accepted token-secret forms; [`token`]: the token source
-//!   (Secrets Manager or a local `GHL_TOKEN`) and the re-read after a 401.
+//!   (Secrets Manager or a local `GHL_TOKEN`), the re-read after a 401, and OAuth refresh that
+//!   is safe across concurrent instances; [`oauth`]: the pure OAuth parts (expiry, the refresh
+//!   request, applying the answer, the conditional-write token).
 //! - [`upstream`]: the HighLevel HTTP client and one attempt; [`retry`]: the pure retry
 //!   policy; [`finalize`]: the attempt loop within one deadline.
 //! - [`response`]: the JSON envelope; [`error`]: the one error type and its status/code map.
+//! - [`local`]: running without Lambda — the plain HTTP server and the HighLevel stand-in used
+//!   by the `ghl-csv-finalize` command-line tool and the tests.
 //! - [`redact`]: [`redact::Redacted`], which prints `[redacted]` for every secret.
 
 #![warn(missing_docs)]
@@ -37,6 +41,7 @@ pub mod ids;
 pub mod inbound;
 pub mod lambda;
 pub mod local;
+pub mod oauth;
 pub mod redact;
 pub mod response;
 pub mod retry;

@@ -10,7 +10,6 @@ use std::time::Duration;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
 use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 
 use crate::error::BoxError;
 use crate::redact::Redacted;
@@ -77,6 +76,11 @@ impl SecretsClient {
 
     /// Reads a secret's SecretString.
     pub async fn read(&self, id: &str) -> Result<Redacted<String>, ReadError> {
+        self.read_versioned(id).await.map(|secret| secret.text)
+    }
+
+    /// Reads a secret's SecretString with the id of the version read.
+    pub async fn read_versioned(&self, id: &str) -> Result<Versioned, ReadError> {
         let output = self
             .client
             .get_secret_value()
@@ -85,18 +89,92 @@ impl SecretsClient {
             .await
             .map_err(|e| classify(id, e))?;
         match output.secret_string {
-            Some(text) => Ok(Redacted::new(text)),
+            Some(text) => Ok(Versioned {
+                text: Redacted::new(text),
+                version_id: output.version_id,
+            }),
             None => Err(ReadError::Config {
                 id: id.to_owned(),
                 problem: "it holds binary data; store the value as a SecretString".into(),
             }),
         }
     }
+
+    /// Writes a new version. `client_request_token` makes the write conditional: Secrets
+    /// Manager refuses a second, different write with the same token ([`WriteError::Conflict`]).
+    pub async fn write(
+        &self,
+        id: &str,
+        text: &str,
+        client_request_token: &str,
+    ) -> Result<Option<String>, WriteError> {
+        let result = self
+            .client
+            .put_secret_value()
+            .secret_id(id)
+            .secret_string(text)
+            .client_request_token(client_request_token)
+            .send()
+            .await;
+        match result {
+            Ok(output) => Ok(output.version_id),
+            Err(SdkError::ServiceError(context))
+                if context.err().code() == Some("ResourceExistsException") =>
+            {
+                Err(WriteError::Conflict)
+            }
+            Err(error) => Err(match classify(id, error) {
+                ReadError::Transient { id, source } => WriteError::Transient { id, source },
+                ReadError::NotFound { id } => WriteError::Denied {
+                    id,
+                    problem: "it does not exist".into(),
+                },
+                ReadError::Config { id, problem } => WriteError::Denied { id, problem },
+            }),
+        }
+    }
 }
 
-fn classify(id: &str, error: SdkError<GetSecretValueError>) -> ReadError {
+/// A SecretString and the version it was read from.
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    /// The value.
+    pub text: Redacted<String>,
+    /// Its `VersionId`.
+    pub version_id: Option<String>,
+}
+
+/// Why a secret could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Another writer already wrote a successor of the version we read.
+    #[error("the secret changed since it was read")]
+    Conflict,
+    /// A lasting fault: access denied, secret gone, ….
+    #[error("secret {id} cannot be written: {problem}")]
+    Denied {
+        /// The secret id.
+        id: String,
+        /// What is wrong, safe to log.
+        problem: String,
+    },
+    /// Throttling, timeouts, network faults, 5xx.
+    #[error("secret {id} cannot be written for now")]
+    Transient {
+        /// The secret id.
+        id: String,
+        /// The SDK's error, for the log.
+        #[source]
+        source: BoxError,
+    },
+}
+
+fn classify<E>(id: &str, error: SdkError<E>) -> ReadError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
     let id = id.to_owned();
-    let transient = |error: SdkError<GetSecretValueError>| ReadError::Transient {
+    let transient = |error: SdkError<E>| ReadError::Transient {
         id: id.clone(),
         source: DisplayErrorContext(error).to_string().into(),
     };

@@ -1,8 +1,8 @@
 //! The token secret's accepted forms, parsed into [`TokenSecret`].
 //!
-//! A SecretString may be a bare token, `{"access_token": …}` / `{"token": …}` (OAuth objects
-//! with a `refresh_token` are read for their access token until OAuth refresh lands), or a map
-//! from locationId to either form. Parsing is pure; errors describe the shape, never the content.
+//! A SecretString may be a bare token, `{"access_token": …}` / `{"token": …}` (with a
+//! `refresh_token`, an OAuth entry that [`crate::token`] refreshes), or a map from locationId
+//! to either form. Parsing is pure; errors describe the shape, never the content.
 
 use std::collections::HashMap;
 
@@ -10,18 +10,43 @@ use serde_json::{Map, Value};
 
 use crate::config::is_token_shaped;
 use crate::ids::LocationId;
+use crate::oauth::OAuthEntry;
 use crate::redact::Redacted;
 
 /// A bearer token for HighLevel.
 pub type Token = Redacted<String>;
 
+/// One usable entry: the access token, and the OAuth details when it can be refreshed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenEntry {
+    /// The bearer token.
+    pub token: Token,
+    /// Present for OAuth entries (those with a `refresh_token`).
+    pub oauth: Option<OAuthEntry>,
+}
+
+impl TokenEntry {
+    fn plain(token: Token) -> Self {
+        Self { token, oauth: None }
+    }
+}
+
+/// Where an entry sits in the secret's JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryPath {
+    /// The whole secret is the entry.
+    Root,
+    /// The entry under this locationId in the map form.
+    Location(String),
+}
+
 /// A parsed token secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenSecret {
     /// One token, for whichever location the secret was read for.
-    Single(Token),
+    Single(TokenEntry),
     /// One token per location.
-    Map(HashMap<String, Token>),
+    Map(HashMap<String, TokenEntry>),
 }
 
 impl TokenSecret {
@@ -47,9 +72,10 @@ impl TokenSecret {
         if trimmed.starts_with('"') {
             let text: String = serde_json::from_str(trimmed)
                 .map_err(|_| "token secret is a malformed JSON string".to_string())?;
-            return single_token(&text, "token secret").map(TokenSecret::Single);
+            return single_token(&text, "token secret")
+                .map(|t| TokenSecret::Single(TokenEntry::plain(t)));
         }
-        single_token(trimmed, "token secret").map(TokenSecret::Single)
+        single_token(trimmed, "token secret").map(|t| TokenSecret::Single(TokenEntry::plain(t)))
     }
 
     fn from_object(object: &Map<String, Value>) -> Result<Self, String> {
@@ -63,7 +89,7 @@ impl TokenSecret {
         for (location, entry) in object {
             let what = "an entry of the token map";
             let token = match entry {
-                Value::String(text) => single_token(text, what)?,
+                Value::String(text) => TokenEntry::plain(single_token(text, what)?),
                 Value::Object(inner) => token_in_entry(inner, what)?
                     .ok_or_else(|| format!("{what} has neither access_token nor token"))?,
                 _ => return Err(format!("{what} must be a token string or an object")),
@@ -73,21 +99,34 @@ impl TokenSecret {
         Ok(TokenSecret::Map(map))
     }
 
+    /// The entry for `location` and where it sits, or `None` when a map does not list it.
+    pub fn entry_for(&self, location: &LocationId) -> Option<(&TokenEntry, EntryPath)> {
+        match self {
+            TokenSecret::Single(entry) => Some((entry, EntryPath::Root)),
+            TokenSecret::Map(map) => map
+                .get(location.as_str())
+                .map(|entry| (entry, EntryPath::Location(location.as_str().to_owned()))),
+        }
+    }
+
     /// The token for `location`, or `None` when a map does not list it.
     pub fn token_for(&self, location: &LocationId) -> Option<&Token> {
-        match self {
-            TokenSecret::Single(token) => Some(token),
-            TokenSecret::Map(map) => map.get(location.as_str()),
-        }
+        self.entry_for(location).map(|(entry, _)| &entry.token)
     }
 }
 
-/// Reads `access_token` (preferred) or `token` from an object, if either key is present.
-fn token_in_entry(object: &Map<String, Value>, what: &str) -> Result<Option<Token>, String> {
+/// Reads `access_token` (preferred) or `token` from an object, if either key is present, with
+/// the OAuth details when the object has a `refresh_token`.
+fn token_in_entry(object: &Map<String, Value>, what: &str) -> Result<Option<TokenEntry>, String> {
     for key in ["access_token", "token"] {
         match object.get(key) {
             None | Some(Value::Null) => continue,
-            Some(Value::String(text)) => return single_token(text, what).map(Some),
+            Some(Value::String(text)) => {
+                let token = single_token(text, what)?;
+                let oauth = OAuthEntry::from_object(object)
+                    .map_err(|problem| format!("{what}: {problem}"))?;
+                return Ok(Some(TokenEntry { token, oauth }));
+            }
             Some(_) => return Err(format!("{what}: {key} must be a string")),
         }
     }

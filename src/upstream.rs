@@ -137,19 +137,26 @@ pub fn describe(call: &FinalizeCall, headers: &HeaderMap) -> Value {
 pub struct HighLevel {
     http: reqwest::Client,
     version: HeaderValue,
+    token_url: Url,
 }
 
 impl HighLevel {
     /// Builds the client. No redirects are followed: a redirect would carry the bearer token
     /// somewhere the operator did not configure.
-    pub fn new(version: HeaderValue) -> Result<Self, reqwest::Error> {
+    pub fn new(version: HeaderValue, base_url: &Url) -> Result<Self, BoxError> {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(3))
             .pool_idle_timeout(Duration::from_secs(50))
             .user_agent(concat!("ghl-csv-finalize/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Self { http, version })
+        let base = base_url.as_str().trim_end_matches('/');
+        let token_url = Url::parse(&format!("{base}/oauth/token"))?;
+        Ok(Self {
+            http,
+            version,
+            token_url,
+        })
     }
 
     /// The headers of the finalize request, the token marked sensitive.
@@ -165,7 +172,7 @@ impl HighLevel {
         Ok(headers)
     }
 
-    /// Sends one attempt, answering by `deadline`.
+    /// Sends one finalize attempt, answering by `deadline`.
     pub async fn send(
         &self,
         call: &FinalizeCall,
@@ -176,30 +183,47 @@ impl HighLevel {
             .http
             .patch(call.url.clone())
             .headers(headers)
-            .body(call.body.clone())
-            .send();
-        let response = match tokio::time::timeout_at(deadline, request).await {
-            Err(_) => return Attempt::TimedOut,
-            Ok(Err(error)) if not_delivered(&error) => {
-                return Attempt::NotDelivered(Box::new(error))
-            }
-            Ok(Err(error)) => return Attempt::Broken(Box::new(error)),
-            Ok(Ok(response)) => response,
-        };
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        match tokio::time::timeout_at(deadline, read_bounded(response)).await {
-            Err(_) => Attempt::TimedOut,
-            Ok(Err(error)) => Attempt::Broken(Box::new(error)),
-            Ok(Ok((bytes, cut))) => Attempt::Answered(Answer {
-                reply: UpstreamReply::from_bytes(status, &bytes, cut),
-                retry_after,
-            }),
-        }
+            .body(call.body.clone());
+        exchange(request, deadline).await
+    }
+
+    /// Calls `POST {base}/oauth/token` once with a form-encoded refresh request.
+    pub async fn refresh_token(
+        &self,
+        form: crate::redact::Redacted<String>,
+        deadline: Instant,
+    ) -> Attempt {
+        let request = self
+            .http
+            .post(self.token_url.clone())
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(ACCEPT, "application/json")
+            .body(form.expose().clone());
+        exchange(request, deadline).await
+    }
+}
+
+/// Sends a request and reads its answer (bounded), all by `deadline`.
+async fn exchange(request: reqwest::RequestBuilder, deadline: Instant) -> Attempt {
+    let response = match tokio::time::timeout_at(deadline, request.send()).await {
+        Err(_) => return Attempt::TimedOut,
+        Ok(Err(error)) if not_delivered(&error) => return Attempt::NotDelivered(Box::new(error)),
+        Ok(Err(error)) => return Attempt::Broken(Box::new(error)),
+        Ok(Ok(response)) => response,
+    };
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    match tokio::time::timeout_at(deadline, read_bounded(response)).await {
+        Err(_) => Attempt::TimedOut,
+        Ok(Err(error)) => Attempt::Broken(Box::new(error)),
+        Ok(Ok((bytes, cut))) => Attempt::Answered(Answer {
+            reply: UpstreamReply::from_bytes(status, &bytes, cut),
+            retry_after,
+        }),
     }
 }
 
@@ -294,7 +318,8 @@ mod tests {
 
     #[test]
     fn sets_the_contract_headers_and_marks_the_token_sensitive() {
-        let client = HighLevel::new(HeaderValue::from_static("2021-07-28")).unwrap();
+        let base = Url::parse("https://services.leadconnectorhq.com").unwrap();
+        let client = HighLevel::new(HeaderValue::from_static("2021-07-28"), &base).unwrap();
         let headers = client.headers(&Token::new("pit-1".into())).unwrap();
         assert_eq!(headers["authorization"], "Bearer pit-1");
         assert!(headers["authorization"].is_sensitive());

@@ -122,6 +122,35 @@ async fn no_secret_reaches_a_log_line_or_a_response() {
     .await;
     responses.push(t.invoke(&with_key(EV_PATH_PARAMS, SECRET_API_KEY)).await);
 
+    // An OAuth pair refreshed (and once refused), with distinctive refresh token and client secret.
+    let oauth = json!({"access_token": "SENTINEL-old-access", "refresh_token": "SENTINEL-old-refresh",
+                       "expires_at": 1, "client_id": "client", "client_secret": "SENTINEL-client-secret"})
+    .to_string();
+    for token_status in [200u16, 400, 401] {
+        let t = spawn_app_with(Setup {
+            token_secret: Some(oauth.clone()),
+            ..setup()
+        })
+        .await;
+        let grant = json!({"access_token": "SENTINEL-new-access", "refresh_token": "SENTINEL-new-refresh", "expires_in": 86399,
+                           "echo": "SENTINEL-old-refresh SENTINEL-client-secret"});
+        wiremock::Mock::given(wiremock::matchers::path("/oauth/token"))
+            .respond_with(ResponseTemplate::new(token_status).set_body_json(grant))
+            .mount(&t.highlevel)
+            .await;
+        t.highlevel_answers(highlevel_ok()).await;
+        responses.push(t.invoke(&with_key(EV_PATH_PARAMS, SECRET_API_KEY)).await);
+    }
+    assert_eq!(
+        responses
+            .iter()
+            .rev()
+            .take(3)
+            .map(|r| r.status)
+            .collect::<Vec<_>>(),
+        [502, 502, 200]
+    );
+
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(
         logs.contains("request finished") && logs.contains("request failed"),

@@ -98,25 +98,49 @@ fn routes_the_two_finalize_forms_and_the_health_check() {
     );
 }
 
+/// The policy statements, with the condition guarding each (`None` when unconditional).
+fn statements(t: &Value) -> Vec<(Option<String>, Value)> {
+    let policies = function(t)["Properties"]["Policies"].as_sequence().unwrap();
+    let mut out = Vec::new();
+    for policy in policies {
+        for statement in policy["Statement"].as_sequence().unwrap() {
+            match statement {
+                Value::Tagged(tagged) if tagged.tag == "!If" => {
+                    let branches = tagged.value.as_sequence().unwrap();
+                    out.push((branches[0].as_str().map(str::to_owned), branches[1].clone()));
+                }
+                other => out.push((None, other.clone())),
+            }
+        }
+    }
+    out
+}
+
 #[test]
-fn grants_nothing_but_get_secret_value() {
+fn grants_get_secret_value_and_put_secret_value_only_in_oauth_mode() {
     let t = template();
-    let policies = function(&t)["Properties"]["Policies"]
-        .as_sequence()
-        .unwrap();
-    let text = serde_norway::to_string(policies).unwrap();
-    let actions: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("Action: "))
-        .collect();
-    assert!(!actions.is_empty());
-    assert!(
-        actions
-            .iter()
-            .all(|a| *a == "secretsmanager:GetSecretValue"),
-        "{actions:?}"
+    let statements = statements(&t);
+    assert!(!statements.is_empty());
+    for (condition, statement) in &statements {
+        let action = statement["Action"].as_str().unwrap();
+        match action {
+            "secretsmanager:GetSecretValue" => {}
+            "secretsmanager:PutSecretValue" => {
+                assert_eq!(condition.as_deref(), Some("OAuthEnabled"))
+            }
+            other => panic!("unexpected action {other}"),
+        }
+        assert_ne!(
+            statement["Resource"].as_str(),
+            Some("*"),
+            "no wildcard resource"
+        );
+    }
+    assert_eq!(
+        t["Conditions"]["OAuthEnabled"],
+        serde_norway::from_str::<Value>("!Equals [!Ref OAuthMode, \"true\"]").unwrap()
     );
-    assert!(!text.contains("Resource: '*'") && !text.contains("Resource: \"*\""));
+    assert_eq!(t["Parameters"]["OAuthMode"]["Default"], "false");
 }
 
 #[test]
@@ -136,6 +160,7 @@ fn sets_only_variables_the_function_reads() {
         "UPSTREAM_TIMEOUT_MS",
         "MAX_ATTEMPTS",
         "SECRET_CACHE_TTL_SECS",
+        "OAUTH_REFRESH_SKEW_SECS",
     ];
     let source = include_str!("../src/config.rs");
     for name in variables.keys().map(|k| k.as_str().unwrap()) {

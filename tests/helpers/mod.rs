@@ -205,6 +205,8 @@ pub struct Setup {
     pub secrets_endpoint: Option<String>,
     /// HighLevel base URL; defaults to the mock server.
     pub api_base_url: Option<String>,
+    /// Use this existing token secret id instead of creating one (apps sharing a secret).
+    pub existing_token_secret_id: Option<String>,
 }
 
 impl Default for Setup {
@@ -219,6 +221,7 @@ impl Default for Setup {
             env: Vec::new(),
             secrets_endpoint: None,
             api_base_url: None,
+            existing_token_secret_id: None,
         }
     }
 }
@@ -248,10 +251,10 @@ pub async fn spawn_app_with(setup: Setup) -> TestApp {
     let highlevel = MockServer::start().await;
     let base = unique("ghl-test");
     let token_name = format!("{base}/token");
-    let token_secret_id = if setup.per_location {
-        format!("{base}/{{locationId}}")
-    } else {
-        token_name.clone()
+    let token_secret_id = match (&setup.existing_token_secret_id, setup.per_location) {
+        (Some(existing), _) => existing.clone(),
+        (None, true) => format!("{base}/{{locationId}}"),
+        (None, false) => token_name.clone(),
     };
     let auth_secret_id = format!("{base}/inbound");
     if let Some(value) = &setup.token_secret {
