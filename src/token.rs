@@ -233,15 +233,19 @@ impl SecretStore {
         let form = oauth.refresh_form().map_err(|problem| {
             Error::config(format!("cannot refresh the OAuth token: {problem}"), None)
         })?;
+        let unavailable = |source| Error::UpstreamUnavailable {
+            reply: None,
+            retry_after: Some(crate::retry::DEFAULT_RETRY_AFTER),
+            source,
+        };
+        // A transient failure of the token endpoint, timeouts included, is a 503.
         let reply = match self.highlevel.refresh_token(form, budget.deadline()).await {
             Attempt::Answered(answer) => answer.reply,
-            Attempt::TimedOut => return Err(Error::UpstreamTimeout),
+            Attempt::TimedOut => {
+                return Err(unavailable(Some("the token endpoint timed out".into())))
+            }
             Attempt::NotDelivered(source) | Attempt::Broken(source) => {
-                return Err(Error::UpstreamUnavailable {
-                    reply: None,
-                    retry_after: Some(crate::retry::DEFAULT_RETRY_AFTER),
-                    source: Some(source),
-                })
+                return Err(unavailable(Some(source)))
             }
         };
         match reply.status {
@@ -249,11 +253,7 @@ impl SecretStore {
             400 => return self.adopt_winner(id, slot, location, &oauth).await,
             429 | 500..=599 => {
                 tracing::warn!(location_id = %location, status = reply.status, "the token endpoint is unavailable");
-                return Err(Error::UpstreamUnavailable {
-                    reply: None,
-                    retry_after: Some(crate::retry::DEFAULT_RETRY_AFTER),
-                    source: None,
-                });
+                return Err(unavailable(None));
             }
             status => {
                 tracing::error!(location_id = %location, status, "the token endpoint refused the refresh");

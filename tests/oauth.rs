@@ -571,3 +571,23 @@ async fn concurrent_instances_racing_on_one_expired_pair_all_succeed_with_one_re
         "the secret holds the live pair"
     );
 }
+
+#[tokio::test]
+async fn a_token_endpoint_that_times_out_is_unavailable_and_counts_against_the_budget() {
+    let setup = Setup {
+        env: vec![("UPSTREAM_TIMEOUT_MS", "500".into())],
+        ..secret_setup(oauth_entry("access-0", "refresh-0", now() + 10))
+    };
+    let t = spawn_app_with(setup).await;
+    let mut highlevel = OAuthHighLevel::new(&[(LOCATION, "access-0", "refresh-0")]);
+    highlevel.token_delay = Duration::from_secs(5);
+    highlevel.mount(&t).await;
+    let started = std::time::Instant::now();
+    let response = t.invoke(EV_PATH_PARAMS).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the token call is bounded by UPSTREAM_TIMEOUT_MS"
+    );
+    assert_eq!(response.status, 503, "{}", response.text);
+    assert_eq!(code(&response), "upstream_unavailable");
+}
