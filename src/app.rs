@@ -258,8 +258,7 @@ fn invocation_of(request: &Request) -> Invocation {
                 .unwrap_or(0);
             Invocation {
                 request_id: context.request_id.clone(),
-                remaining: (context.deadline > 0)
-                    .then(|| Duration::from_millis(context.deadline.saturating_sub(now_ms))),
+                remaining: remaining_until(context.deadline, now_ms),
             }
         }
         _ => Invocation {
@@ -267,6 +266,17 @@ fn invocation_of(request: &Request) -> Invocation {
             remaining: None,
         },
     }
+}
+
+/// Earliest plausible Lambda deadline (2001-09-09, in Unix milliseconds).
+const PLAUSIBLE_DEADLINE_MS: u64 = 1_000_000_000_000;
+
+/// Time left until the invocation's deadline (Unix milliseconds). Lambda always sends an
+/// absolute time; some local emulators send a duration or nothing, which says nothing about
+/// the deadline, so only the upstream budget applies then.
+fn remaining_until(deadline_ms: u64, now_ms: u64) -> Option<Duration> {
+    (deadline_ms >= PLAUSIBLE_DEADLINE_MS)
+        .then(|| Duration::from_millis(deadline_ms.saturating_sub(now_ms)))
 }
 
 fn log_outcome(
@@ -300,5 +310,30 @@ fn log_outcome(
             request_id, status, code = error.code(), location_id, csv_id, attempts, elapsed_ms,
             message = %error, "request refused"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_time_left_from_an_absolute_lambda_deadline() {
+        let now = 1_795_957_706_000;
+        assert_eq!(
+            remaining_until(now + 3_000, now),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(remaining_until(now - 5, now), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn ignores_deadlines_that_are_not_absolute_times() {
+        assert_eq!(remaining_until(0, 1_795_957_706_000), None);
+        assert_eq!(
+            remaining_until(600_000, 1_795_957_706_000),
+            None,
+            "cargo lambda watch sends its timeout"
+        );
     }
 }
