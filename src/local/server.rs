@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,13 +23,19 @@ use tokio::task::JoinHandle;
 use crate::app::App;
 use crate::inbound::MAX_BODY_BYTES;
 
-/// Stops a server started by [`serve_connections`].
+/// Stops a server started by [`serve_connections`], and counts its connections.
 pub struct ShutdownHandle {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    accepted: Arc<AtomicU64>,
 }
 
 impl ShutdownHandle {
+    /// TCP connections accepted so far (to check that clients reuse connections).
+    pub fn connections(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
     /// Stops accepting, then gives open connections up to `grace` to finish.
     pub async fn shutdown(self, grace: Duration) {
         let _ = self.stop.send(true);
@@ -43,12 +50,15 @@ where
     Fut: Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send + 'static,
 {
     let (stop, mut stopped) = watch::channel(false);
+    let accepted = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&accepted);
     let task = tokio::spawn(async move {
         let graceful = GracefulShutdown::new();
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
                     let Ok((stream, _)) = accepted else { continue };
+                    counter.fetch_add(1, Ordering::Relaxed);
                     let connection = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service_fn(handler.clone()));
                     let connection = graceful.watch(connection);
@@ -61,7 +71,11 @@ where
         }
         graceful.shutdown().await;
     });
-    ShutdownHandle { stop, task }
+    ShutdownHandle {
+        stop,
+        task,
+        accepted,
+    }
 }
 
 /// A running local server for the app.

@@ -126,6 +126,11 @@ impl StandIn {
         format!("http://{}", self.address)
     }
 
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.shutdown.connections()
+    }
+
     /// Every request received so far.
     pub fn received(&self) -> Vec<Received> {
         self.state
