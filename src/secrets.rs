@@ -88,16 +88,22 @@ impl SecretsClient {
             .send()
             .await
             .map_err(|e| classify(id, e))?;
-        match output.secret_string {
-            Some(text) => Ok(Versioned {
-                text: Redacted::new(text),
-                version_id: output.version_id,
-            }),
-            None => Err(ReadError::Config {
-                id: id.to_owned(),
-                problem: "it holds binary data; store the value as a SecretString".into(),
-            }),
-        }
+        let problem = match (output.secret_string, output.secret_binary.is_some()) {
+            (Some(text), _) => {
+                return Ok(Versioned {
+                    text: Redacted::new(text),
+                    version_id: output.version_id,
+                })
+            }
+            (None, true) => "it holds binary data; store the value as a SecretString",
+            (None, false) => {
+                "the answer holds no SecretString (is the endpoint really Secrets Manager?)"
+            }
+        };
+        Err(ReadError::Config {
+            id: id.to_owned(),
+            problem: problem.into(),
+        })
     }
 
     /// Writes a new version. `client_request_token` makes the write conditional: Secrets

@@ -220,7 +220,7 @@ async fn a_secrets_manager_that_never_answers_is_a_503_in_bounded_time() {
 }
 
 #[tokio::test]
-async fn a_secrets_manager_answering_garbage_is_a_503() {
+async fn an_endpoint_answering_garbage_for_secrets_manager_is_a_configuration_error() {
     let url = raw_server(|mut socket, _| async move {
         read_request(&mut socket).await;
         let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.1\r\ncontent-length: 9\r\n\r\nnot json!").await;
