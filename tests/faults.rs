@@ -236,7 +236,7 @@ async fn an_endpoint_answering_garbage_for_secrets_manager_is_a_configuration_er
     let response = t.invoke(EV_PATH_PARAMS).await;
     assert_eq!(
         (response.status, code(&response)),
-        (503, "secret_unavailable"),
+        (500, "config_error"),
         "{}",
         response.text
     );
