@@ -1,0 +1,276 @@
+//! Property tests: whatever arrives — bodies, headers, paths, query strings, content types —
+//! the parser and the handler never panic, always answer from the contract's table, and never
+//! send HighLevel an id outside `^[A-Za-z0-9_-]{1,64}$`; signature checks accept exactly the
+//! valid signatures.
+
+use std::sync::OnceLock;
+
+use base64::Engine;
+use ghl_csv_finalize::auth::InboundKeys;
+use ghl_csv_finalize::inbound::{self, BodyKind, Sources};
+use ghl_csv_finalize::local::standin::{Behaviour, StandIn};
+use ghl_csv_finalize::{App, Config};
+use http::{HeaderMap, HeaderValue};
+use lambda_http::Body;
+use proptest::prelude::*;
+use serde_json::{json, Value};
+
+fn is_safe_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Strings that look like ids, and strings that are anything but.
+fn id_like() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[A-Za-z0-9_-]{1,64}",
+        "[A-Za-z0-9_-]{65,80}",
+        ".*",
+        Just(String::new()),
+        Just("../x".to_owned()),
+        Just("a%2Fb".to_owned()),
+        Just("a/b".to_owned()),
+        "[A-Za-z0-9]{3}[ ./%?#é\u{0}\n][A-Za-z0-9]{3}",
+    ]
+}
+
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        id_like().prop_map(Value::from),
+    ];
+    leaf.prop_recursive(3, 16, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+            prop::collection::hash_map(field_name(), inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+fn field_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("locationId".to_owned()),
+        Just("location_id".to_owned()),
+        Just("location".to_owned()),
+        Just("id".to_owned()),
+        Just("csvId".to_owned()),
+        Just("csv_id".to_owned()),
+        Just("userId".to_owned()),
+        Just("user_id".to_owned()),
+        Just("customData".to_owned()),
+        "[a-zA-Z_.\\[\\]]{1,12}",
+    ]
+}
+
+/// A body: a JSON object built from the field names, its JSON-encoded `customData` twin, or bytes.
+fn body() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        3 => ("[A-Za-z0-9_-]{1,64}", "[A-Za-z0-9_-]{1,64}", proptest::option::of(id_like()))
+            .prop_map(|(l, c, u)| json!({"location": {"id": l}, "customData": {"csvId": c}, "userId": u}).to_string().into_bytes()),
+        1 => prop::collection::hash_map(field_name(), json_value(), 0..6)
+            .prop_map(|m| Value::Object(m.into_iter().collect()).to_string().into_bytes()),
+        1 => prop::collection::hash_map(field_name(), json_value(), 0..4)
+            .prop_map(|m| json!({"customData": Value::Object(m.into_iter().collect()).to_string()}).to_string().into_bytes()),
+        1 => prop::collection::vec((field_name(), id_like()), 0..6).prop_map(|pairs| {
+            url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish().into_bytes()
+        }),
+        1 => prop::collection::vec(any::<u8>(), 0..200),
+    ]
+}
+
+fn kind() -> impl Strategy<Value = BodyKind> {
+    prop_oneof![
+        Just(BodyKind::Empty),
+        Just(BodyKind::Json),
+        Just(BodyKind::Form)
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_parser_never_panics_and_accepts_only_safe_ids(
+        path_params in prop::collection::vec((prop_oneof![Just("locationId"), Just("csvId"), Just("proxy")], id_like()), 0..3),
+        path in prop_oneof![".*", (id_like(), id_like()).prop_map(|(l, c)| format!("/locations/{l}/csv/{c}/finalize"))],
+        query in proptest::option::of(prop_oneof![".*", (field_name(), id_like()).prop_map(|(k, v)| format!("{k}={v}"))]),
+        body in body(),
+        kind in kind(),
+    ) {
+        let params: Vec<(&str, &str)> = path_params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let body = if kind == BodyKind::Empty { Vec::new() } else { body };
+        let sources = Sources { path_params: &params, path: &path, query: query.as_deref(), body: &body, kind };
+        match inbound::parse(sources) {
+            Ok(request) => {
+                prop_assert!(is_safe_id(request.location_id.as_str()));
+                prop_assert!(is_safe_id(request.csv_id.as_str()));
+                prop_assert!(request.user_id.as_ref().is_none_or(|u| is_safe_id(u.as_str())));
+            }
+            Err(error) => prop_assert_eq!(error.status().as_u16(), 400),
+        }
+    }
+
+    #[test]
+    fn content_type_checks_never_panic(content_type in proptest::option::of(prop::collection::vec(any::<u8>(), 0..60)), body in prop::collection::vec(any::<u8>(), 0..4)) {
+        let header = content_type.and_then(|bytes| HeaderValue::from_bytes(&bytes).ok());
+        let _ = inbound::body_kind(header.as_ref(), &body);
+    }
+}
+
+const SECRET: &str = "whsec_cHJvcGVydHktdGVzdC1zZWNyZXQtYnl0ZXM=";
+
+fn keys() -> InboundKeys {
+    InboundKeys::parse(&json!({"apiKeys": ["the-one-key"], "webhookSecrets": [SECRET]}).to_string())
+        .unwrap()
+}
+
+fn webhook_headers(id: &str, timestamp: i64, signature: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("webhook-id", HeaderValue::from_str(id).unwrap());
+    headers.insert(
+        "webhook-timestamp",
+        HeaderValue::from_str(&timestamp.to_string()).unwrap(),
+    );
+    headers.insert(
+        "webhook-signature",
+        HeaderValue::from_str(signature).unwrap(),
+    );
+    headers
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+    #[test]
+    fn accepts_exactly_the_valid_signatures(
+        body in ".{0,300}",
+        id in "msg_[A-Za-z0-9]{1,30}",
+        skew in -299i64..299,
+        flip in any::<prop::sample::Index>(),
+        which in 0u8..4,
+    ) {
+        let now = 1_767_225_600i64;
+        let timestamp = now + skew;
+        let signature = standardwebhooks::Webhook::new(SECRET).unwrap().sign(&id, timestamp, body.as_bytes()).unwrap();
+        let keys = keys();
+        prop_assert!(keys.authenticate(&webhook_headers(&id, timestamp, &signature), body.as_bytes(), now));
+
+        // Any change to what was signed, or to the signature, is refused.
+        let (headers, signed_body): (HeaderMap, Vec<u8>) = match which {
+            0 => {
+                let mut bytes = body.clone().into_bytes();
+                if bytes.is_empty() { bytes.push(b'x') } else { let i = flip.index(bytes.len()); bytes[i] ^= 0x01; }
+                (webhook_headers(&id, timestamp, &signature), bytes)
+            }
+            1 => (webhook_headers(&format!("{id}x"), timestamp, &signature), body.clone().into_bytes()),
+            2 => (webhook_headers(&id, timestamp + 1, &signature), body.clone().into_bytes()),
+            _ => {
+                let raw = signature.trim_start_matches("v1,");
+                let mut tag = base64::engine::general_purpose::STANDARD.decode(raw).unwrap();
+                let i = flip.index(tag.len());
+                tag[i] ^= 0x80;
+                let forged = format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(tag));
+                (webhook_headers(&id, timestamp, &forged), body.clone().into_bytes())
+            }
+        };
+        prop_assert!(!keys.authenticate(&headers, &signed_body, now));
+    }
+
+    #[test]
+    fn authentication_never_panics_on_arbitrary_headers(
+        pairs in prop::collection::vec((prop_oneof![Just("x-api-key"), Just("authorization"), Just("webhook-id"), Just("webhook-timestamp"), Just("webhook-signature")], prop::collection::vec(any::<u8>(), 0..120)), 0..6),
+        body in prop::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            if let Ok(value) = HeaderValue::from_bytes(&value) {
+                headers.append(name, value);
+            }
+        }
+        let presented_key = headers.get("x-api-key").map(|v| v.as_bytes() == b"the-one-key").unwrap_or(false);
+        let accepted = keys().authenticate(&headers, &body, 1_767_225_600);
+        if presented_key { prop_assert!(accepted); }
+    }
+}
+
+/// One runtime, one stand-in and one app for the whole-handler property.
+struct World {
+    runtime: tokio::runtime::Runtime,
+    standin: StandIn,
+    app: App,
+}
+
+fn world() -> &'static World {
+    static WORLD: OnceLock<World> = OnceLock::new();
+    WORLD.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (standin, app) = runtime.block_on(async {
+            let standin = StandIn::start(([127, 0, 0, 1], 0).into(), Behaviour::default())
+                .await
+                .unwrap();
+            let base = standin.base_url();
+            let env = [
+                ("GHL_TOKEN", "pit-prop"),
+                ("ALLOW_UNAUTHENTICATED", "true"),
+                ("GHL_API_BASE_URL", base.as_str()),
+            ];
+            let config = Config::from_lookup(|n| {
+                env.iter()
+                    .find(|(k, _)| *k == n)
+                    .map(|(_, v)| v.to_string())
+            })
+            .unwrap();
+            (standin, App::build(config).await.unwrap())
+        });
+        World {
+            runtime,
+            standin,
+            app,
+        }
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_handler_always_answers_from_the_contract_and_never_sends_an_unsafe_id(
+        method in prop_oneof![12 => Just("POST"), 2 => Just("GET"), 1 => Just("PUT"), 1 => Just("DELETE"), 1 => Just("PATCH"), 1 => Just("HEAD"), 1 => Just("OPTIONS")],
+        path in prop_oneof![
+            2 => Just("/finalize".to_owned()),
+            1 => Just("/healthz".to_owned()),
+            4 => (id_like(), id_like()).prop_map(|(l, c)| format!("/locations/{}/csv/{}/finalize",
+                url::form_urlencoded::byte_serialize(l.as_bytes()).collect::<String>(),
+                url::form_urlencoded::byte_serialize(c.as_bytes()).collect::<String>())),
+            1 => "/[a-z/]{0,20}",
+        ],
+        query in proptest::option::weighted(0.3, (field_name(), id_like()).prop_map(|(k, v)| url::form_urlencoded::Serializer::new(String::new()).append_pair(&k, &v).finish())),
+        content_type in prop_oneof![4 => Just(Some("application/json")), 3 => Just(Some("application/x-www-form-urlencoded")), 1 => Just(Some("text/plain")), 1 => Just(None)],
+        body in body(),
+    ) {
+        let world = world();
+        let uri = match &query { Some(q) => format!("{path}?{q}"), None => path.clone() };
+        let mut builder = http::Request::builder().method(method).uri(uri.as_str());
+        if let Some(ct) = content_type { builder = builder.header("content-type", ct); }
+        let Ok(request) = builder.body(if body.is_empty() { Body::Empty } else { Body::Binary(body) }) else { return Ok(()) };
+        let response = world.runtime.block_on(world.app.handle(request));
+        let status = response.status().as_u16();
+        prop_assert!([200, 400, 405, 413, 415].contains(&status), "status {}", status);
+        let json: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+        prop_assert_eq!(json["ok"].as_bool(), Some(status == 200));
+        for received in world.standin.received() {
+            let segments: Vec<&str> = received.path.split('/').collect();
+            prop_assert_eq!(segments.len(), 5, "{}", received.path);
+            prop_assert!(is_safe_id(segments[2]) && is_safe_id(segments[4]), "{}", received.path);
+        }
+    }
+}
