@@ -186,6 +186,8 @@ async fn run(command: Command) -> Result<ExitCode, String> {
                 Behaviour {
                     required_token: token,
                     faults,
+                    // It prints every request; keeping them too would grow without bound.
+                    forget_requests: true,
                 },
             )
             .await

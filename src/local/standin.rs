@@ -49,6 +49,8 @@ pub struct Behaviour {
     pub required_token: Option<String>,
     /// Deliberate faults.
     pub faults: Faults,
+    /// Keep only counts, not every request (for long load runs).
+    pub forget_requests: bool,
 }
 
 /// One request as the stand-in received it, token redacted.
@@ -70,6 +72,7 @@ struct State {
     behaviour: Behaviour,
     received: Mutex<Vec<Received>>,
     finalize_count: AtomicU64,
+    finalized: AtomicU64,
     log_to_stdout: bool,
 }
 
@@ -102,6 +105,7 @@ impl StandIn {
             behaviour,
             received: Mutex::new(Vec::new()),
             finalize_count: AtomicU64::new(0),
+            finalized: AtomicU64::new(0),
             log_to_stdout,
         });
         let shared = Arc::clone(&state);
@@ -124,6 +128,11 @@ impl StandIn {
     /// `http://127.0.0.1:PORT`, ready for `GHL_API_BASE_URL`.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.address)
+    }
+
+    /// Requests answered 200 so far (imports finalized).
+    pub fn finalized(&self) -> u64 {
+        self.state.finalized.load(Ordering::SeqCst)
     }
 
     /// TCP connections accepted so far.
@@ -207,8 +216,13 @@ async fn answer(state: &State, request: Request<Incoming>) -> Response<Full<Byte
     if state.log_to_stdout {
         println!("{}", json!({"standin": "request", "received": received}));
     }
-    if let Ok(mut all) = state.received.lock() {
-        all.push(received);
+    if status == 200 {
+        state.finalized.fetch_add(1, Ordering::SeqCst);
+    }
+    if !state.behaviour.forget_requests {
+        if let Ok(mut all) = state.received.lock() {
+            all.push(received);
+        }
     }
     let mut response = Response::new(Full::new(Bytes::from(reply.to_string())));
     *response.status_mut() =
