@@ -7,7 +7,7 @@ mod helpers;
 use std::process::Stdio;
 use std::time::Duration;
 
-use helpers::emulator::RuntimeApi;
+use ghl_csv_finalize::local::runtime_api::{Outcome, RuntimeApi};
 use helpers::*;
 use serde_json::Value;
 use tokio::process::{Child, Command};
@@ -52,7 +52,8 @@ async fn highlevel() -> MockServer {
     server
 }
 
-fn response_of(outcome: &helpers::emulator::Outcome) -> (u64, Value) {
+fn response_of(outcome: &Option<Outcome>) -> (u64, Value) {
+    let outcome = outcome.as_ref().expect("the function answered in time");
     assert_eq!(outcome.kind, "response", "{}", outcome.body);
     let lambda: Value = serde_json::from_str(&outcome.body).unwrap();
     let body = serde_json::from_str(lambda["body"].as_str().unwrap()).unwrap();
@@ -66,9 +67,9 @@ async fn the_bootstrap_binary_serves_events_configured_by_environment_only() {
     let (token_id, auth_id) = (format!("{base}/token"), format!("{base}/inbound"));
     put_secret(&token_id, TOKEN).await;
     put_secret(&auth_id, &format!(r#"{{"apiKeys":["{API_KEY}"]}}"#)).await;
-    let runtime = RuntimeApi::start().await;
+    let runtime = RuntimeApi::start().await.unwrap();
     let mut child = bootstrap(
-        runtime.address(),
+        &runtime.address(),
         &[
             ("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto_endpoint()),
             ("GHL_TOKEN_SECRET_ID", &token_id),
@@ -111,8 +112,8 @@ async fn the_bootstrap_binary_serves_events_configured_by_environment_only() {
 
 #[tokio::test]
 async fn refuses_to_start_without_inbound_auth_naming_the_variable() {
-    let runtime = RuntimeApi::start().await;
-    let child = bootstrap(runtime.address(), &[("GHL_TOKEN", "pit-local")]);
+    let runtime = RuntimeApi::start().await.unwrap();
+    let child = bootstrap(&runtime.address(), &[("GHL_TOKEN", "pit-local")]);
     let output = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
         .await
         .unwrap()
@@ -129,9 +130,9 @@ async fn refuses_to_start_without_inbound_auth_naming_the_variable() {
 #[tokio::test]
 async fn serves_with_a_local_token_when_unauthenticated_access_is_allowed() {
     let highlevel = highlevel().await;
-    let runtime = RuntimeApi::start().await;
+    let runtime = RuntimeApi::start().await.unwrap();
     let _child = bootstrap(
-        runtime.address(),
+        &runtime.address(),
         &[
             ("GHL_TOKEN", "pit-local-dev"),
             ("ALLOW_UNAUTHENTICATED", "true"),

@@ -1,6 +1,7 @@
 //! Running without Lambda: a plain HTTP server for the same handler, and a HighLevel stand-in.
-//! Used by the `ghl-csv-finalize` command-line tool and by the tests; the Lambda binary does
-//! not call into it.
+//! Used by the `ghl-csv-finalize` command-line tool, the tests and the benchmarks (which also
+//! use the Lambda Runtime API emulator); the Lambda binary does not call into it.
 
+pub mod runtime_api;
 pub mod server;
 pub mod standin;

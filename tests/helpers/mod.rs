@@ -3,8 +3,6 @@
 //! [`App`] built around them. Event fixtures come from `events/` so the samples stay true.
 #![allow(dead_code)]
 
-pub mod emulator;
-
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

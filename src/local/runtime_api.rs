@@ -1,17 +1,19 @@
 //! A minimal Lambda Runtime API emulator on 127.0.0.1, enough to run the real `bootstrap`
-//! binary: it hands out queued events on `/runtime/invocation/next` and collects what the
-//! function posts back to `/response` or `/error`.
+//! binary outside Lambda: it hands out queued events on `/runtime/invocation/next` (with
+//! Lambda's request-id and absolute deadline headers) and collects what the function posts
+//! back to `/response` or `/error`. The tests and the cold-start benchmark use it.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, Notify};
 
 /// What the function answered for one invocation.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Outcome {
     /// `response` or `error`.
     pub kind: &'static str,
@@ -30,19 +32,21 @@ struct State {
     queue: Mutex<VecDeque<Pending>>,
     ready: Notify,
     waiting: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
+    first_poll: OnceLock<Instant>,
 }
 
-/// The emulator; `address()` goes into `AWS_LAMBDA_RUNTIME_API`.
+/// The emulator; [`RuntimeApi::address`] goes into `AWS_LAMBDA_RUNTIME_API`.
 pub struct RuntimeApi {
-    address: String,
+    address: SocketAddr,
     state: Arc<State>,
     next_id: Mutex<u64>,
 }
 
 impl RuntimeApi {
-    pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap().to_string();
+    /// Listens on a free loopback port.
+    pub async fn start() -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
         let state = Arc::new(State::default());
         let shared = Arc::clone(&state);
         tokio::spawn(async move {
@@ -50,35 +54,37 @@ impl RuntimeApi {
                 tokio::spawn(serve(socket, Arc::clone(&shared)));
             }
         });
-        Self {
+        Ok(Self {
             address,
             state,
             next_id: Mutex::new(0),
-        }
+        })
     }
 
-    pub fn address(&self) -> &str {
-        &self.address
+    /// `127.0.0.1:PORT`.
+    pub fn address(&self) -> String {
+        self.address.to_string()
     }
 
-    /// Queues one event and waits for the function's answer.
-    pub async fn invoke(&self, event: &str, timeout: Duration) -> Outcome {
+    /// When the function first asked for an invocation (the end of its init phase).
+    pub fn first_poll(&self) -> Option<Instant> {
+        self.state.first_poll.get().copied()
+    }
+
+    /// Queues one event with a deadline `timeout` from now and waits for the answer
+    /// (`None` if none came within `timeout` plus 5 s).
+    pub async fn invoke(&self, event: &str, timeout: Duration) -> Option<Outcome> {
         let id = {
-            let mut next = self.next_id.lock().unwrap();
+            let mut next = self.next_id.lock().unwrap_or_else(|p| p.into_inner());
             *next += 1;
             format!("emulated-request-{next}")
         };
         let (sender, receiver) = oneshot::channel();
-        self.state
-            .waiting
-            .lock()
-            .unwrap()
-            .insert(id.clone(), sender);
+        lock(&self.state.waiting).insert(id.clone(), sender);
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
-        self.state.queue.lock().unwrap().push_back(Pending {
+            .map_or(0, |d| d.as_millis() as u64);
+        lock(&self.state.queue).push_back(Pending {
             id,
             event: event.to_owned(),
             deadline_ms: now_ms + timeout.as_millis() as u64,
@@ -86,44 +92,29 @@ impl RuntimeApi {
         self.state.ready.notify_one();
         tokio::time::timeout(timeout + Duration::from_secs(5), receiver)
             .await
-            .expect("the function answered in time")
-            .expect("the emulator kept the channel")
+            .ok()?
+            .ok()
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Serves one keep-alive connection from the function's runtime client.
 async fn serve(socket: TcpStream, state: Arc<State>) {
     let (read, mut write) = socket.into_split();
     let mut reader = BufReader::new(read);
     loop {
-        let mut request_line = String::new();
-        if reader.read_line(&mut request_line).await.unwrap_or(0) == 0 {
+        let Some((method, path, body)) = read_request(&mut reader).await else {
             return;
-        }
-        let mut content_length = 0usize;
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
-                return;
-            }
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = line.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    content_length = value.trim().parse().unwrap_or(0);
-                }
-            }
-        }
-        let mut body = vec![0u8; content_length];
-        if reader.read_exact(&mut body).await.is_err() {
-            return;
-        }
-        let mut parts = request_line.split_whitespace();
-        let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        };
         let reply = if method == "GET" && path.ends_with("/runtime/invocation/next") {
+            let _ = state.first_poll.set(Instant::now());
             let pending = loop {
-                if let Some(pending) = state.queue.lock().unwrap().pop_front() {
+                if let Some(pending) = lock(&state.queue).pop_front() {
                     break pending;
                 }
                 state.ready.notified().await;
@@ -144,7 +135,7 @@ async fn serve(socket: TcpStream, state: Arc<State>) {
                 "error"
             };
             let id = path.split('/').rev().nth(1).unwrap_or("").to_owned();
-            if let Some(sender) = state.waiting.lock().unwrap().remove(&id) {
+            if let Some(sender) = lock(&state.waiting).remove(&id) {
                 let _ = sender.send(Outcome {
                     kind,
                     body: String::from_utf8_lossy(&body).into_owned(),
@@ -156,4 +147,34 @@ async fn serve(socket: TcpStream, state: Arc<State>) {
             return;
         }
     }
+}
+
+/// Reads one HTTP/1.1 request: method, path and body.
+async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+) -> Option<(String, String, Vec<u8>)> {
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).await.ok()? == 0 {
+        return None;
+    }
+    let mut content_length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).await.ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                content_length = value.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0u8; content_length.min(16 * 1024 * 1024)];
+    reader.read_exact(&mut body).await.ok()?;
+    let mut parts = request_line.split_whitespace();
+    Some((parts.next()?.to_owned(), parts.next()?.to_owned(), body))
 }
