@@ -21,7 +21,7 @@ use crate::upstream::HighLevel;
 
 /// Why the app could not be built.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot build the HTTP client")]
+#[error("cannot build the app")]
 pub struct BuildError(#[source] crate::error::BoxError);
 
 /// Inbound authentication as configured.
@@ -51,24 +51,33 @@ struct Invocation {
 impl App {
     /// Builds the clients. Nothing is read from Secrets Manager yet: secrets load on first use.
     pub async fn build(config: Config) -> Result<Self, BuildError> {
-        Self::build_with(config, None).await
+        let needs_secrets = matches!(
+            config.token_source,
+            TokenSourceConfig::SecretsManager { .. }
+        ) || matches!(config.inbound_auth, InboundAuthConfig::Secret { .. });
+        let secrets = if needs_secrets {
+            Some(SecretsClient::from_env().await)
+        } else {
+            None
+        };
+        Self::build_with(config, secrets).await
     }
 
-    /// Builds the app around a given Secrets Manager client (or, with `None`, one made from the
-    /// AWS environment when a secret is configured).
+    /// Builds the app around a given Secrets Manager client, required when a secret is
+    /// configured (`None` otherwise). The Lambda binary passes a client built from Lambda's
+    /// environment alone; [`App::build`] one from the full AWS configuration chain.
     pub async fn build_with(
         config: Config,
         secrets: Option<SecretsClient>,
     ) -> Result<Self, BuildError> {
         let ttl = config.secret_cache_ttl;
-        let mut secrets = secrets;
         let highlevel =
             HighLevel::new(config.api_version.clone(), &config.api_base_url).map_err(BuildError)?;
         let tokens = match &config.token_source {
             TokenSourceConfig::SecretsManager { secret_id } => {
                 TokenSource::SecretsManager(Box::new(SecretStore::new(
                     secret_id.clone(),
-                    shared_client(&mut secrets).await,
+                    secrets_client(&secrets)?,
                     ttl,
                     config.oauth_refresh_skew,
                     highlevel.clone(),
@@ -79,7 +88,7 @@ impl App {
         let auth = match &config.inbound_auth {
             InboundAuthConfig::Secret { secret_id } => InboundAuth::Secret {
                 secret_id: secret_id.clone(),
-                client: shared_client(&mut secrets).await,
+                client: secrets_client(&secrets)?,
                 cache: SingleFlightCache::new(ttl),
             },
             InboundAuthConfig::Disabled => InboundAuth::Disabled,
@@ -239,14 +248,11 @@ impl App {
     }
 }
 
-/// One Secrets Manager client for both secrets, built only if a secret is configured.
-async fn shared_client(slot: &mut Option<SecretsClient>) -> SecretsClient {
-    if let Some(client) = slot {
-        return client.clone();
-    }
-    let client = SecretsClient::from_env().await;
-    *slot = Some(client.clone());
-    client
+/// The Secrets Manager client, which must be given when a secret is configured.
+fn secrets_client(client: &Option<SecretsClient>) -> Result<SecretsClient, BuildError> {
+    client.clone().ok_or_else(|| {
+        BuildError("a secret is configured but no Secrets Manager client was given".into())
+    })
 }
 
 fn invocation_of(request: &Request) -> Invocation {

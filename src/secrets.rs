@@ -59,6 +59,29 @@ impl SecretsClient {
         Self::from_client(aws_sdk_secretsmanager::Client::new(&sdk_config))
     }
 
+    /// Builds the client from only what Lambda provides: `AWS_REGION`, the credentials in
+    /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN`, and an optional
+    /// `AWS_ENDPOINT_URL_SECRETS_MANAGER` (or `AWS_ENDPOINT_URL`). Unlike [`Self::from_env`],
+    /// it reads no files and links no profile, SSO or STS code: the Lambda binary uses it.
+    pub fn from_lambda_env() -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let mut builder = aws_sdk_secretsmanager::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .timeout_config(Self::timeouts())
+            .credentials_provider(
+                aws_config::environment::EnvironmentVariableCredentialsProvider::new(),
+            );
+        if let Some(region) = var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")) {
+            builder = builder.region(aws_sdk_secretsmanager::config::Region::new(region));
+        }
+        if let Some(endpoint) =
+            var("AWS_ENDPOINT_URL_SECRETS_MANAGER").or_else(|| var("AWS_ENDPOINT_URL"))
+        {
+            builder = builder.endpoint_url(endpoint);
+        }
+        Self::from_client(aws_sdk_secretsmanager::Client::from_conf(builder.build()))
+    }
+
     /// Wraps a client configured elsewhere (tests add an endpoint and interceptors).
     pub fn from_client(client: aws_sdk_secretsmanager::Client) -> Self {
         Self { client }
