@@ -1,0 +1,125 @@
+//! `cargo bench --bench hot_path`: the pure hot path (event → parsed request → outbound request
+//! → response envelope), and a whole warm invocation against a bare reqwest call to the same
+//! local server — our overhead as a fraction of the least any client could spend.
+
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use ghl_csv_finalize::finalize::Finalized;
+use ghl_csv_finalize::ids::{CsvId, LocationId};
+use ghl_csv_finalize::inbound::{self, Sources};
+use ghl_csv_finalize::local::standin::{Behaviour, StandIn};
+use ghl_csv_finalize::redact::Redacted;
+use ghl_csv_finalize::upstream::{finalize_body, finalize_url, HighLevel, UpstreamReply};
+use ghl_csv_finalize::{response, App, Config};
+use lambda_http::RequestExt;
+
+const EVENT: &str = include_str!("../events/apigw-v2-highlevel-workflow.json");
+
+fn hot_path(c: &mut Criterion) {
+    let base = url::Url::parse("https://services.leadconnectorhq.com").unwrap();
+    let highlevel = HighLevel::new(http::HeaderValue::from_static("2021-07-28"), &base).unwrap();
+    let token = Redacted::new("pit-bench-token".to_owned());
+    c.bench_function("event -> request -> outbound -> envelope", |b| {
+        b.iter(|| {
+            let request = lambda_http::request::from_str(EVENT).unwrap();
+            let params = request.path_parameters();
+            let params: Vec<(&str, &str)> = params.iter().collect();
+            let body = request.body().as_ref();
+            let kind = inbound::body_kind(request.headers().get("content-type"), body).unwrap();
+            let parsed = inbound::parse(Sources {
+                path_params: &params,
+                path: request.uri().path(),
+                query: request.uri().query(),
+                body,
+                kind,
+            })
+            .unwrap();
+            let url = finalize_url(&base, &parsed.location_id, &parsed.csv_id).unwrap();
+            let headers = highlevel.headers(&token).unwrap();
+            let outbound = finalize_body(parsed.user_id.as_ref());
+            let reply = UpstreamReply::from_bytes(
+                200,
+                br#"{"success":true,"statusCode":200,"message":"ok"}"#,
+                false,
+            );
+            let envelope = response::finalized(&parsed, &Finalized { reply, attempts: 1 }, "bench");
+            std::hint::black_box((url, headers, outbound, envelope));
+        })
+    });
+    c.bench_function("id parsing", |b| {
+        b.iter(|| {
+            (
+                LocationId::parse(std::hint::black_box("ve9EPM428h8vShlRW1KT")),
+                CsvId::parse(std::hint::black_box("6578b9a4c5c9e5a0f0f3b2d1")),
+            )
+        })
+    });
+}
+
+fn warm_invocation_vs_bare_call(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (standin, app) = runtime.block_on(async {
+        let standin = StandIn::start(
+            ([127, 0, 0, 1], 0).into(),
+            Behaviour {
+                forget_requests: true,
+                ..Behaviour::default()
+            },
+        )
+        .await
+        .unwrap();
+        let base = standin.base_url();
+        let env = [
+            ("GHL_TOKEN", "pit-bench"),
+            ("ALLOW_UNAUTHENTICATED", "true"),
+            ("GHL_API_BASE_URL", base.as_str()),
+        ];
+        let config = Config::from_lookup(|n| {
+            env.iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.to_string())
+        })
+        .unwrap();
+        (standin, App::build(config).await.unwrap())
+    });
+    let url = format!(
+        "{}/social-media-posting/ve9EPM428h8vShlRW1KT/csv/6578b9a4c5c9e5a0f0f3b2d1",
+        standin.base_url()
+    );
+    let bare = reqwest::Client::new();
+
+    let mut group = c.benchmark_group("warm invocation vs bare reqwest");
+    group.measurement_time(Duration::from_secs(5));
+    group.bench_function("bare reqwest PATCH", |b| {
+        b.to_async(&runtime).iter(|| async {
+            let response = bare
+                .patch(&url)
+                .header("authorization", "Bearer pit-bench")
+                .header("version", "2021-07-28")
+                .header("content-type", "application/json")
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            response.bytes().await.unwrap()
+        })
+    });
+    group.bench_function("whole handler", |b| {
+        b.to_async(&runtime).iter(|| async {
+            let request = lambda_http::request::from_str(EVENT).unwrap();
+            let response = app.handle(request).await;
+            assert_eq!(response.status(), 200);
+            response
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, hot_path, warm_invocation_vs_bare_call);
+criterion_main!(benches);
