@@ -74,17 +74,7 @@ fn warm_invocation_vs_bare_call(c: &mut Criterion) {
         .await
         .unwrap();
         let base = standin.base_url();
-        let env = [
-            ("GHL_TOKEN", "pit-bench"),
-            ("ALLOW_UNAUTHENTICATED", "true"),
-            ("GHL_API_BASE_URL", base.as_str()),
-        ];
-        let config = Config::from_lookup(|n| {
-            env.iter()
-                .find(|(k, _)| *k == n)
-                .map(|(_, v)| v.to_string())
-        })
-        .unwrap();
+        let config = Config::local("pit-bench", &base).unwrap();
         (standin, App::build(config).await.unwrap())
     });
     let url = format!(

@@ -226,13 +226,7 @@ impl App {
                 })
             })
             .await
-            .map_err(|error| match error {
-                ReadError::Transient { .. } => Error::SecretUnavailable(Box::new(error)),
-                other => Error::config(
-                    "the inbound-auth secret cannot be used",
-                    Some(Box::new(other) as _),
-                ),
-            })?;
+            .map_err(|error| error.into_error("the inbound-auth secret"))?;
         if keys.value.is_empty() {
             tracing::warn!(secret_id = %secret_id, "the inbound-auth secret lists no API keys and no webhook secrets: every caller is refused");
         }

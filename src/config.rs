@@ -100,6 +100,17 @@ impl Config {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
+    /// Settings for running offline against a local HighLevel: one literal token, no inbound
+    /// authentication, defaults for the rest (the `demo` command, tests and benchmarks).
+    pub fn local(token: &str, api_base_url: &str) -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| match name {
+            "GHL_TOKEN" => Some(token.to_owned()),
+            "ALLOW_UNAUTHENTICATED" => Some("true".to_owned()),
+            "GHL_API_BASE_URL" => Some(api_base_url.to_owned()),
+            _ => None,
+        })
+    }
+
     /// Reads the configuration through `lookup`, so tests need not touch the process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
@@ -333,6 +344,16 @@ mod tests {
             vars.push((var, value));
             assert_eq!(config(&vars).unwrap_err().var, var, "{var}={value}");
         }
+    }
+
+    #[test]
+    fn local_settings_use_the_token_without_inbound_auth() {
+        let c = Config::local("pit-local", "http://127.0.0.1:9100").unwrap();
+        assert!(
+            matches!(c.token_source, TokenSourceConfig::Static(ref t) if t.expose() == "pit-local")
+        );
+        assert_eq!(c.inbound_auth, InboundAuthConfig::Disabled);
+        assert_eq!(c.api_base_url.as_str(), "http://127.0.0.1:9100/");
     }
 
     #[test]

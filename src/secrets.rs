@@ -42,6 +42,20 @@ pub enum ReadError {
     },
 }
 
+impl ReadError {
+    /// The contract's answer when `what` (e.g. "the token secret") cannot be read: 503 for a
+    /// passing fault, 500 for anything the operator must fix.
+    pub fn into_error(self, what: &str) -> crate::error::Error {
+        match self {
+            ReadError::Transient { .. } => crate::error::Error::SecretUnavailable(Box::new(self)),
+            other => crate::error::Error::config(
+                format!("{what} cannot be used"),
+                Some(Box::new(other) as _),
+            ),
+        }
+    }
+}
+
 /// A Secrets Manager client, created once and reused across invocations.
 #[derive(Debug, Clone)]
 pub struct SecretsClient {

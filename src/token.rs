@@ -369,21 +369,13 @@ impl SecretStore {
             .client
             .read_versioned(id)
             .await
-            .map_err(|error| match error {
-                ReadError::Transient { .. } => Error::SecretUnavailable(Box::new(error)),
-                other => Error::config(
-                    "the token secret cannot be used",
-                    Some(Box::new(other) as _),
-                ),
-            })?;
+            .map_err(|error| error.into_error("the token secret"))?;
         let secret = TokenSecret::parse(read.text.expose()).map_err(|problem| {
-            Error::config(
-                "the token secret cannot be used",
-                Some(Box::new(ReadError::Config {
-                    id: id.to_owned(),
-                    problem,
-                }) as _),
-            )
+            ReadError::Config {
+                id: id.to_owned(),
+                problem,
+            }
+            .into_error("the token secret")
         })?;
         let document = match serde_json::from_str::<Value>(read.text.expose().trim()) {
             Ok(Value::Object(object)) => Some(object),

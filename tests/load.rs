@@ -53,17 +53,7 @@ async fn ten_thousand_requests_at_concurrency_64_all_get_a_contract_answer() {
     .await
     .unwrap();
     let base = standin.base_url();
-    let env = [
-        ("GHL_TOKEN", "pit-load"),
-        ("ALLOW_UNAUTHENTICATED", "true"),
-        ("GHL_API_BASE_URL", base.as_str()),
-    ];
-    let config = Config::from_lookup(|n| {
-        env.iter()
-            .find(|(k, _)| *k == n)
-            .map(|(_, v)| v.to_string())
-    })
-    .unwrap();
+    let config = Config::local("pit-load", &base).unwrap();
     let app = Arc::new(App::build(config).await.unwrap());
     let server = LocalServer::start(app, ([127, 0, 0, 1], 0).into())
         .await

@@ -491,6 +491,17 @@ async fn keeps_a_pair_it_could_not_store_and_stores_it_first_on_the_next_request
     );
 }
 
+/// A second instance (a separate `App`, own caches) sharing `first`'s secret and HighLevel.
+async fn another_instance(first: &TestApp) -> TestApp {
+    spawn_app_with(Setup {
+        token_secret: None,
+        existing_token_secret_id: Some(first.token_secret_id.clone()),
+        api_base_url: Some(first.highlevel.uri()),
+        ..Setup::default()
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_refreshing_two_locations_of_one_map_secret_keep_both_pairs() {
     let secret = json!({
@@ -504,13 +515,7 @@ async fn two_instances_refreshing_two_locations_of_one_map_secret_keep_both_pair
     ]);
     highlevel.token_delay = Duration::from_millis(300);
     highlevel.mount(&first).await;
-    let second = spawn_app_with(Setup {
-        token_secret: None,
-        existing_token_secret_id: Some(first.token_secret_id.clone()),
-        api_base_url: Some(first.highlevel.uri()),
-        ..Setup::default()
-    })
-    .await;
+    let second = another_instance(&first).await;
     let other_event = event_for(OTHER_LOCATION);
     let (a, b) = tokio::join!(first.invoke(EV_PATH_PARAMS), second.invoke(&other_event));
     assert_eq!((a.status, b.status), (200, 200), "{} {}", a.text, b.text);
@@ -539,13 +544,7 @@ async fn concurrent_instances_racing_on_one_expired_pair_all_succeed_with_one_re
     highlevel.mount(&first).await;
     let mut instances = vec![Arc::new(first)];
     for _ in 0..3 {
-        let other = spawn_app_with(Setup {
-            token_secret: None,
-            existing_token_secret_id: Some(instances[0].token_secret_id.clone()),
-            api_base_url: Some(instances[0].highlevel.uri()),
-            ..Setup::default()
-        })
-        .await;
+        let other = another_instance(&instances[0]).await;
         instances.push(Arc::new(other));
     }
     let mut calls = tokio::task::JoinSet::new();

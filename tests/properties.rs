@@ -218,17 +218,7 @@ fn world() -> &'static World {
                 .await
                 .unwrap();
             let base = standin.base_url();
-            let env = [
-                ("GHL_TOKEN", "pit-prop"),
-                ("ALLOW_UNAUTHENTICATED", "true"),
-                ("GHL_API_BASE_URL", base.as_str()),
-            ];
-            let config = Config::from_lookup(|n| {
-                env.iter()
-                    .find(|(k, _)| *k == n)
-                    .map(|(_, v)| v.to_string())
-            })
-            .unwrap();
+            let config = Config::local("pit-prop", &base).unwrap();
             (standin, App::build(config).await.unwrap())
         });
         World {

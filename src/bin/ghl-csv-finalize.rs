@@ -304,18 +304,7 @@ async fn demo(event: Option<PathBuf>) -> Result<ExitCode, String> {
     .await
     .map_err(|e| format!("cannot start the HighLevel stand-in: {e}"))?;
     let base_url = standin.base_url();
-    let settings = [
-        ("GHL_TOKEN", DEMO_TOKEN),
-        ("ALLOW_UNAUTHENTICATED", "true"),
-        ("GHL_API_BASE_URL", base_url.as_str()),
-    ];
-    let config = Config::from_lookup(|name| {
-        settings
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.to_string())
-    })
-    .map_err(|e| e.to_string())?;
+    let config = Config::local(DEMO_TOKEN, &base_url).map_err(|e| e.to_string())?;
     let app = build(config).await?;
 
     println!("ghl-csv-finalize demo: offline, no AWS or HighLevel account needed");
