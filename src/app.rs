@@ -12,7 +12,7 @@ use crate::auth::InboundKeys;
 use crate::cache::SingleFlightCache;
 use crate::config::{Config, InboundAuthConfig, TokenSourceConfig};
 use crate::error::{chain, Error};
-use crate::finalize::{Failed, Finalizer};
+use crate::finalize::{Budget, Failed, Finalizer};
 use crate::inbound::{self, FinalizeRequest, Route, Sources};
 use crate::response;
 use crate::secrets::{ReadError, SecretsClient};
@@ -40,6 +40,34 @@ pub struct App {
     auth: InboundAuth,
     tokens: TokenSource,
     highlevel: HighLevel,
+}
+
+/// What one request came to: the response, and what the log line needs.
+struct Outcome {
+    response: Response<Body>,
+    request: Option<FinalizeRequest>,
+    attempts: u32,
+    error: Option<Error>,
+}
+
+impl Outcome {
+    fn answered(response: Response<Body>, request: Option<FinalizeRequest>, attempts: u32) -> Self {
+        Self {
+            response,
+            request,
+            attempts,
+            error: None,
+        }
+    }
+
+    fn failed(failed: Failed, request: Option<FinalizeRequest>, request_id: &str) -> Self {
+        Self {
+            response: response::failed(&failed.error, failed.attempts, request_id),
+            request,
+            attempts: failed.attempts,
+            error: Some(failed.error),
+        }
+    }
 }
 
 /// Per-invocation facts from the Lambda context (or made up locally).
@@ -109,58 +137,75 @@ impl App {
     pub async fn handle(&self, request: Request) -> Response<Body> {
         let started = std::time::Instant::now();
         let invocation = invocation_of(&request);
-        let (response, finalize_request, attempts, error) =
-            match self.serve(&request, &invocation).await {
-                Ok((response, finalize_request, attempts)) => {
-                    (response, finalize_request, attempts, None)
-                }
-                Err((failed, finalize_request)) => {
-                    let response =
-                        response::failed(&failed.error, failed.attempts, &invocation.request_id);
-                    (
-                        response,
-                        finalize_request,
-                        failed.attempts,
-                        Some(failed.error),
-                    )
-                }
-            };
-        log_outcome(
-            &invocation,
-            &response,
-            finalize_request.as_ref(),
-            attempts,
-            error.as_ref(),
-            started,
-        );
-        response
+        let outcome = self.serve(&request, &invocation).await;
+        log_outcome(&invocation, &outcome, started);
+        outcome.response
     }
 
-    #[allow(clippy::type_complexity)]
-    async fn serve(
-        &self,
-        request: &Request,
-        invocation: &Invocation,
-    ) -> Result<(Response<Body>, Option<FinalizeRequest>, u32), (Failed, Option<FinalizeRequest>)>
-    {
-        let early = |error: Error| (Failed::from(error), None);
-        match inbound::route(request.method(), request.uri().path()).map_err(early)? {
-            Route::Health => return Ok((response::health(&invocation.request_id), None, 0)),
-            Route::Finalize => {}
+    async fn serve(&self, request: &Request, invocation: &Invocation) -> Outcome {
+        let request_id = invocation.request_id.as_str();
+        let finalize_request = match self.accept(request).await {
+            Ok(Some(finalize_request)) => finalize_request,
+            Ok(None) => return Outcome::answered(response::health(request_id), None, 0),
+            Err(error) => return Outcome::failed(Failed::from(error), None, request_id),
+        };
+        let finalizer = Finalizer {
+            tokens: &self.tokens,
+            highlevel: &self.highlevel,
+            base_url: &self.config.api_base_url,
+            max_attempts: self.config.max_attempts,
+            upstream_timeout: self.config.upstream_timeout,
+        };
+        let result = if self.config.dry_run {
+            let budget = Budget::new(self.config.upstream_timeout, invocation.remaining);
+            finalizer
+                .prepare(&finalize_request, &budget)
+                .await
+                .and_then(|prepared| {
+                    let headers = self.highlevel.headers(&prepared.token.token)?;
+                    let would_send = crate::upstream::describe(&prepared.call, &headers);
+                    Ok((
+                        response::dry_run(&finalize_request, would_send, request_id),
+                        0,
+                    ))
+                })
+        } else {
+            finalizer
+                .run(&finalize_request, invocation.remaining)
+                .await
+                .map(|done| {
+                    (
+                        response::finalized(&finalize_request, &done, request_id),
+                        done.attempts,
+                    )
+                })
+        };
+        match result {
+            Ok((response, attempts)) => {
+                Outcome::answered(response, Some(finalize_request), attempts)
+            }
+            Err(failed) => Outcome::failed(failed, Some(finalize_request), request_id),
+        }
+    }
+
+    /// The contract's checks, in its order: method (405), body size (413), authentication
+    /// (401), content type (415), body and fields (400). `None` is a health check.
+    async fn accept(&self, request: &Request) -> Result<Option<FinalizeRequest>, Error> {
+        if inbound::route(request.method(), request.uri().path())? == Route::Health {
+            return Ok(None);
         }
         let body = request.body().as_ref();
-        inbound::check_body_size(body).map_err(early)?;
-        self.authenticate(request, body).await.map_err(early)?;
+        inbound::check_body_size(body)?;
+        self.authenticate(request, body).await?;
         if request
             .headers()
             .contains_key(crate::lambda::INVALID_BASE64_HEADER)
         {
-            return Err(early(Error::invalid_body(
+            return Err(Error::invalid_body(
                 "the event's body is marked base64 but is not valid base64",
-            )));
+            ));
         }
-        let kind = inbound::body_kind(request.headers().get(http::header::CONTENT_TYPE), body)
-            .map_err(early)?;
+        let kind = inbound::body_kind(request.headers().get(http::header::CONTENT_TYPE), body)?;
         let path_params = request.path_parameters();
         let params: Vec<(&str, &str)> = path_params.iter().collect();
         let mut finalize_request = inbound::parse(Sources {
@@ -169,43 +214,11 @@ impl App {
             query: request.uri().query(),
             body,
             kind,
-        })
-        .map_err(early)?;
+        })?;
         if finalize_request.user_id.is_none() {
             finalize_request.user_id = self.config.default_user_id.clone();
         }
-        let finalizer = Finalizer {
-            tokens: &self.tokens,
-            highlevel: &self.highlevel,
-            base_url: &self.config.api_base_url,
-            max_attempts: self.config.max_attempts,
-            upstream_timeout: self.config.upstream_timeout,
-        };
-        if self.config.dry_run {
-            let budget =
-                crate::finalize::Budget::new(self.config.upstream_timeout, invocation.remaining);
-            return match finalizer.prepare(&finalize_request, &budget).await {
-                Ok(prepared) => {
-                    let headers = self
-                        .highlevel
-                        .headers(&prepared.token.token)
-                        .map_err(|e| (Failed::from(e), None))?;
-                    let would_send = crate::upstream::describe(&prepared.call, &headers);
-                    let response =
-                        response::dry_run(&finalize_request, would_send, &invocation.request_id);
-                    Ok((response, Some(finalize_request), 0))
-                }
-                Err(failed) => Err((failed, Some(finalize_request))),
-            };
-        }
-        match finalizer.run(&finalize_request, invocation.remaining).await {
-            Ok(done) => {
-                let response =
-                    response::finalized(&finalize_request, &done, &invocation.request_id);
-                Ok((response, Some(finalize_request), done.attempts))
-            }
-            Err(failed) => Err((failed, Some(finalize_request))),
-        }
+        Ok(Some(finalize_request))
     }
 
     async fn authenticate(&self, request: &Request, body: &[u8]) -> Result<(), Error> {
@@ -279,14 +292,13 @@ fn remaining_until(deadline_ms: u64, now_ms: u64) -> Option<Duration> {
         .then(|| Duration::from_millis(deadline_ms.saturating_sub(now_ms)))
 }
 
-fn log_outcome(
-    invocation: &Invocation,
-    response: &Response<Body>,
-    request: Option<&FinalizeRequest>,
-    attempts: u32,
-    error: Option<&Error>,
-    started: std::time::Instant,
-) {
+fn log_outcome(invocation: &Invocation, outcome: &Outcome, started: std::time::Instant) {
+    let (response, request, attempts, error) = (
+        &outcome.response,
+        outcome.request.as_ref(),
+        outcome.attempts,
+        outcome.error.as_ref(),
+    );
     let status = response.status().as_u16();
     let location_id = request.map(|r| r.location_id.as_str()).unwrap_or("");
     let csv_id = request.map(|r| r.csv_id.as_str()).unwrap_or("");
