@@ -16,7 +16,7 @@ use crate::finalize::{Budget, Failed, Finalizer};
 use crate::inbound::{self, FinalizeRequest, Route, Sources};
 use crate::response;
 use crate::secrets::{ReadError, SecretsClient};
-use crate::token::{SecretStore, TokenSource};
+use crate::token::{within_lambda, SecretStore, TokenSource};
 use crate::upstream::HighLevel;
 
 /// Why the app could not be built.
@@ -144,7 +144,8 @@ impl App {
 
     async fn serve(&self, request: &Request, invocation: &Invocation) -> Outcome {
         let request_id = invocation.request_id.as_str();
-        let finalize_request = match self.accept(request).await {
+        let budget = Budget::new(self.config.upstream_timeout, invocation.remaining);
+        let finalize_request = match self.accept(request, &budget).await {
             Ok(Some(finalize_request)) => finalize_request,
             Ok(None) => return Outcome::answered(response::health(request_id), None, 0),
             Err(error) => return Outcome::failed(Failed::from(error), None, request_id),
@@ -154,10 +155,8 @@ impl App {
             highlevel: &self.highlevel,
             base_url: &self.config.api_base_url,
             max_attempts: self.config.max_attempts,
-            upstream_timeout: self.config.upstream_timeout,
         };
         let result = if self.config.dry_run {
-            let budget = Budget::new(self.config.upstream_timeout, invocation.remaining);
             finalizer
                 .prepare(&finalize_request, &budget)
                 .await
@@ -170,15 +169,12 @@ impl App {
                     ))
                 })
         } else {
-            finalizer
-                .run(&finalize_request, invocation.remaining)
-                .await
-                .map(|done| {
-                    (
-                        response::finalized(&finalize_request, &done, request_id),
-                        done.attempts,
-                    )
-                })
+            finalizer.run(&finalize_request, &budget).await.map(|done| {
+                (
+                    response::finalized(&finalize_request, &done, request_id),
+                    done.attempts,
+                )
+            })
         };
         match result {
             Ok((response, attempts)) => {
@@ -190,13 +186,17 @@ impl App {
 
     /// The contract's checks, in its order: method (405), body size (413), authentication
     /// (401), content type (415), body and fields (400). `None` is a health check.
-    async fn accept(&self, request: &Request) -> Result<Option<FinalizeRequest>, Error> {
+    async fn accept(
+        &self,
+        request: &Request,
+        budget: &Budget,
+    ) -> Result<Option<FinalizeRequest>, Error> {
         if inbound::route(request.method(), request.uri().path())? == Route::Health {
             return Ok(None);
         }
         let body = request.body().as_ref();
         inbound::check_body_size(body)?;
-        self.authenticate(request, body).await?;
+        self.authenticate(request, body, budget).await?;
         if request
             .headers()
             .contains_key(crate::lambda::INVALID_BASE64_HEADER)
@@ -221,7 +221,12 @@ impl App {
         Ok(Some(finalize_request))
     }
 
-    async fn authenticate(&self, request: &Request, body: &[u8]) -> Result<(), Error> {
+    async fn authenticate(
+        &self,
+        request: &Request,
+        body: &[u8],
+        budget: &Budget,
+    ) -> Result<(), Error> {
         let InboundAuth::Secret {
             secret_id,
             client,
@@ -230,15 +235,15 @@ impl App {
         else {
             return Ok(());
         };
-        let keys = cache
-            .get(secret_id, || async {
-                let text = client.read(secret_id).await?;
-                InboundKeys::parse(text.expose()).map_err(|problem| ReadError::Config {
-                    id: secret_id.clone(),
-                    problem,
-                })
+        let load = cache.get(secret_id, || async {
+            let text = client.read(secret_id).await?;
+            InboundKeys::parse(text.expose()).map_err(|problem| ReadError::Config {
+                id: secret_id.clone(),
+                problem,
             })
-            .await
+        });
+        let keys = within_lambda(budget, load)
+            .await?
             .map_err(|error| error.into_error("the inbound-auth secret"))?;
         if keys.value.is_empty() {
             tracing::warn!(secret_id = %secret_id, "the inbound-auth secret lists no API keys and no webhook secrets: every caller is refused");

@@ -55,8 +55,6 @@ pub struct Finalizer<'a> {
     pub base_url: &'a url::Url,
     /// `MAX_ATTEMPTS`.
     pub max_attempts: u32,
-    /// `UPSTREAM_TIMEOUT_MS`.
-    pub upstream_timeout: Duration,
 }
 
 /// The time allowed for calling HighLevel (token endpoint and finalize, retries included).
@@ -80,6 +78,11 @@ impl Budget {
                 .map(|remaining| now + remaining.saturating_sub(LAMBDA_MARGIN)),
             started: OnceLock::new(),
         }
+    }
+
+    /// The Lambda deadline less the margin, when the invocation has one: secret reads stop there.
+    pub fn lambda_deadline(&self) -> Option<Instant> {
+        self.hard_deadline
     }
 
     /// The instant by which every HighLevel call must be over; fixed by the first call.
@@ -122,11 +125,10 @@ impl Finalizer<'_> {
     pub async fn run(
         &self,
         request: &FinalizeRequest,
-        lambda_remaining: Option<Duration>,
+        budget: &Budget,
     ) -> Result<Finalized, Failed> {
         let location = &request.location_id;
-        let budget = Budget::new(self.upstream_timeout, lambda_remaining);
-        let Prepared { mut token, call } = self.prepare(request, &budget).await?;
+        let Prepared { mut token, call } = self.prepare(request, budget).await?;
         let deadline = budget.deadline();
 
         let mut sent = 0u32; // every request put on the wire
@@ -174,7 +176,7 @@ impl Finalizer<'_> {
                             tracing::warn!(location_id = %location, "HighLevel answered 401; re-reading the token once");
                             token = self
                                 .tokens
-                                .reload(location, &token, &budget)
+                                .reload(location, &token, budget)
                                 .await
                                 .map_err(fail)?;
                             continue;

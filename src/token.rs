@@ -165,13 +165,13 @@ impl SecretStore {
         let id = resolve(&self.secret_id, location);
         let slot = self.slot(&id);
         let mut slot = slot.lock().await;
-        self.write_unwritten(&id, &mut slot).await?;
+        self.write_unwritten(&id, &mut slot, budget).await?;
         let fresh = slot
             .loaded
             .as_ref()
             .is_some_and(|l| l.loaded_at.elapsed() < self.ttl);
         if !fresh {
-            slot.loaded = Some(self.load(&id, location).await?);
+            slot.loaded = Some(self.load(&id, location, budget).await?);
         }
         let (token, oauth) = entry(&slot, location)?;
         match oauth {
@@ -192,7 +192,7 @@ impl SecretStore {
         let id = resolve(&self.secret_id, location);
         let slot = self.slot(&id);
         let mut slot = slot.lock().await;
-        self.write_unwritten(&id, &mut slot).await?;
+        self.write_unwritten(&id, &mut slot, budget).await?;
         if slot
             .loaded
             .as_ref()
@@ -202,7 +202,7 @@ impl SecretStore {
             let (token, _) = entry(&slot, location)?;
             return Ok(lease(&slot, token));
         }
-        slot.loaded = Some(self.load(&id, location).await?);
+        slot.loaded = Some(self.load(&id, location, budget).await?);
         let (token, oauth) = entry(&slot, location)?;
         if oauth.is_some() && token == refused.token {
             tracing::info!(location_id = %location, "HighLevel refused the OAuth access token; refreshing");
@@ -221,7 +221,7 @@ impl SecretStore {
         budget: &Budget,
     ) -> Result<LeasedToken, Error> {
         // Another instance may have refreshed already: read again before spending the refresh token.
-        slot.loaded = Some(self.load(id, location).await?);
+        slot.loaded = Some(self.load(id, location, budget).await?);
         let (token, oauth) = entry(slot, location)?;
         let Some(oauth) = oauth else {
             return Ok(lease(slot, token));
@@ -250,7 +250,7 @@ impl SecretStore {
         };
         match reply.status {
             200..=299 => {}
-            400 => return self.adopt_winner(id, slot, location, &oauth).await,
+            400 => return self.adopt_winner(id, slot, location, &oauth, budget).await,
             429 | 500..=599 => {
                 tracing::warn!(location_id = %location, status = reply.status, "the token endpoint is unavailable");
                 return Err(unavailable(None));
@@ -269,7 +269,7 @@ impl SecretStore {
         grant.apply(&mut object, now_unix());
         tracing::info!(location_id = %location, "OAuth token refreshed; storing the new pair");
         slot.unwritten.push((path, object));
-        self.write_unwritten(id, slot).await?;
+        self.write_unwritten(id, slot, budget).await?;
         let (token, _) = entry(slot, location)?;
         Ok(lease(slot, token))
     }
@@ -282,11 +282,12 @@ impl SecretStore {
         slot: &mut Slot,
         location: &LocationId,
         spent: &OAuthEntry,
+        budget: &Budget,
     ) -> Result<LeasedToken, Error> {
         tracing::warn!(location_id = %location, "the token endpoint refused the refresh token; looking for a newer pair");
         let until = Instant::now() + WINNER_WAIT;
         loop {
-            slot.loaded = Some(self.load(id, location).await?);
+            slot.loaded = Some(self.load(id, location, budget).await?);
             let (token, oauth) = entry(slot, location)?;
             if oauth.is_some_and(|o| o.refresh_token != spent.refresh_token) {
                 tracing::info!(location_id = %location, "using the OAuth pair another instance stored");
@@ -304,13 +305,18 @@ impl SecretStore {
 
     /// Writes refreshed entries that are not stored yet, conditionally on the version read,
     /// merging into a newer version when another writer got there first.
-    async fn write_unwritten(&self, id: &str, slot: &mut Slot) -> Result<(), Error> {
+    async fn write_unwritten(
+        &self,
+        id: &str,
+        slot: &mut Slot,
+        budget: &Budget,
+    ) -> Result<(), Error> {
         if slot.unwritten.is_empty() {
             return Ok(());
         }
         for _ in 0..MAX_WRITES {
             let Some(loaded) = slot.loaded.as_ref() else {
-                slot.loaded = Some(self.load_any(id).await?);
+                slot.loaded = Some(self.load_any(id, budget).await?);
                 continue;
             };
             let document = merged(loaded.document.as_ref(), &slot.unwritten);
@@ -324,7 +330,7 @@ impl SecretStore {
                 }
                 Err(WriteError::Conflict) => {
                     tracing::info!(secret_id = %id, "the secret changed since it was read; merging and writing again");
-                    slot.loaded = Some(self.load_any(id).await?);
+                    slot.loaded = Some(self.load_any(id, budget).await?);
                 }
                 Err(error) => {
                     // Keep the new pair in memory: it may be the only live one.
@@ -352,23 +358,29 @@ impl SecretStore {
         ))
     }
 
-    async fn load(&self, id: &str, location: &LocationId) -> Result<Loaded, Error> {
-        self.load_any(id).await.map_err(|error| match error {
-            Error::Config {
-                source: Some(source),
-                ..
-            } if is_not_found(&*source) && self.secret_id.contains(LOCATION_PLACEHOLDER) => {
-                Error::LocationNotAllowed(location.clone())
-            }
-            other => other,
-        })
+    async fn load(
+        &self,
+        id: &str,
+        location: &LocationId,
+        budget: &Budget,
+    ) -> Result<Loaded, Error> {
+        self.load_any(id, budget)
+            .await
+            .map_err(|error| match error {
+                Error::Config {
+                    source: Some(source),
+                    ..
+                } if is_not_found(&*source) && self.secret_id.contains(LOCATION_PLACEHOLDER) => {
+                    Error::LocationNotAllowed(location.clone())
+                }
+                other => other,
+            })
     }
 
-    async fn load_any(&self, id: &str) -> Result<Loaded, Error> {
-        let read = self
-            .client
-            .read_versioned(id)
-            .await
+    /// Reads and parses the secret. The read (never a write) gives up at the Lambda deadline.
+    async fn load_any(&self, id: &str, budget: &Budget) -> Result<Loaded, Error> {
+        let read = within_lambda(budget, self.client.read_versioned(id))
+            .await?
             .map_err(|error| error.into_error("the token secret"))?;
         let secret = TokenSecret::parse(read.text.expose()).map_err(|problem| {
             ReadError::Config {
@@ -410,6 +422,22 @@ impl SecretStore {
 
     fn next_generation(&self) -> u64 {
         self.generations.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Runs a secret read, giving up with 503 `secret_unavailable` at the Lambda deadline (less
+/// the margin) so the function still answers in time.
+pub async fn within_lambda<T>(
+    budget: &Budget,
+    read: impl std::future::Future<Output = T>,
+) -> Result<T, Error> {
+    match budget.lambda_deadline() {
+        Some(deadline) => tokio::time::timeout_at(deadline, read).await.map_err(|_| {
+            Error::SecretUnavailable(
+                "the Lambda deadline came before Secrets Manager answered".into(),
+            )
+        }),
+        None => Ok(read.await),
     }
 }
 

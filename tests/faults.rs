@@ -241,3 +241,34 @@ async fn an_endpoint_answering_garbage_for_secrets_manager_is_a_configuration_er
         response.text
     );
 }
+
+#[tokio::test]
+async fn a_slow_secrets_manager_is_cut_off_by_the_lambda_deadline() {
+    let url = raw_server(|mut socket, _| async move {
+        read_request(&mut socket).await;
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    })
+    .await;
+    let t = spawn_app_with(Setup {
+        token_secret: None,
+        auth_secret: None,
+        secrets_endpoint: Some(url),
+        ..Setup::default()
+    })
+    .await;
+    let started = Instant::now();
+    let response = t
+        .invoke_with_deadline(EV_PATH_PARAMS, Duration::from_millis(1500))
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "answered before Lambda's deadline: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        (response.status, code(&response)),
+        (503, "secret_unavailable"),
+        "{}",
+        response.text
+    );
+}
