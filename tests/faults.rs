@@ -35,6 +35,26 @@ async fn read_request(socket: &mut TcpStream) {
     let _ = socket.read(&mut buffer).await;
 }
 
+/// A server that reads the request and never answers.
+async fn silent_server() -> String {
+    raw_server(|mut socket, _| async move {
+        read_request(&mut socket).await;
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    })
+    .await
+}
+
+/// An app whose Secrets Manager endpoint is `url` (no secrets created).
+async fn app_against_secrets_manager(url: String) -> TestApp {
+    spawn_app_with(Setup {
+        token_secret: None,
+        auth_secret: None,
+        secrets_endpoint: Some(url),
+        ..Setup::default()
+    })
+    .await
+}
+
 fn fast_budget(api_base_url: String, budget_ms: &str) -> Setup {
     Setup {
         api_base_url: Some(api_base_url),
@@ -70,11 +90,7 @@ async fn a_body_that_trickles_past_the_deadline_is_a_504_without_retry() {
 
 #[tokio::test]
 async fn headers_that_never_come_are_a_504_within_the_budget() {
-    let url = raw_server(|mut socket, _| async move {
-        read_request(&mut socket).await;
-        tokio::time::sleep(Duration::from_secs(30)).await;
-    })
-    .await;
+    let url = silent_server().await;
     let t = spawn_app_with(fast_budget(url, "600")).await;
     let started = Instant::now();
     let response = t.invoke(EV_PATH_PARAMS).await;
@@ -192,18 +208,7 @@ async fn reuses_one_connection_across_warm_invocations() {
 
 #[tokio::test]
 async fn a_secrets_manager_that_never_answers_is_a_503_in_bounded_time() {
-    let url = raw_server(|mut socket, _| async move {
-        read_request(&mut socket).await;
-        tokio::time::sleep(Duration::from_secs(60)).await;
-    })
-    .await;
-    let t = spawn_app_with(Setup {
-        token_secret: None,
-        auth_secret: None,
-        secrets_endpoint: Some(url),
-        ..Setup::default()
-    })
-    .await;
+    let t = app_against_secrets_manager(silent_server().await).await;
     let started = Instant::now();
     let response = t.invoke(EV_PATH_PARAMS).await;
     assert_eq!(
@@ -226,13 +231,7 @@ async fn an_endpoint_answering_garbage_for_secrets_manager_is_a_configuration_er
         let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.1\r\ncontent-length: 9\r\n\r\nnot json!").await;
     })
     .await;
-    let t = spawn_app_with(Setup {
-        token_secret: None,
-        auth_secret: None,
-        secrets_endpoint: Some(url),
-        ..Setup::default()
-    })
-    .await;
+    let t = app_against_secrets_manager(url).await;
     let response = t.invoke(EV_PATH_PARAMS).await;
     assert_eq!(
         (response.status, code(&response)),
@@ -244,18 +243,7 @@ async fn an_endpoint_answering_garbage_for_secrets_manager_is_a_configuration_er
 
 #[tokio::test]
 async fn a_slow_secrets_manager_is_cut_off_by_the_lambda_deadline() {
-    let url = raw_server(|mut socket, _| async move {
-        read_request(&mut socket).await;
-        tokio::time::sleep(Duration::from_secs(60)).await;
-    })
-    .await;
-    let t = spawn_app_with(Setup {
-        token_secret: None,
-        auth_secret: None,
-        secrets_endpoint: Some(url),
-        ..Setup::default()
-    })
-    .await;
+    let t = app_against_secrets_manager(silent_server().await).await;
     let started = Instant::now();
     let response = t
         .invoke_with_deadline(EV_PATH_PARAMS, Duration::from_millis(1500))
