@@ -5,11 +5,16 @@ use ghl_csv_finalize::inbound::{self, BodyKind, Sources};
 use libfuzzer_sys::fuzz_target;
 
 fn safe(id: &str) -> bool {
-    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&selector, rest)) = data.split_first() else { return };
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
     // Sections separated by 0xFF: path parameter, path, query, body.
     let mut parts = rest.splitn(4, |b| *b == 0xFF);
     let param = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
@@ -21,7 +26,14 @@ fuzz_target!(|data: &[u8]| {
         1 => BodyKind::Json,
         _ => BodyKind::Form,
     };
-    let params = [(if selector & 4 == 0 { "locationId" } else { "csvId" }, param.as_str())];
+    let params = [(
+        if selector & 4 == 0 {
+            "locationId"
+        } else {
+            "csvId"
+        },
+        param.as_str(),
+    )];
     let sources = Sources {
         path_params: if selector & 8 == 0 { &params } else { &[] },
         path: &path,

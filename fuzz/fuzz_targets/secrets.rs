@@ -6,7 +6,9 @@ use ghl_csv_finalize::token_secret::TokenSecret;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let _ = TokenSecret::parse(text);
     let _ = InboundKeys::parse(text);
 });
