@@ -245,14 +245,14 @@ impl App {
         let keys = within_lambda(budget, load)
             .await?
             .map_err(|error| error.into_error("the inbound-auth secret"))?;
-        if keys.value.is_empty() {
+        if keys.is_empty() {
             tracing::warn!(secret_id = %secret_id, "the inbound-auth secret lists no API keys and no webhook secrets: every caller is refused");
         }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        if keys.value.authenticate(request.headers(), body, now) {
+        if keys.authenticate(request.headers(), body, now) {
             Ok(())
         } else {
             Err(Error::Unauthorized)

@@ -7,30 +7,11 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A cached value with the generation it was loaded in.
-#[derive(Debug)]
-pub struct Cached<T> {
-    /// The value.
-    pub value: Arc<T>,
-    /// Changes on every load; lets a caller ask to reload only what it actually saw.
-    pub generation: u64,
-}
-
-impl<T> Clone for Cached<T> {
-    fn clone(&self) -> Self {
-        Self {
-            value: Arc::clone(&self.value),
-            generation: self.generation,
-        }
-    }
-}
-
 struct Entry<T> {
-    cached: Cached<T>,
+    value: Arc<T>,
     loaded_at: Instant,
 }
 
@@ -40,7 +21,6 @@ type Slot<T> = Arc<tokio::sync::Mutex<Option<Entry<T>>>>;
 pub struct SingleFlightCache<T> {
     ttl: Duration,
     slots: Mutex<HashMap<String, Slot<T>>>,
-    generations: AtomicU64,
 }
 
 impl<T> SingleFlightCache<T> {
@@ -49,7 +29,6 @@ impl<T> SingleFlightCache<T> {
         Self {
             ttl,
             slots: Mutex::new(HashMap::new()),
-            generations: AtomicU64::new(1),
         }
     }
 
@@ -63,35 +42,7 @@ impl<T> SingleFlightCache<T> {
     }
 
     /// Returns the fresh cached value, or loads it (once, however many callers are waiting).
-    pub async fn get<E, F, Fut>(&self, key: &str, load: F) -> Result<Cached<T>, E>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-    {
-        self.get_unless(key, None, load).await
-    }
-
-    /// Reloads the value unless it was already reloaded since the caller saw `seen_generation`
-    /// (then the newer value is returned without another load).
-    pub async fn reload<E, F, Fut>(
-        &self,
-        key: &str,
-        seen_generation: u64,
-        load: F,
-    ) -> Result<Cached<T>, E>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-    {
-        self.get_unless(key, Some(seen_generation), load).await
-    }
-
-    async fn get_unless<E, F, Fut>(
-        &self,
-        key: &str,
-        stale: Option<u64>,
-        load: F,
-    ) -> Result<Cached<T>, E>
+    pub async fn get<E, F, Fut>(&self, key: &str, load: F) -> Result<Arc<T>, E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
@@ -99,32 +50,23 @@ impl<T> SingleFlightCache<T> {
         let slot = self.slot(key);
         let mut entry = slot.lock().await;
         if let Some(current) = entry.as_ref() {
-            let fresh = current.loaded_at.elapsed() < self.ttl;
-            let reusable = match stale {
-                Some(seen) => current.cached.generation != seen,
-                None => fresh,
-            };
-            if reusable {
-                return Ok(current.cached.clone());
+            if current.loaded_at.elapsed() < self.ttl {
+                return Ok(Arc::clone(&current.value));
             }
         }
-        let value = load().await?;
-        let cached = Cached {
-            value: Arc::new(value),
-            generation: self.generations.fetch_add(1, Ordering::Relaxed),
-        };
+        let value = Arc::new(load().await?);
         *entry = Some(Entry {
-            cached: cached.clone(),
+            value: Arc::clone(&value),
             loaded_at: Instant::now(),
         });
-        Ok(cached)
+        Ok(value)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[tokio::test]
     async fn serves_a_fresh_value_without_loading_again() {
@@ -137,7 +79,7 @@ mod tests {
                 })
                 .await
                 .unwrap();
-            assert_eq!(*got.value, 0);
+            assert_eq!(*got, 0);
         }
         assert_eq!(loads.load(Ordering::SeqCst), 1);
     }
@@ -171,7 +113,7 @@ mod tests {
                             Ok::<_, ()>(loads.fetch_add(1, Ordering::SeqCst))
                         })
                         .await
-                        .map(|c| *c.value)
+                        .map(|c| *c)
                 })
             })
             .collect();
@@ -182,25 +124,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn reload_skips_the_load_when_someone_already_reloaded() {
-        let cache = SingleFlightCache::new(Duration::from_secs(60));
-        let first = cache
-            .get("k", || async { Ok::<_, ()>("old") })
-            .await
-            .unwrap();
-        let second = cache
-            .reload("k", first.generation, || async { Ok::<_, ()>("new") })
-            .await
-            .unwrap();
-        assert_eq!(*second.value, "new");
-        let third = cache
-            .reload("k", first.generation, || async { Ok::<_, ()>("newer") })
-            .await
-            .unwrap();
-        assert_eq!(*third.value, "new");
-    }
-
-    #[tokio::test]
     async fn does_not_cache_failures() {
         let cache = SingleFlightCache::new(Duration::from_secs(60));
         assert!(cache
@@ -208,11 +131,7 @@ mod tests {
             .await
             .is_err());
         assert_eq!(
-            *cache
-                .get("k", || async { Ok::<_, &str>(7) })
-                .await
-                .unwrap()
-                .value,
+            *cache.get("k", || async { Ok::<_, &str>(7) }).await.unwrap(),
             7
         );
     }
