@@ -5,13 +5,15 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use ghl_csv_finalize::finalize::Finalized;
+use ghl_csv_finalize::highlevel::HighLevel;
+use ghl_csv_finalize::http::inbound::{self, Sources};
+use ghl_csv_finalize::http::response;
 use ghl_csv_finalize::ids::{CsvId, LocationId};
-use ghl_csv_finalize::inbound::{self, Sources};
 use ghl_csv_finalize::local::standin::{Behaviour, StandIn};
-use ghl_csv_finalize::redact::Redacted;
-use ghl_csv_finalize::upstream::{finalize_body, finalize_url, HighLevel, UpstreamReply};
-use ghl_csv_finalize::{response, App, Config};
+use ghl_csv_finalize::service::Outcome;
+use ghl_csv_finalize::tokens::Token;
+use ghl_csv_finalize::upstream::UpstreamReply;
+use ghl_csv_finalize::{App, Config};
 use lambda_http::RequestExt;
 
 const EVENT: &str = include_str!("../events/apigw-v2-highlevel-workflow.json");
@@ -19,7 +21,7 @@ const EVENT: &str = include_str!("../events/apigw-v2-highlevel-workflow.json");
 fn hot_path(c: &mut Criterion) {
     let base = url::Url::parse("https://services.leadconnectorhq.com").unwrap();
     let highlevel = HighLevel::new(http::HeaderValue::from_static("2021-07-28"), &base).unwrap();
-    let token = Redacted::new("pit-bench-token".to_owned());
+    let token = Token::parse("pit-bench-token").unwrap();
     c.bench_function("event -> request -> outbound -> envelope", |b| {
         b.iter(|| {
             let request = lambda_http::request::from_str(EVENT).unwrap();
@@ -35,16 +37,18 @@ fn hot_path(c: &mut Criterion) {
                 kind,
             })
             .unwrap();
-            let url = finalize_url(&base, &parsed.location_id, &parsed.csv_id).unwrap();
-            let headers = highlevel.headers(&token).unwrap();
-            let outbound = finalize_body(parsed.user_id.as_ref());
+            let call = highlevel
+                .finalize_call(&parsed.location_id, &parsed.csv_id, parsed.user_id.as_ref())
+                .unwrap();
+            let headers = highlevel.headers(token.bearer());
             let reply = UpstreamReply::from_bytes(
                 200,
                 br#"{"success":true,"statusCode":200,"message":"ok"}"#,
                 false,
             );
-            let envelope = response::finalized(&parsed, &Finalized { reply, attempts: 1 }, "bench");
-            std::hint::black_box((url, headers, outbound, envelope));
+            let outcome = Outcome::Finalized { reply, attempts: 1 };
+            let envelope = response::outcome(&parsed, &outcome, "bench");
+            std::hint::black_box((call, headers, envelope));
         })
     });
     c.bench_function("id parsing", |b| {

@@ -1,26 +1,55 @@
-//! An in-memory TTL cache whose loads are single-flight per key.
+//! Per-key state behind one async lock per key, and the TTL cache built on it.
 //!
-//! Lambda reuses a warm instance for many invocations, so a secret read once serves every
-//! invocation for `SECRET_CACHE_TTL_SECS`. Concurrent requests for the same key wait on one
-//! async mutex per key: the first loads, the rest find the fresh value. Failed loads are not
-//! cached, so a fixed secret is picked up on the next request.
+//! Lambda reuses a warm instance for many invocations, so what is read once (a secret) serves
+//! every invocation for a while. [`KeyedLocks`] gives each key (a secret id) its own async
+//! mutex, so work on one key is single-flight while other keys go on; [`SingleFlightCache`]
+//! keeps a value per key for a TTL on top of it: concurrent requests for the same key wait for
+//! one load, and failed loads are not cached, so a fixed secret is picked up on the next request.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// One async mutex per key, each holding a `T`, created on first use.
+pub struct KeyedLocks<T> {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<T>>>>,
+}
+
+impl<T: Default> KeyedLocks<T> {
+    /// No keys yet.
+    pub fn new() -> Self {
+        Self {
+            locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The lock for `key` (the same one for every caller), created holding `T::default()`.
+    pub fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<T>> {
+        // A poisoned lock only means another thread panicked while inserting; the map is intact.
+        let mut locks = self
+            .locks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Arc::clone(locks.entry(key.to_owned()).or_default())
+    }
+}
+
+impl<T: Default> Default for KeyedLocks<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 struct Entry<T> {
     value: Arc<T>,
     loaded_at: Instant,
 }
 
-type Slot<T> = Arc<tokio::sync::Mutex<Option<Entry<T>>>>;
-
-/// A TTL cache keyed by string (a secret id).
+/// A TTL cache keyed by string (a secret id), loading each key once however many wait.
 pub struct SingleFlightCache<T> {
     ttl: Duration,
-    slots: Mutex<HashMap<String, Slot<T>>>,
+    entries: KeyedLocks<Option<Entry<T>>>,
 }
 
 impl<T> SingleFlightCache<T> {
@@ -28,17 +57,8 @@ impl<T> SingleFlightCache<T> {
     pub fn new(ttl: Duration) -> Self {
         Self {
             ttl,
-            slots: Mutex::new(HashMap::new()),
+            entries: KeyedLocks::new(),
         }
-    }
-
-    fn slot(&self, key: &str) -> Slot<T> {
-        // A poisoned lock only means another thread panicked while inserting; the map is intact.
-        let mut slots = self
-            .slots
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        Arc::clone(slots.entry(key.to_owned()).or_default())
     }
 
     /// Returns the fresh cached value, or loads it (once, however many callers are waiting).
@@ -47,8 +67,8 @@ impl<T> SingleFlightCache<T> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let slot = self.slot(key);
-        let mut entry = slot.lock().await;
+        let lock = self.entries.lock_for(key);
+        let mut entry = lock.lock().await;
         if let Some(current) = entry.as_ref() {
             if current.loaded_at.elapsed() < self.ttl {
                 return Ok(Arc::clone(&current.value));

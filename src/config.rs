@@ -10,7 +10,7 @@ use reqwest::header::HeaderValue;
 use url::Url;
 
 use crate::ids::UserId;
-use crate::redact::Redacted;
+use crate::tokens::Token;
 
 /// Default HighLevel API base URL.
 pub const DEFAULT_API_BASE_URL: &str = "https://services.leadconnectorhq.com";
@@ -52,8 +52,8 @@ pub enum TokenSourceConfig {
         /// Secret name or ARN, possibly a template.
         secret_id: String,
     },
-    /// One literal token for every location (local development).
-    Static(Redacted<String>),
+    /// `GHL_TOKEN`: one literal token for every location (local development).
+    Local(Token),
 }
 
 /// How callers are authenticated.
@@ -119,14 +119,12 @@ impl Config {
                 secret_id: secret_id.trim().to_owned(),
             },
             (None, Some(token)) => {
-                let token = token.trim().to_owned();
-                if !is_token_shaped(&token) {
-                    return Err(ConfigError::new(
+                TokenSourceConfig::Local(Token::parse(&token).map_err(|_| {
+                    ConfigError::new(
                         "GHL_TOKEN",
                         "must be a single token of visible ASCII characters",
-                    ));
-                }
-                TokenSourceConfig::Static(Redacted::new(token))
+                    )
+                })?)
             }
             (None, None) => {
                 return Err(ConfigError::new(
@@ -192,11 +190,6 @@ impl Config {
             dry_run: false,
         })
     }
-}
-
-/// True when `token` could be sent as a bearer token: visible ASCII, no spaces.
-pub fn is_token_shaped(token: &str) -> bool {
-    !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic())
 }
 
 fn parse_bool(value: &str) -> Option<bool> {
@@ -350,7 +343,7 @@ mod tests {
     fn local_settings_use_the_token_without_inbound_auth() {
         let c = Config::local("pit-local", "http://127.0.0.1:9100").unwrap();
         assert!(
-            matches!(c.token_source, TokenSourceConfig::Static(ref t) if t.expose() == "pit-local")
+            matches!(c.token_source, TokenSourceConfig::Local(ref t) if t.expose() == "pit-local")
         );
         assert_eq!(c.inbound_auth, InboundAuthConfig::Disabled);
         assert_eq!(c.api_base_url.as_str(), "http://127.0.0.1:9100/");

@@ -8,46 +8,49 @@
 //!
 //! # Layout
 //!
+//! A request goes front → service → tokens and HighLevel → back to the front, which answers.
+//!
+//! - [`app`]: [`App::build`] makes every client once per instance and wires the service to its
+//!   fronts; [`lambda`]: the Lambda runtime loop that hands each event to its front.
+//! - [`http`]: the HTTP front (Lambda HTTP events and the local server): the contract's checks
+//!   in order, then the service, then one response and one log line. Inside: [`http::event`]
+//!   (events in and out), [`http::inbound`] (pure parsing), [`http::response`] (the envelope).
+//! - [`service`]: [`service::FinalizeService`], the one finalize entry every front calls, with
+//!   its input ([`service::FinalizeRequest`]) and result ([`service::Outcome`]).
+//! - [`auth`]: inbound authentication: the rules ([`auth::keys`]) and loading them from the
+//!   inbound-auth secret.
+//! - [`tokens`]: where HighLevel tokens come from: the [`tokens::Token`] type, the secret's
+//!   forms, OAuth refresh, and the Secrets Manager store that is safe across instances.
+//! - [`highlevel`]: HighLevel's API: the HTTP client, the retry policy and the attempt loop.
+//! - [`aws`]: the AWS SDK clients (Secrets Manager) and their error classification.
+//! - [`cache`]: one async lock per key, and the TTL cache built on it.
+//! - [`deadline`]: the Lambda deadline, the HighLevel budget and the clock.
 //! - [`config`]: every setting, read once from the environment and typed.
-//! - [`app`]: [`App::build`] makes the clients once; [`App::handle`] runs the checks in the
-//!   contract's order and answers every request.
-//! - [`lambda`]: the Lambda runtime loop around [`App::handle`].
-//! - [`inbound`]: pure parsing of method, path, query string and body into a
-//!   [`inbound::FinalizeRequest`].
-//! - [`ids`]: the `LocationId` / `CsvId` / `UserId` newtypes that cannot hold an unsafe id.
-//! - [`auth`]: API keys and Standard Webhooks signatures, compared in constant time.
-//! - [`secrets`]: the Secrets Manager client and its error classification.
-//! - [`cache`]: the TTL cache with single-flight loads (the inbound-auth secret).
-//! - [`token_secret`]: the accepted token-secret forms; [`token`]: the token source
-//!   (Secrets Manager or a local `GHL_TOKEN`), the re-read after a 401, and OAuth refresh that
-//!   is safe across concurrent instances; [`oauth`]: the pure OAuth parts (expiry, the refresh
-//!   request, applying the answer, the conditional-write token).
-//! - [`upstream`]: the HighLevel HTTP client and one attempt; [`retry`]: the pure retry
-//!   policy; [`finalize`]: the attempt loop within one deadline.
-//! - [`response`]: the JSON envelope; [`error`]: the one error type and its status/code map.
-//! - [`local`]: running without Lambda — the plain HTTP server and the HighLevel stand-in used
-//!   by the `ghl-csv-finalize` command-line tool and the tests.
-//! - [`redact`]: [`redact::Redacted`], which prints `[redacted]` for every secret.
+//! - [`error`]: the one error type and its status/code map; [`upstream`]: HighLevel's answer
+//!   as the caller sees it; [`ids`]: the id newtypes that cannot hold an unsafe id;
+//!   [`redact`]: [`redact::Redacted`], which prints `[redacted]` for every secret.
+//! - `local` (feature `local`, on by default): running without Lambda — the plain HTTP
+//!   server, the HighLevel stand-in and a Lambda Runtime API emulator, for the command-line
+//!   tool, the tests and the benchmarks. The `bootstrap` binary is built without it.
 
 #![warn(missing_docs)]
 
 pub mod app;
 pub mod auth;
+pub mod aws;
 pub mod cache;
 pub mod config;
+pub mod deadline;
 pub mod error;
-pub mod finalize;
+pub mod highlevel;
+pub mod http;
 pub mod ids;
-pub mod inbound;
 pub mod lambda;
+#[cfg(feature = "local")]
 pub mod local;
-pub mod oauth;
 pub mod redact;
-pub mod response;
-pub mod retry;
-pub mod secrets;
-pub mod token;
-pub mod token_secret;
+pub mod service;
+pub mod tokens;
 pub mod upstream;
 
 pub use app::App;

@@ -7,7 +7,7 @@ mod helpers;
 use std::process::Stdio;
 use std::time::Duration;
 
-use ghl_csv_finalize::local::runtime_api::{Outcome, RuntimeApi};
+use ghl_csv_finalize::local::runtime_api::{Posted, RuntimeApi};
 use helpers::*;
 use serde_json::Value;
 use tokio::process::{Child, Command};
@@ -52,7 +52,7 @@ async fn highlevel() -> MockServer {
     server
 }
 
-fn response_of(outcome: &Option<Outcome>) -> (u64, Value) {
+fn response_of(outcome: &Option<Posted>) -> (u64, Value) {
     let outcome = outcome.as_ref().expect("the function answered in time");
     assert_eq!(outcome.kind, "response", "{}", outcome.body);
     let lambda: Value = serde_json::from_str(&outcome.body).unwrap();

@@ -223,7 +223,7 @@ async fn refreshes_an_access_token_that_expires_within_the_skew_and_stores_the_n
             "the token-endpoint call is not counted"
         );
         assert_eq!(highlevel.successes(), 1);
-        let secret_id = ghl_csv_finalize::token::resolve(
+        let secret_id = ghl_csv_finalize::tokens::resolve(
             &t.token_secret_id,
             &ghl_csv_finalize::ids::LocationId::parse(LOCATION).unwrap(),
         );

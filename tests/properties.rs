@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use base64::Engine;
 use ghl_csv_finalize::auth::InboundKeys;
-use ghl_csv_finalize::inbound::{self, BodyKind, Sources};
+use ghl_csv_finalize::http::inbound::{self, BodyKind, Sources};
 use ghl_csv_finalize::local::standin::{Behaviour, StandIn};
 use ghl_csv_finalize::{App, Config};
 use http::{HeaderMap, HeaderValue};

@@ -2,7 +2,7 @@
 #![no_main]
 
 use ghl_csv_finalize::auth::InboundKeys;
-use ghl_csv_finalize::token_secret::TokenSecret;
+use ghl_csv_finalize::tokens::TokenSecret;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

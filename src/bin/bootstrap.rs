@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use ghl_csv_finalize::secrets::SecretsClient;
+use ghl_csv_finalize::aws::SecretsClient;
 use ghl_csv_finalize::{lambda, App, Config};
 
 /// The system CA bundle on Amazon Linux 2023 (`provided.al2023`) and on Debian/Ubuntu.

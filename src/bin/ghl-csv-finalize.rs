@@ -219,12 +219,10 @@ async fn build(config: Config) -> Result<App, String> {
 }
 
 fn parse_event(event: &str) -> Result<lambda_http::Request, String> {
-    let mut request: lambda_http::request::LambdaRequest =
-        serde_json::from_str(event).map_err(|e| {
-            format!("not a Lambda HTTP event (API Gateway v1/v2, Function URL or ALB): {e}")
-        })?;
-    ghl_csv_finalize::lambda::guard_base64(&mut request);
-    Ok(request.into())
+    let event: lambda_http::request::LambdaRequest = serde_json::from_str(event).map_err(|e| {
+        format!("not a Lambda HTTP event (API Gateway v1/v2, Function URL or ALB): {e}")
+    })?;
+    Ok(ghl_csv_finalize::http::event::into_request(event).0)
 }
 
 /// Prints status and body; the exit code is 0 for 2xx, 1 otherwise.

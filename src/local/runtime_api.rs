@@ -12,9 +12,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, Notify};
 
-/// What the function answered for one invocation.
+/// What the function posted back for one invocation.
 #[derive(Debug, Clone)]
-pub struct Outcome {
+pub struct Posted {
     /// `response` or `error`.
     pub kind: &'static str,
     /// The posted body.
@@ -31,7 +31,7 @@ struct Pending {
 struct State {
     queue: Mutex<VecDeque<Pending>>,
     ready: Notify,
-    waiting: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
+    waiting: Mutex<HashMap<String, oneshot::Sender<Posted>>>,
     first_poll: OnceLock<Instant>,
 }
 
@@ -73,7 +73,7 @@ impl RuntimeApi {
 
     /// Queues one event with a deadline `timeout` from now and waits for the answer
     /// (`None` if none came within `timeout` plus 5 s).
-    pub async fn invoke(&self, event: &str, timeout: Duration) -> Option<Outcome> {
+    pub async fn invoke(&self, event: &str, timeout: Duration) -> Option<Posted> {
         let id = {
             let mut next = self.next_id.lock().unwrap_or_else(|p| p.into_inner());
             *next += 1;
@@ -136,7 +136,7 @@ async fn serve(socket: TcpStream, state: Arc<State>) {
             };
             let id = path.split('/').rev().nth(1).unwrap_or("").to_owned();
             if let Some(sender) = lock(&state.waiting).remove(&id) {
-                let _ = sender.send(Outcome {
+                let _ = sender.send(Posted {
                     kind,
                     body: String::from_utf8_lossy(&body).into_owned(),
                 });

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::app::App;
-use crate::inbound::MAX_BODY_BYTES;
+use crate::http::inbound::MAX_BODY_BYTES;
 
 /// Stops a server started by [`serve_connections`], and counts its connections.
 pub struct ShutdownHandle {

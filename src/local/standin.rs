@@ -262,7 +262,8 @@ fn finalize_target<'a>(method: &Method, path: &'a str) -> Option<&'a str> {
 fn fault(faults: &Faults, n: u64) -> Option<(u16, Option<String>)> {
     let status = faults.fault_status.unwrap_or(429);
     let random_hit = faults.random_fault_rate > 0.0
-        && (crate::retry::random_u64() % 10_000) as f64 / 10_000.0 < faults.random_fault_rate;
+        && (crate::highlevel::retry::random_u64() % 10_000) as f64 / 10_000.0
+            < faults.random_fault_rate;
     (n < faults.fail_first || random_hit).then(|| (status, faults.retry_after.clone()))
 }
 

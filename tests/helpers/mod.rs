@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_sdk_secretsmanager::config::interceptors::BeforeSerializationInterceptorContextRef;
 use aws_sdk_secretsmanager::config::ConfigBag;
 use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Intercept, Region};
-use ghl_csv_finalize::secrets::SecretsClient;
+use ghl_csv_finalize::aws::SecretsClient;
 use ghl_csv_finalize::{App, Config};
 use lambda_http::{Context, Request, RequestExt};
 use serde_json::Value;
@@ -342,9 +342,11 @@ impl TestApp {
     }
 }
 
-/// Parses a Lambda event into a request with a Lambda context.
+/// Parses a Lambda event into a request with a Lambda context, as the Lambda runtime loop does.
 pub fn request_with_deadline(event: &str, remaining: Duration) -> Request {
-    let request = lambda_http::request::from_str(event).expect("the event parses");
+    let event: lambda_http::request::LambdaRequest =
+        serde_json::from_str(event).expect("the event parses");
+    let (request, _) = ghl_csv_finalize::http::event::into_request(event);
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()

@@ -24,7 +24,7 @@ pub enum Verdict {
     /// Other 4xx: HighLevel refused the request as made; not retried.
     Rejected,
     /// 500 and other unexpected answers: not retried (the import may have been touched).
-    Failed,
+    ServerError,
 }
 
 /// Classifies an upstream status.
@@ -35,7 +35,7 @@ pub fn verdict(status: u16) -> Verdict {
         403 => Verdict::Forbidden,
         429 | 502 | 503 | 504 => Verdict::Retry,
         400..=499 => Verdict::Rejected,
-        _ => Verdict::Failed,
+        _ => Verdict::ServerError,
     }
 }
 
@@ -67,12 +67,7 @@ pub fn retry_after_header(delay: Duration) -> u64 {
 /// A random number for jitter, from the standard library's per-process random hash keys.
 pub fn random_u64() -> u64 {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
+    hasher.write_u128(crate::deadline::unix_now().as_nanos());
     hasher.finish()
 }
 
@@ -94,7 +89,7 @@ mod tests {
             assert_eq!(verdict(s), Verdict::Rejected);
         }
         for s in [500, 501, 505, 302, 100] {
-            assert_eq!(verdict(s), Verdict::Failed);
+            assert_eq!(verdict(s), Verdict::ServerError);
         }
     }
 

@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::error::Error;
 use crate::ids::{check_id, CsvId, LocationId, UserId};
+use crate::service::FinalizeRequest;
 
 /// Largest accepted request body, in bytes (256 KiB).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -75,17 +76,6 @@ pub fn body_kind(content_type: Option<&HeaderValue>, body: &[u8]) -> Result<Body
     }
 }
 
-/// A validated finalize request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FinalizeRequest {
-    /// The sub-account.
-    pub location_id: LocationId,
-    /// The CSV import.
-    pub csv_id: CsvId,
-    /// The user to attribute the posts to, if the caller named one.
-    pub user_id: Option<UserId>,
-}
-
 /// The raw parts of a request that can carry the ids.
 #[derive(Debug, Clone, Copy)]
 pub struct Sources<'a> {
@@ -146,19 +136,19 @@ impl Name {
 
 /// The value found so far for one field, and where it came from.
 #[derive(Debug, Default)]
-struct Slot {
+struct Found {
     value: Option<(String, &'static str)>,
 }
 
 #[derive(Debug, Default)]
 struct Fields {
-    location: Slot,
-    csv: Slot,
-    user: Slot,
+    location: Found,
+    csv: Found,
+    user: Found,
 }
 
 impl Fields {
-    fn slot(&mut self, name: Name) -> &mut Slot {
+    fn found(&mut self, name: Name) -> &mut Found {
         match name {
             Name::Location => &mut self.location,
             Name::Csv => &mut self.csv,
@@ -171,15 +161,15 @@ impl Fields {
         let field = name.field();
         check_id(value)
             .map_err(|e| Error::invalid_field(field, format!("{field} in the {origin} {e}")))?;
-        let slot = self.slot(name);
-        match &slot.value {
+        let found = self.found(name);
+        match &found.value {
             Some((earlier, _)) if earlier == value => Ok(()),
             Some((_, earlier_origin)) => Err(Error::invalid_field(
                 field,
                 format!("{field} differs between the {earlier_origin} and the {origin}"),
             )),
             None => {
-                slot.value = Some((value.to_owned(), origin));
+                found.value = Some((value.to_owned(), origin));
                 Ok(())
             }
         }

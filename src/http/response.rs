@@ -1,4 +1,4 @@
-//! The contract's JSON envelope, for every outcome.
+//! The contract's JSON envelope, for every answer the HTTP front gives.
 
 use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, StatusCode};
@@ -6,54 +6,47 @@ use lambda_http::{Body, Response};
 use serde_json::{json, Map, Value};
 
 use crate::error::Error;
-use crate::finalize::Finalized;
-use crate::inbound::FinalizeRequest;
-use crate::retry::retry_after_header;
-use crate::upstream::UpstreamReply;
+use crate::highlevel::retry::retry_after_header;
+use crate::service::{FinalizeRequest, Outcome};
 
 /// `200 {"ok":true,"requestId":…}` for `GET …/healthz`.
 pub fn health(request_id: &str) -> Response<Body> {
     respond(StatusCode::OK, json!({"ok": true, "requestId": request_id}))
 }
 
-/// `200 {"ok":true,…}` for a finalized import.
-pub fn finalized(
-    request: &FinalizeRequest,
-    outcome: &Finalized,
-    request_id: &str,
-) -> Response<Body> {
-    respond(
-        StatusCode::OK,
-        json!({
-            "ok": true,
-            "locationId": request.location_id.as_str(),
-            "csvId": request.csv_id.as_str(),
-            "attempts": outcome.attempts,
-            "upstream": upstream(&outcome.reply),
-            "requestId": request_id,
-        }),
-    )
-}
-
-/// `200 {"ok":true,"dryRun":true,…}`: what would have been sent to HighLevel (`--dry-run`).
-pub fn dry_run(request: &FinalizeRequest, would_send: Value, request_id: &str) -> Response<Body> {
-    respond(
-        StatusCode::OK,
-        json!({
-            "ok": true,
-            "dryRun": true,
-            "locationId": request.location_id.as_str(),
-            "csvId": request.csv_id.as_str(),
-            "attempts": 0,
-            "request": would_send,
-            "requestId": request_id,
-        }),
-    )
+/// The answer to a finalize request that reached the service.
+pub fn outcome(request: &FinalizeRequest, outcome: &Outcome, request_id: &str) -> Response<Body> {
+    match outcome {
+        Outcome::Finalized { reply, attempts } => respond(
+            StatusCode::OK,
+            json!({
+                "ok": true,
+                "locationId": request.location_id.as_str(),
+                "csvId": request.csv_id.as_str(),
+                "attempts": attempts,
+                "upstream": reply.to_json(),
+                "requestId": request_id,
+            }),
+        ),
+        Outcome::DryRun { would_send } => respond(
+            StatusCode::OK,
+            json!({
+                "ok": true,
+                "dryRun": true,
+                "locationId": request.location_id.as_str(),
+                "csvId": request.csv_id.as_str(),
+                "attempts": 0,
+                "request": would_send,
+                "requestId": request_id,
+            }),
+        ),
+        Outcome::Failed { error: e, attempts } => error(e, *attempts, request_id),
+    }
 }
 
 /// `{"ok":false,"error":{…}}` with the status, code and headers the error calls for.
 /// `attempts` is included once a request has been sent to HighLevel.
-pub fn failed(error: &Error, attempts: u32, request_id: &str) -> Response<Body> {
+pub fn error(error: &Error, attempts: u32, request_id: &str) -> Response<Body> {
     let mut detail = Map::new();
     detail.insert("code".into(), json!(error.code()));
     detail.insert("message".into(), json!(error.public_message()));
@@ -64,7 +57,7 @@ pub fn failed(error: &Error, attempts: u32, request_id: &str) -> Response<Body> 
     body.insert("ok".into(), json!(false));
     body.insert("error".into(), Value::Object(detail));
     if let Some(reply) = error.upstream() {
-        body.insert("upstream".into(), upstream(reply));
+        body.insert("upstream".into(), reply.to_json());
     }
     if attempts > 0 {
         body.insert("attempts".into(), json!(attempts));
@@ -81,14 +74,6 @@ pub fn failed(error: &Error, attempts: u32, request_id: &str) -> Response<Body> 
     response
 }
 
-fn upstream(reply: &UpstreamReply) -> Value {
-    let mut value = json!({"status": reply.status, "body": reply.body});
-    if reply.truncated {
-        value["truncated"] = json!(true);
-    }
-    value
-}
-
 fn respond(status: StatusCode, body: Value) -> Response<Body> {
     let mut response = Response::new(Body::from(body.to_string()));
     *response.status_mut() = status;
@@ -101,6 +86,7 @@ fn respond(status: StatusCode, body: Value) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::UpstreamReply;
     use std::time::Duration;
 
     fn body_of(response: &Response<Body>) -> Value {
@@ -109,7 +95,7 @@ mod tests {
 
     #[test]
     fn renders_a_field_error() {
-        let response = failed(
+        let response = error(
             &Error::invalid_field("csvId", "csvId is required"),
             0,
             "req-1",
@@ -124,7 +110,7 @@ mod tests {
 
     #[test]
     fn renders_retry_after_and_upstream_for_an_overloaded_upstream() {
-        let error = Error::UpstreamUnavailable {
+        let overloaded = Error::UpstreamUnavailable {
             reply: Some(UpstreamReply::new(
                 429,
                 json!({"message": "slow down"}),
@@ -133,7 +119,7 @@ mod tests {
             retry_after: Some(Duration::from_secs(7)),
             source: None,
         };
-        let response = failed(&error, 3, "req-2");
+        let response = error(&overloaded, 3, "req-2");
         assert_eq!(response.status(), 503);
         assert_eq!(response.headers()["retry-after"], "7");
         let body = body_of(&response);
@@ -146,7 +132,7 @@ mod tests {
 
     #[test]
     fn renders_the_allow_header_on_405() {
-        let response = failed(&Error::MethodNotAllowed, 0, "r");
+        let response = error(&Error::MethodNotAllowed, 0, "r");
         assert_eq!(response.headers()["allow"], "POST, GET");
     }
 }

@@ -1,5 +1,5 @@
 //! OAuth token pairs kept in the token secret: reading them, deciding when to refresh, the
-//! refresh request, and applying HighLevel's answer. All pure; the I/O is in [`crate::token`].
+//! refresh request, and applying HighLevel's answer. All pure; the I/O is in [`super::store`].
 //!
 //! An entry looks like
 //! `{"access_token":…,"refresh_token":…,"expires_at":1767225600,"client_id":…,"client_secret":…,"user_type":"Location",…}`
@@ -10,6 +10,7 @@ use std::time::Duration;
 use aws_lc_rs::digest;
 use serde_json::{Map, Value};
 
+use super::token::Token;
 use crate::redact::Redacted;
 
 /// `user_type` sent when the entry names none.
@@ -120,28 +121,25 @@ fn seconds(value: Option<&Value>, key: &str) -> Result<Option<i64>, String> {
 #[derive(Debug, Clone)]
 pub struct Grant {
     /// The new access token.
-    pub access_token: Redacted<String>,
+    pub access_token: Token,
     /// The new refresh token (the old one is now dead).
-    pub refresh_token: Redacted<String>,
+    pub refresh_token: Token,
     /// Lifetime of the access token, in seconds.
     pub expires_in: i64,
 }
 
 impl Grant {
-    /// Reads the token endpoint's JSON; `None` if it lacks a usable pair.
-    pub fn parse(body: &[u8]) -> Option<Self> {
-        let value: Value = serde_json::from_slice(body).ok()?;
-        let text = |key: &str| {
+    /// Reads the token endpoint's JSON answer; `None` if it lacks a usable pair.
+    pub fn from_value(value: &Value) -> Option<Self> {
+        let token = |key: &str| {
             value
                 .get(key)
                 .and_then(Value::as_str)
-                .map(str::trim)
-                .filter(|s| crate::config::is_token_shaped(s))
-                .map(|s| Redacted::new(s.to_owned()))
+                .and_then(|s| Token::parse(s).ok())
         };
         Some(Self {
-            access_token: text("access_token")?,
-            refresh_token: text("refresh_token")?,
+            access_token: token("access_token")?,
+            refresh_token: token("refresh_token")?,
             expires_in: seconds(value.get("expires_in"), "expires_in")
                 .ok()
                 .flatten()
@@ -154,11 +152,11 @@ impl Grant {
     pub fn apply(&self, entry: &mut Map<String, Value>, now: i64) {
         entry.insert(
             "access_token".into(),
-            Value::String(self.access_token.expose().clone()),
+            Value::String(self.access_token.expose().to_owned()),
         );
         entry.insert(
             "refresh_token".into(),
-            Value::String(self.refresh_token.expose().clone()),
+            Value::String(self.refresh_token.expose().to_owned()),
         );
         entry.insert(
             "expires_at".into(),
@@ -243,8 +241,8 @@ mod tests {
 
     #[test]
     fn applies_a_grant_keeping_other_fields() {
-        let grant = Grant::parse(
-            br#"{"access_token":"a2","refresh_token":"r2","expires_in":86399,"scope":"x"}"#,
+        let grant = Grant::from_value(
+            &json!({"access_token":"a2","refresh_token":"r2","expires_in":86399,"scope":"x"}),
         )
         .unwrap();
         let mut object = json!({"access_token": "a1", "refresh_token": "r1", "expires_in": 5, "issued_at": 1, "locationId": "L1"})
@@ -260,8 +258,11 @@ mod tests {
 
     #[test]
     fn refuses_a_grant_without_a_pair() {
-        assert!(Grant::parse(br#"{"access_token":"a2"}"#).is_none());
-        assert!(Grant::parse(b"not json").is_none());
+        assert!(Grant::from_value(&json!({"access_token": "a2"})).is_none());
+        assert!(
+            Grant::from_value(&json!({"access_token": "a2", "refresh_token": "r 2"})).is_none()
+        );
+        assert!(Grant::from_value(&json!("not an object")).is_none());
     }
 
     #[test]

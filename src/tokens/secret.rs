@@ -1,20 +1,16 @@
 //! The token secret's accepted forms, parsed into [`TokenSecret`].
 //!
 //! A SecretString may be a bare token, `{"access_token": …}` / `{"token": …}` (with a
-//! `refresh_token`, an OAuth entry that [`crate::token`] refreshes), or a map from locationId
+//! `refresh_token`, an OAuth entry that [`super::store`] refreshes), or a map from locationId
 //! to either form. Parsing is pure; errors describe the shape, never the content.
 
 use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
-use crate::config::is_token_shaped;
+use super::oauth::OAuthEntry;
+use super::token::{Token, TokenShapeError};
 use crate::ids::LocationId;
-use crate::oauth::OAuthEntry;
-use crate::redact::Redacted;
-
-/// A bearer token for HighLevel.
-pub type Token = Redacted<String>;
 
 /// One usable entry: the access token, and the OAuth details when it can be refreshed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +36,16 @@ pub enum EntryPath {
     Location(String),
 }
 
+/// A token secret as read: its entries, and the JSON object itself when it is one (kept so a
+/// refreshed pair can be written back with every other field).
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    /// The usable entries.
+    pub secret: TokenSecret,
+    /// The secret's JSON object; `None` for a bare token.
+    pub json: Option<Map<String, Value>>,
+}
+
 /// A parsed token secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenSecret {
@@ -50,8 +56,8 @@ pub enum TokenSecret {
 }
 
 impl TokenSecret {
-    /// Parses a SecretString. The error text is safe to log.
-    pub fn parse(secret: &str) -> Result<Self, String> {
+    /// Parses a SecretString, reading its JSON (if any) once. The error text is safe to log.
+    pub fn parse(secret: &str) -> Result<Parsed, String> {
         let trimmed = secret.trim();
         if trimmed.starts_with('{') {
             let value: Value = serde_json::from_str(trimmed).map_err(|e| {
@@ -64,21 +70,28 @@ impl TokenSecret {
             let Value::Object(object) = value else {
                 return Err("token secret must be a JSON object".into());
             };
-            return Self::from_object(&object);
+            return Ok(Parsed {
+                secret: Self::from_object(&object)?,
+                json: Some(object),
+            });
         }
         if trimmed.starts_with('[') {
             return Err("token secret must be a token or a JSON object, not a JSON array".into());
         }
-        if trimmed.starts_with('"') {
-            let text: String = serde_json::from_str(trimmed)
-                .map_err(|_| "token secret is a malformed JSON string".to_string())?;
-            return single_token(&text, "token secret")
-                .map(|t| TokenSecret::Single(TokenEntry::plain(t)));
-        }
-        single_token(trimmed, "token secret").map(|t| TokenSecret::Single(TokenEntry::plain(t)))
+        let text = if trimmed.starts_with('"') {
+            serde_json::from_str::<String>(trimmed)
+                .map_err(|_| "token secret is a malformed JSON string".to_string())?
+        } else {
+            trimmed.to_owned()
+        };
+        Ok(Parsed {
+            secret: TokenSecret::Single(TokenEntry::plain(single_token(&text, "token secret")?)),
+            json: None,
+        })
     }
 
-    fn from_object(object: &Map<String, Value>) -> Result<Self, String> {
+    /// Reads the forms of a secret that is a JSON object.
+    pub fn from_object(object: &Map<String, Value>) -> Result<Self, String> {
         if let Some(token) = token_in_entry(object, "token secret")? {
             return Ok(TokenSecret::Single(token));
         }
@@ -108,11 +121,6 @@ impl TokenSecret {
                 .map(|entry| (entry, EntryPath::Location(location.as_str().to_owned()))),
         }
     }
-
-    /// The token for `location`, or `None` when a map does not list it.
-    pub fn token_for(&self, location: &LocationId) -> Option<&Token> {
-        self.entry_for(location).map(|(entry, _)| &entry.token)
-    }
 }
 
 /// Reads `access_token` (preferred) or `token` from an object, if either key is present, with
@@ -134,16 +142,12 @@ fn token_in_entry(object: &Map<String, Value>, what: &str) -> Result<Option<Toke
 }
 
 fn single_token(text: &str, what: &str) -> Result<Token, String> {
-    let text = text.trim();
-    if is_token_shaped(text) {
-        Ok(Redacted::new(text.to_owned()))
-    } else if text.is_empty() {
-        Err(format!("{what} holds an empty token"))
-    } else {
-        Err(format!(
-            "{what} holds a token with spaces or non-ASCII characters"
-        ))
-    }
+    Token::parse(text).map_err(|problem| match problem {
+        TokenShapeError::Empty => format!("{what} holds an empty token"),
+        TokenShapeError::NotVisibleAscii => {
+            format!("{what} holds a token with spaces or non-ASCII characters")
+        }
+    })
 }
 
 #[cfg(test)]
@@ -154,8 +158,11 @@ mod tests {
         LocationId::parse(id).unwrap()
     }
 
-    fn token(secret: &TokenSecret, location: &str) -> Option<String> {
-        secret.token_for(&loc(location)).map(|t| t.expose().clone())
+    fn token(parsed: &Parsed, location: &str) -> Option<String> {
+        parsed
+            .secret
+            .entry_for(&loc(location))
+            .map(|(entry, _)| entry.token.expose().to_owned())
     }
 
     #[test]

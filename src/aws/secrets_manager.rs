@@ -1,9 +1,11 @@
-//! Reading secrets from AWS Secrets Manager, and telling lasting faults from passing ones.
+//! Reading and writing secrets in AWS Secrets Manager, and telling lasting faults from passing
+//! ones.
 //!
 //! The SDK client is built once per instance ([`SecretsClient::from_env`]) and honours the
 //! usual AWS environment, including `AWS_ENDPOINT_URL_SECRETS_MANAGER` (used by the tests to
-//! reach a moto server on loopback). [`SecretsClient::read`] sorts every failure into
-//! [`ReadError`]: a missing secret, a configuration fault, or a transient one.
+//! reach a moto server on loopback). [`SecretsClient::read`] gives up at the invocation's
+//! deadline and sorts every failure into [`ReadError`]: a missing secret, a configuration fault,
+//! or a transient one.
 
 use std::time::Duration;
 
@@ -11,7 +13,8 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
 use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
-use crate::error::BoxError;
+use crate::deadline::Deadline;
+use crate::error::{BoxError, Error};
 use crate::redact::Redacted;
 
 /// Why a secret could not be read.
@@ -45,13 +48,10 @@ pub enum ReadError {
 impl ReadError {
     /// The contract's answer when `what` (e.g. "the token secret") cannot be read: 503 for a
     /// passing fault, 500 for anything the operator must fix.
-    pub fn into_error(self, what: &str) -> crate::error::Error {
+    pub fn into_error(self, what: &str) -> Error {
         match self {
-            ReadError::Transient { .. } => crate::error::Error::SecretUnavailable(Box::new(self)),
-            other => crate::error::Error::config(
-                format!("{what} cannot be used"),
-                Some(Box::new(other) as _),
-            ),
+            ReadError::Transient { .. } => Error::SecretUnavailable(Box::new(self)),
+            other => Error::config(format!("{what} cannot be used"), Some(Box::new(other) as _)),
         }
     }
 }
@@ -111,19 +111,17 @@ impl SecretsClient {
             .build()
     }
 
-    /// Reads a secret's SecretString.
-    pub async fn read(&self, id: &str) -> Result<Redacted<String>, ReadError> {
-        self.read_versioned(id).await.map(|secret| secret.text)
-    }
-
-    /// Reads a secret's SecretString with the id of the version read.
-    pub async fn read_versioned(&self, id: &str) -> Result<Versioned, ReadError> {
-        let output = self
-            .client
-            .get_secret_value()
-            .secret_id(id)
-            .send()
+    /// Reads a secret's SecretString with the id of the version read, giving up (as a transient
+    /// fault) at `deadline` so the function still answers in time.
+    pub async fn read(&self, id: &str, deadline: Deadline) -> Result<Versioned, ReadError> {
+        let sent = self.client.get_secret_value().secret_id(id).send();
+        let output = deadline
+            .bound(sent)
             .await
+            .ok_or_else(|| ReadError::Transient {
+                id: id.to_owned(),
+                source: "the Lambda deadline came before Secrets Manager answered".into(),
+            })?
             .map_err(|e| classify(id, e))?;
         let problem = match (output.secret_string, output.secret_binary.is_some()) {
             (Some(text), _) => {

@@ -1,4 +1,4 @@
-//! Inbound authentication: API keys and Standard Webhooks signatures.
+//! The inbound-auth rules: API keys and Standard Webhooks signatures.
 //!
 //! The keys live in a Secrets Manager secret (`{"apiKeys": [...], "webhookSecrets": [...]}`),
 //! parsed here by [`InboundKeys::parse`]. [`InboundKeys::authenticate`] is pure: given the

@@ -1,0 +1,76 @@
+//! Inbound authentication: who may call the function.
+//!
+//! [`keys`] holds the rules (API keys and Standard Webhooks signatures, pure and constant-time);
+//! [`InboundAuth`] loads them from the inbound-auth secret, cached like a token secret, and
+//! answers 401 to a caller that passes neither.
+
+pub mod keys;
+
+pub use keys::InboundKeys;
+
+use http::HeaderMap;
+
+use crate::aws::secrets_manager::{ReadError, SecretsClient};
+use crate::cache::SingleFlightCache;
+use crate::deadline::{unix_seconds, Deadline};
+use crate::error::Error;
+
+/// Inbound authentication as configured.
+pub enum InboundAuth {
+    /// `ALLOW_UNAUTHENTICATED=true` and no inbound-auth secret: everyone is let in.
+    Disabled,
+    /// API keys and webhook secrets from `INBOUND_AUTH_SECRET_ID`.
+    Secret {
+        /// The secret's name or ARN.
+        secret_id: String,
+        /// The Secrets Manager client.
+        client: SecretsClient,
+        /// The parsed keys, for `SECRET_CACHE_TTL_SECS`.
+        cache: SingleFlightCache<InboundKeys>,
+    },
+}
+
+impl InboundAuth {
+    /// Lets the request in, or answers 401 (500/503 when the keys cannot be read). A read of
+    /// the secret gives up at `deadline`.
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        deadline: Deadline,
+    ) -> Result<(), Error> {
+        let InboundAuth::Secret {
+            secret_id,
+            client,
+            cache,
+        } = self
+        else {
+            return Ok(());
+        };
+        let load = cache.get(secret_id, || async {
+            let read = client.read(secret_id, deadline).await?;
+            InboundKeys::parse(read.text.expose()).map_err(|problem| ReadError::Config {
+                id: secret_id.clone(),
+                problem,
+            })
+        });
+        // Waiting for another request's read counts against this request's deadline too.
+        let keys = deadline
+            .bound(load)
+            .await
+            .ok_or_else(|| {
+                Error::SecretUnavailable(
+                    "the Lambda deadline came before the inbound-auth secret was read".into(),
+                )
+            })?
+            .map_err(|error| error.into_error("the inbound-auth secret"))?;
+        if keys.is_empty() {
+            tracing::warn!(secret_id = %secret_id, "the inbound-auth secret lists no API keys and no webhook secrets: every caller is refused");
+        }
+        if keys.authenticate(headers, body, unix_seconds()) {
+            Ok(())
+        } else {
+            Err(Error::Unauthorized)
+        }
+    }
+}

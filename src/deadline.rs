@@ -1,0 +1,201 @@
+//! Time limits: the Lambda invocation's deadline, and the budget for calling HighLevel.
+//!
+//! Lambda stops an invocation at its deadline, so the function keeps [`LAMBDA_MARGIN`] back and
+//! treats what is left as its own [`Deadline`]: secret reads give up there, and the HighLevel
+//! call's [`Budget`] (`UPSTREAM_TIMEOUT_MS` from the first call on) never reaches past it.
+
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
+
+/// Time kept back from the Lambda deadline so the function always answers before being killed.
+pub const LAMBDA_MARGIN: Duration = Duration::from_millis(500);
+
+/// Earliest plausible Lambda deadline (2001-09-09, in Unix milliseconds). Lambda always sends an
+/// absolute time; some local emulators send a duration (`cargo lambda watch` sends its timeout).
+const PLAUSIBLE_DEADLINE_MS: u64 = 1_000_000_000_000;
+
+/// Time since the Unix epoch (zero if the clock is set before it).
+pub fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// Whole seconds since the Unix epoch, as the secrets and webhook timestamps count them.
+pub fn unix_seconds() -> i64 {
+    i64::try_from(unix_now().as_secs()).unwrap_or(i64::MAX)
+}
+
+/// By when the function must have answered: the Lambda deadline less [`LAMBDA_MARGIN`], or no
+/// limit (local runs, and emulators that send no absolute deadline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline(Option<Instant>);
+
+impl Deadline {
+    /// No deadline: only the upstream budget applies.
+    pub const NONE: Deadline = Deadline(None);
+
+    /// From Lambda's deadline in Unix milliseconds; a value that is not an absolute time says
+    /// nothing about the deadline and is ignored.
+    pub fn from_lambda_ms(deadline_ms: u64) -> Self {
+        match remaining_until(deadline_ms, unix_now().as_millis()) {
+            Some(remaining) => Self::after(remaining),
+            None => Self::NONE,
+        }
+    }
+
+    /// `remaining` from now, less the margin (no limit if that is beyond the clock's range).
+    pub fn after(remaining: Duration) -> Self {
+        Deadline(Instant::now().checked_add(remaining.saturating_sub(LAMBDA_MARGIN)))
+    }
+
+    /// The instant, if there is one.
+    pub fn instant(&self) -> Option<Instant> {
+        self.0
+    }
+
+    /// Runs `work` until the deadline; `None` if the deadline came first.
+    pub async fn bound<T>(&self, work: impl std::future::Future<Output = T>) -> Option<T> {
+        match self.0 {
+            Some(deadline) => tokio::time::timeout_at(deadline, work).await.ok(),
+            None => Some(work.await),
+        }
+    }
+}
+
+/// Time left until Lambda's deadline (both Unix milliseconds), when the deadline is plausible.
+fn remaining_until(deadline_ms: u64, now_ms: u128) -> Option<Duration> {
+    (deadline_ms >= PLAUSIBLE_DEADLINE_MS).then(|| {
+        let left = u128::from(deadline_ms).saturating_sub(now_ms);
+        Duration::from_millis(u64::try_from(left).unwrap_or(u64::MAX))
+    })
+}
+
+/// The time allowed for calling HighLevel (token endpoint and finalize, retries included).
+///
+/// The clock starts at the first call to HighLevel, so reading a secret does not eat into it,
+/// but it never reaches past the invocation's [`Deadline`].
+#[derive(Debug)]
+pub struct Budget {
+    limit: Duration,
+    hard: Deadline,
+    started: OnceLock<Instant>,
+}
+
+impl Budget {
+    /// `limit` from the first call on, and never past `hard`.
+    pub fn new(limit: Duration, hard: Deadline) -> Self {
+        Self {
+            limit,
+            hard,
+            started: OnceLock::new(),
+        }
+    }
+
+    /// The invocation's deadline: secret reads stop there.
+    pub fn hard_deadline(&self) -> Deadline {
+        self.hard
+    }
+
+    /// The instant by which every HighLevel call must be over; fixed by the first call.
+    pub fn deadline(&self) -> Instant {
+        let started = *self.started.get_or_init(Instant::now);
+        let soft = started.checked_add(self.limit);
+        match (soft, self.hard.instant()) {
+            (Some(soft), Some(hard)) => soft.min(hard),
+            (Some(only), None) | (None, Some(only)) => only,
+            (None, None) => far_future(started),
+        }
+    }
+}
+
+/// An instant so far ahead it never comes: a year from `from`, or as far as the clock goes.
+fn far_future(from: Instant) -> Instant {
+    const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+    from.checked_add(YEAR).unwrap_or(from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_time_left_from_an_absolute_lambda_deadline() {
+        let now = 1_795_957_706_000;
+        assert_eq!(
+            remaining_until(now + 3_000, u128::from(now)),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            remaining_until(now - 5, u128::from(now)),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn ignores_deadlines_that_are_not_absolute_times() {
+        assert_eq!(remaining_until(0, 1_795_957_706_000), None);
+        assert_eq!(
+            remaining_until(600_000, 1_795_957_706_000),
+            None,
+            "cargo lambda watch sends its timeout"
+        );
+        assert_eq!(Deadline::from_lambda_ms(600_000), Deadline::NONE);
+    }
+
+    #[test]
+    fn the_deadline_keeps_the_margin_back() {
+        let before = Instant::now();
+        let deadline = Deadline::after(Duration::from_secs(3)).instant().unwrap();
+        assert!(deadline >= before + Duration::from_millis(2500));
+        assert!(deadline <= Instant::now() + Duration::from_millis(2500));
+        let none_left = Deadline::after(Duration::from_millis(200))
+            .instant()
+            .unwrap();
+        assert!(none_left <= Instant::now());
+    }
+
+    #[test]
+    fn the_budget_is_its_limit_when_lambda_has_time() {
+        let budget = Budget::new(
+            Duration::from_secs(10),
+            Deadline::after(Duration::from_secs(30)),
+        );
+        let start = Instant::now();
+        let deadline = budget.deadline();
+        assert!(deadline >= start + Duration::from_secs(10));
+        assert!(deadline <= Instant::now() + Duration::from_secs(10));
+        assert_eq!(budget.deadline(), deadline, "fixed by the first call");
+    }
+
+    #[test]
+    fn the_budget_stops_short_of_the_lambda_deadline() {
+        let before = Instant::now();
+        let budget = Budget::new(
+            Duration::from_secs(10),
+            Deadline::after(Duration::from_secs(3)),
+        );
+        let deadline = budget.deadline();
+        assert!(deadline <= Instant::now() + Duration::from_millis(2500));
+        assert!(deadline >= before + Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn the_budget_clock_starts_at_the_first_call() {
+        let budget = Budget::new(Duration::from_millis(50), Deadline::NONE);
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(
+            budget.deadline() > Instant::now(),
+            "time before the first call does not count"
+        );
+    }
+
+    #[tokio::test]
+    async fn bounds_work_by_the_deadline() {
+        let passed = Deadline::after(Duration::ZERO);
+        assert_eq!(passed.bound(std::future::pending::<()>()).await, None);
+        assert_eq!(Deadline::NONE.bound(async { 7 }).await, Some(7));
+    }
+}

@@ -1,0 +1,136 @@
+//! The finalize call with its retries: the only place that loops.
+//!
+//! Each turn sends one request through [`HighLevel::send`] and decides from
+//! [`retry::verdict`] whether to stop, re-authenticate once, or wait and retry — always within
+//! the [`Budget`]. How to re-authenticate after a 401 is the caller's business (re-reading or
+//! refreshing a token), handed in as a closure, so this module knows nothing of token sources.
+
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::HeaderValue;
+use tokio::time::Instant;
+
+use super::client::{Exchange, FinalizeCall, HighLevel};
+use super::retry::{self, Verdict, DEFAULT_RETRY_AFTER};
+use crate::deadline::Budget;
+use crate::error::{BoxError, Error};
+use crate::upstream::UpstreamReply;
+
+/// What the attempts came to: HighLevel's success, or the error that ended them.
+#[derive(Debug)]
+pub struct Attempted {
+    /// HighLevel's 2xx answer, or why the finalize did not happen.
+    pub result: Result<UpstreamReply, Error>,
+    /// Finalize requests put on the wire, the retry after a re-authentication included.
+    pub attempts: u32,
+}
+
+impl HighLevel {
+    /// Sends `call` with `bearer` until HighLevel accepts it, refuses it, or the budget or
+    /// `max_attempts` runs out. After a first 401, `reauthenticate` is called once for a new
+    /// bearer header, and the retry with it does not count against `max_attempts`.
+    pub async fn finalize<R, Fut>(
+        &self,
+        call: &FinalizeCall,
+        mut bearer: HeaderValue,
+        budget: &Budget,
+        max_attempts: u32,
+        reauthenticate: R,
+    ) -> Attempted
+    where
+        R: FnOnce() -> Fut,
+        Fut: Future<Output = Result<HeaderValue, Error>>,
+    {
+        let deadline = budget.deadline();
+        let mut reauthenticate = Some(reauthenticate);
+        let mut sent = 0u32; // every request put on the wire
+        let mut counted = 0u32; // those that count against MAX_ATTEMPTS
+        let mut free_attempt = false; // the one retry after a re-authentication
+        let result = loop {
+            if Instant::now() >= deadline {
+                break Err(Error::UpstreamTimeout);
+            }
+            sent += 1;
+            if !std::mem::take(&mut free_attempt) {
+                counted += 1;
+            }
+            let headers = self.headers(bearer.clone());
+            let (last, retry_after) = match self.send(call, headers, deadline).await {
+                Exchange::TimedOut => break Err(Error::UpstreamTimeout),
+                Exchange::Broken(source) => break Err(unavailable(None, None, Some(source))),
+                Exchange::NotDelivered(source) => (Retryable::NotDelivered(source), None),
+                Exchange::Answered { reply, retry_after } => match retry::verdict(reply.status) {
+                    Verdict::Success => break Ok(reply),
+                    Verdict::Reauthenticate => match reauthenticate.take() {
+                        Some(reauthenticate) => {
+                            tracing::warn!(url = %call.url, "HighLevel answered 401; re-reading the token once");
+                            match reauthenticate().await {
+                                Ok(fresh) => bearer = fresh,
+                                Err(error) => break Err(error),
+                            }
+                            free_attempt = true;
+                            continue;
+                        }
+                        None => break Err(Error::UpstreamAuthFailed(reply)),
+                    },
+                    Verdict::Forbidden => break Err(Error::UpstreamAuthFailed(reply)),
+                    Verdict::Rejected => break Err(Error::UpstreamRejected(reply)),
+                    Verdict::ServerError => break Err(unavailable(Some(reply), None, None)),
+                    Verdict::Retry => {
+                        let delay = retry_after
+                            .as_deref()
+                            .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
+                        (Retryable::Answered(reply), delay)
+                    }
+                },
+            };
+            let give_up = |delay: Option<Duration>| {
+                Err(last.into_error(delay.unwrap_or(DEFAULT_RETRY_AFTER)))
+            };
+            if counted >= max_attempts {
+                break give_up(retry_after);
+            }
+            let wait = retry_after.unwrap_or_else(|| retry::backoff(counted, retry::random_u64()));
+            let fits = Instant::now()
+                .checked_add(wait)
+                .is_some_and(|resume| resume < deadline);
+            if !fits {
+                break give_up(retry_after);
+            }
+            tracing::info!(url = %call.url, attempt = sent, wait_ms = wait.as_millis() as u64, "retrying HighLevel");
+            tokio::time::sleep(wait).await;
+        };
+        Attempted {
+            result,
+            attempts: sent,
+        }
+    }
+}
+
+fn unavailable(
+    reply: Option<UpstreamReply>,
+    retry_after: Option<Duration>,
+    source: Option<BoxError>,
+) -> Error {
+    Error::UpstreamUnavailable {
+        reply,
+        retry_after,
+        source,
+    }
+}
+
+/// The last retryable exchange, kept to explain a give-up.
+enum Retryable {
+    Answered(UpstreamReply),
+    NotDelivered(BoxError),
+}
+
+impl Retryable {
+    fn into_error(self, retry_after: Duration) -> Error {
+        match self {
+            Retryable::Answered(reply) => unavailable(Some(reply), Some(retry_after), None),
+            Retryable::NotDelivered(source) => unavailable(None, Some(retry_after), Some(source)),
+        }
+    }
+}

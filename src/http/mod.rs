@@ -1,0 +1,183 @@
+//! The HTTP front: Lambda HTTP events and the local server, on one handler.
+//!
+//! [`HttpFront::handle`] runs the contract's checks in order — method (405), body size (413),
+//! authentication (401), content type (415), body and fields (400) — hands a
+//! [`FinalizeRequest`] to the [`FinalizeService`], and turns what happened into the response and
+//! the request's log line, each in one place.
+//!
+//! - [`event`]: Lambda HTTP events to `http::Request` and back, in each origin's format.
+//! - [`inbound`]: pure parsing of method, path, query string and body.
+//! - [`response`]: the contract's JSON envelope.
+
+pub mod event;
+pub mod inbound;
+pub mod response;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use lambda_http::{Body, Request, RequestExt, Response};
+
+use crate::auth::InboundAuth;
+use crate::deadline::{unix_now, Deadline};
+use crate::error::{chain, Error};
+use crate::ids::UserId;
+use crate::service::{FinalizeRequest, FinalizeService, Invocation, Outcome};
+use event::InvalidBase64Body;
+use inbound::{Route, Sources};
+
+/// A request that passed the checks.
+enum Accepted {
+    /// `GET …/healthz`.
+    Health,
+    /// A finalize request for the service.
+    Finalize(FinalizeRequest),
+}
+
+/// The checks in front of the service, and what they need.
+pub struct HttpFront {
+    auth: InboundAuth,
+    default_user_id: Option<UserId>,
+}
+
+/// What the front did with one request.
+enum Handled {
+    /// `GET …/healthz`.
+    Health,
+    /// A check refused the request before the service saw it.
+    Refused(Error),
+    /// The service ran.
+    Finalize(FinalizeRequest, Outcome),
+}
+
+impl HttpFront {
+    /// A front authenticating with `auth`, sending `default_user_id` when a caller names none.
+    pub fn new(auth: InboundAuth, default_user_id: Option<UserId>) -> Self {
+        Self {
+            auth,
+            default_user_id,
+        }
+    }
+
+    /// Whether callers are authenticated.
+    pub fn authenticates(&self) -> bool {
+        !matches!(self.auth, InboundAuth::Disabled)
+    }
+
+    /// Answers one request. Never fails: every outcome is a response.
+    pub async fn handle(&self, service: &FinalizeService, request: Request) -> Response<Body> {
+        let started = Instant::now();
+        let invocation = invocation_of(&request);
+        let handled = match self.accept(&request, invocation.deadline).await {
+            Ok(Accepted::Health) => Handled::Health,
+            Ok(Accepted::Finalize(finalize)) => {
+                let outcome = service.finalize(&finalize, &invocation).await;
+                Handled::Finalize(finalize, outcome)
+            }
+            Err(error) => Handled::Refused(error),
+        };
+        let request_id = invocation.request_id.as_str();
+        let response = match &handled {
+            Handled::Health => response::health(request_id),
+            Handled::Refused(error) => response::error(error, 0, request_id),
+            Handled::Finalize(finalize, outcome) => {
+                response::outcome(finalize, outcome, request_id)
+            }
+        };
+        log(&invocation, &handled, response.status().as_u16(), started);
+        response
+    }
+
+    /// The contract's checks, in its order: method (405), body size (413), authentication
+    /// (401), content type (415), body and fields (400).
+    async fn accept(&self, request: &Request, deadline: Deadline) -> Result<Accepted, Error> {
+        if inbound::route(request.method(), request.uri().path())? == Route::Health {
+            return Ok(Accepted::Health);
+        }
+        let body = request.body().as_ref();
+        inbound::check_body_size(body)?;
+        self.auth
+            .authenticate(request.headers(), body, deadline)
+            .await?;
+        if request.extensions().get::<InvalidBase64Body>().is_some() {
+            return Err(Error::invalid_body(
+                "the event's body is marked base64 but is not valid base64",
+            ));
+        }
+        let kind = inbound::body_kind(request.headers().get(http::header::CONTENT_TYPE), body)?;
+        let path_params = request.path_parameters();
+        let params: Vec<(&str, &str)> = path_params.iter().collect();
+        let mut finalize = inbound::parse(Sources {
+            path_params: &params,
+            path: request.uri().path(),
+            query: request.uri().query(),
+            body,
+            kind,
+        })?;
+        if finalize.user_id.is_none() {
+            finalize.user_id = self.default_user_id.clone();
+        }
+        Ok(Accepted::Finalize(finalize))
+    }
+}
+
+/// The invocation's facts from the Lambda context, or made up for a local request.
+fn invocation_of(request: &Request) -> Invocation {
+    match request.lambda_context_ref() {
+        Some(context) if !context.request_id.is_empty() => Invocation {
+            request_id: context.request_id.clone(),
+            deadline: Deadline::from_lambda_ms(context.deadline),
+        },
+        _ => Invocation {
+            request_id: local_request_id(),
+            deadline: Deadline::NONE,
+        },
+    }
+}
+
+/// `local-…`: unique within the process, and unlikely to repeat across runs.
+fn local_request_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = unix_now().as_nanos() as u64;
+    format!("local-{:016x}", nanos.rotate_left(17) ^ n)
+}
+
+/// One log line per request: what was asked, what came of it, how long it took.
+fn log(invocation: &Invocation, handled: &Handled, status: u16, started: Instant) {
+    let (request, attempts, error) = match handled {
+        Handled::Health => (None, 0, None),
+        Handled::Refused(error) => (None, 0, Some(error)),
+        Handled::Finalize(request, outcome) => (
+            Some(request),
+            outcome.attempts(),
+            match outcome {
+                Outcome::Failed { error, .. } => Some(error),
+                _ => None,
+            },
+        ),
+    };
+    let location_id = request.map(|r| r.location_id.as_str()).unwrap_or("");
+    let csv_id = request.map(|r| r.csv_id.as_str()).unwrap_or("");
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    let request_id = invocation.request_id.as_str();
+    match error {
+        None => tracing::info!(
+            request_id,
+            status,
+            location_id,
+            csv_id,
+            attempts,
+            elapsed_ms,
+            "request finished"
+        ),
+        Some(error) if status >= 500 => tracing::error!(
+            request_id, status, code = error.code(), location_id, csv_id, attempts, elapsed_ms,
+            cause = %chain(error), "request failed"
+        ),
+        Some(error) => tracing::warn!(
+            request_id, status, code = error.code(), location_id, csv_id, attempts, elapsed_ms,
+            message = %error, "request refused"
+        ),
+    }
+}

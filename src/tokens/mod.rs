@@ -1,0 +1,70 @@
+//! Where HighLevel tokens come from, and keeping OAuth pairs alive.
+//!
+//! - [`token`]: the [`Token`] type, which owns its shape check and never prints.
+//! - [`secret`]: the accepted forms of a token secret (bare token, object, map by location).
+//! - [`oauth`]: the pure OAuth parts: expiry, the refresh request, applying the answer, the
+//!   conditional-write token.
+//! - [`store`]: Secrets Manager behind a per-secret cache, refreshing OAuth pairs safely across
+//!   concurrent instances.
+//!
+//! [`TokenSource`] picks between the store and one local token (`GHL_TOKEN`).
+
+pub mod oauth;
+pub mod secret;
+pub mod store;
+pub mod token;
+
+pub use secret::TokenSecret;
+pub use store::{resolve, LeasedToken, SecretStore};
+pub use token::Token;
+
+use crate::deadline::Budget;
+use crate::error::Error;
+use crate::ids::LocationId;
+
+/// The token source chosen by the configuration.
+pub enum TokenSource {
+    /// `GHL_TOKEN`: one literal token for every location.
+    Local(Token),
+    /// `GHL_TOKEN_SECRET_ID`: Secrets Manager.
+    SecretsManager(Box<SecretStore>),
+}
+
+impl TokenSource {
+    /// The token to use for `location`, refreshing an OAuth pair that is about to expire.
+    /// A call to the token endpoint counts against `budget`.
+    pub async fn token(
+        &self,
+        location: &LocationId,
+        budget: &Budget,
+    ) -> Result<LeasedToken, Error> {
+        match self {
+            TokenSource::Local(token) => Ok(LeasedToken::fixed(token.clone())),
+            TokenSource::SecretsManager(store) => store.token(location, budget).await,
+        }
+    }
+
+    /// After HighLevel refused `refused`: the token to retry with once (see
+    /// [`SecretStore::reload`]); a local token stays what it is.
+    pub async fn reload(
+        &self,
+        location: &LocationId,
+        refused: &LeasedToken,
+        budget: &Budget,
+    ) -> Result<LeasedToken, Error> {
+        match self {
+            TokenSource::Local(_) => Ok(refused.clone()),
+            TokenSource::SecretsManager(store) => store.reload(location, refused, budget).await,
+        }
+    }
+
+    /// A short description for the start-up log line (never the token).
+    pub fn describe(&self) -> String {
+        match self {
+            TokenSource::Local(_) => "local token from GHL_TOKEN".into(),
+            TokenSource::SecretsManager(store) => {
+                format!("Secrets Manager secret {}", store.secret_id())
+            }
+        }
+    }
+}
