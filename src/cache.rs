@@ -12,20 +12,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// One async mutex per key, each holding a `T`, created on first use.
-pub struct KeyedLocks<T> {
+pub(crate) struct KeyedLocks<T> {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<T>>>>,
 }
 
 impl<T: Default> KeyedLocks<T> {
     /// No keys yet.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             locks: Mutex::new(HashMap::new()),
         }
     }
 
     /// The lock for `key` (the same one for every caller), created holding `T::default()`.
-    pub fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<T>> {
+    pub(crate) fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<T>> {
         // A poisoned lock only means another thread panicked while inserting; the map is intact.
         let mut locks = self
             .locks
@@ -47,14 +47,14 @@ struct Entry<T> {
 }
 
 /// A TTL cache keyed by string (a secret id), loading each key once however many wait.
-pub struct SingleFlightCache<T> {
+pub(crate) struct SingleFlightCache<T> {
     ttl: Duration,
     entries: KeyedLocks<Option<Entry<T>>>,
 }
 
 impl<T> SingleFlightCache<T> {
     /// A cache whose entries stay fresh for `ttl`.
-    pub fn new(ttl: Duration) -> Self {
+    pub(crate) fn new(ttl: Duration) -> Self {
         Self {
             ttl,
             entries: KeyedLocks::new(),
@@ -62,7 +62,7 @@ impl<T> SingleFlightCache<T> {
     }
 
     /// Returns the fresh cached value, or loads it (once, however many callers are waiting).
-    pub async fn get<E, F, Fut>(&self, key: &str, load: F) -> Result<Arc<T>, E>
+    pub(crate) async fn get<E, F, Fut>(&self, key: &str, load: F) -> Result<Arc<T>, E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,

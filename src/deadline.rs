@@ -10,36 +10,36 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 /// Time kept back from the Lambda deadline so the function always answers before being killed.
-pub const LAMBDA_MARGIN: Duration = Duration::from_millis(500);
+pub(crate) const LAMBDA_MARGIN: Duration = Duration::from_millis(500);
 
 /// Earliest plausible Lambda deadline (2001-09-09, in Unix milliseconds). Lambda always sends an
 /// absolute time; some local emulators send a duration (`cargo lambda watch` sends its timeout).
 const PLAUSIBLE_DEADLINE_MS: u64 = 1_000_000_000_000;
 
 /// Time since the Unix epoch (zero if the clock is set before it).
-pub fn unix_now() -> Duration {
+pub(crate) fn unix_now() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
 }
 
 /// Whole seconds since the Unix epoch, as the secrets and webhook timestamps count them.
-pub fn unix_seconds() -> i64 {
+pub(crate) fn unix_seconds() -> i64 {
     i64::try_from(unix_now().as_secs()).unwrap_or(i64::MAX)
 }
 
 /// By when the function must have answered: the Lambda deadline less [`LAMBDA_MARGIN`], or no
 /// limit (local runs, and emulators that send no absolute deadline).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Deadline(Option<Instant>);
+pub(crate) struct Deadline(Option<Instant>);
 
 impl Deadline {
     /// No deadline: only the upstream budget applies.
-    pub const NONE: Deadline = Deadline(None);
+    pub(crate) const NONE: Deadline = Deadline(None);
 
     /// From Lambda's deadline in Unix milliseconds; a value that is not an absolute time says
     /// nothing about the deadline and is ignored.
-    pub fn from_lambda_ms(deadline_ms: u64) -> Self {
+    pub(crate) fn from_lambda_ms(deadline_ms: u64) -> Self {
         match remaining_until(deadline_ms, unix_now().as_millis()) {
             Some(remaining) => Self::after(remaining),
             None => Self::NONE,
@@ -47,17 +47,17 @@ impl Deadline {
     }
 
     /// `remaining` from now, less the margin (no limit if that is beyond the clock's range).
-    pub fn after(remaining: Duration) -> Self {
+    pub(crate) fn after(remaining: Duration) -> Self {
         Deadline(Instant::now().checked_add(remaining.saturating_sub(LAMBDA_MARGIN)))
     }
 
     /// The instant, if there is one.
-    pub fn instant(&self) -> Option<Instant> {
+    pub(crate) fn instant(&self) -> Option<Instant> {
         self.0
     }
 
     /// Runs `work` until the deadline; `None` if the deadline came first.
-    pub async fn bound<T>(&self, work: impl std::future::Future<Output = T>) -> Option<T> {
+    pub(crate) async fn bound<T>(&self, work: impl std::future::Future<Output = T>) -> Option<T> {
         match self.0 {
             Some(deadline) => tokio::time::timeout_at(deadline, work).await.ok(),
             None => Some(work.await),
@@ -78,7 +78,7 @@ fn remaining_until(deadline_ms: u64, now_ms: u128) -> Option<Duration> {
 /// The clock starts at the first call to HighLevel, so reading a secret does not eat into it,
 /// but it never reaches past the invocation's [`Deadline`].
 #[derive(Debug)]
-pub struct Budget {
+pub(crate) struct Budget {
     limit: Duration,
     hard: Deadline,
     started: OnceLock<Instant>,
@@ -86,7 +86,7 @@ pub struct Budget {
 
 impl Budget {
     /// `limit` from the first call on, and never past `hard`.
-    pub fn new(limit: Duration, hard: Deadline) -> Self {
+    pub(crate) fn new(limit: Duration, hard: Deadline) -> Self {
         Self {
             limit,
             hard,
@@ -95,12 +95,12 @@ impl Budget {
     }
 
     /// The invocation's deadline: secret reads stop there.
-    pub fn hard_deadline(&self) -> Deadline {
+    pub(crate) fn hard_deadline(&self) -> Deadline {
         self.hard
     }
 
     /// The instant by which every HighLevel call must be over; fixed by the first call.
-    pub fn deadline(&self) -> Instant {
+    pub(crate) fn deadline(&self) -> Instant {
         let started = *self.started.get_or_init(Instant::now);
         let soft = started.checked_add(self.limit);
         match (soft, self.hard.instant()) {

@@ -38,9 +38,9 @@
 pub mod app;
 pub mod auth;
 pub mod aws;
-pub mod cache;
+pub(crate) mod cache;
 pub mod config;
-pub mod deadline;
+pub(crate) mod deadline;
 pub mod error;
 pub mod highlevel;
 pub mod http;
@@ -48,7 +48,7 @@ pub mod ids;
 pub mod lambda;
 #[cfg(feature = "local")]
 pub mod local;
-pub mod redact;
+pub(crate) mod redact;
 pub mod service;
 pub mod tokens;
 pub mod upstream;

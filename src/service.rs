@@ -30,7 +30,7 @@ pub struct FinalizeRequest {
 
 /// The facts of one invocation that the work must respect.
 #[derive(Debug, Clone)]
-pub struct Invocation {
+pub(crate) struct Invocation {
     /// Lambda's request id (or a local one), for the response and the log.
     pub request_id: String,
     /// When the function must have answered.
@@ -87,7 +87,7 @@ impl From<highlevel::Attempted> for Outcome {
 }
 
 /// The settings and clients a finalize needs, built once per instance.
-pub struct FinalizeService {
+pub(crate) struct FinalizeService {
     tokens: TokenSource,
     highlevel: HighLevel,
     upstream_timeout: Duration,
@@ -96,7 +96,7 @@ pub struct FinalizeService {
 }
 
 /// How the service is configured.
-pub struct Settings {
+pub(crate) struct Settings {
     /// `UPSTREAM_TIMEOUT_MS`.
     pub upstream_timeout: Duration,
     /// `MAX_ATTEMPTS`.
@@ -107,7 +107,7 @@ pub struct Settings {
 
 impl FinalizeService {
     /// A service over these clients.
-    pub fn new(tokens: TokenSource, highlevel: HighLevel, settings: Settings) -> Self {
+    pub(crate) fn new(tokens: TokenSource, highlevel: HighLevel, settings: Settings) -> Self {
         Self {
             tokens,
             highlevel,
@@ -117,13 +117,12 @@ impl FinalizeService {
         }
     }
 
-    /// Where tokens come from, for the start-up log line.
-    pub fn token_source(&self) -> &TokenSource {
-        &self.tokens
-    }
-
     /// Finalizes the import `request` names, within the invocation's deadline.
-    pub async fn finalize(&self, request: &FinalizeRequest, invocation: &Invocation) -> Outcome {
+    pub(crate) async fn finalize(
+        &self,
+        request: &FinalizeRequest,
+        invocation: &Invocation,
+    ) -> Outcome {
         let budget = Budget::new(self.upstream_timeout, invocation.deadline);
         let location = &request.location_id;
         let token = match self.tokens.token(location, &budget).await {

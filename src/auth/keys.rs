@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::redact::Redacted;
 
 /// How far a webhook timestamp may be from now, either way (Standard Webhooks: 5 minutes).
-pub const WEBHOOK_TOLERANCE_SECS: i64 = 5 * 60;
+pub(super) const WEBHOOK_TOLERANCE_SECS: i64 = 5 * 60;
 
 /// Most signatures read from one `webhook-signature` header; bounds the work a caller can cause.
 const MAX_SIGNATURES: usize = 16;

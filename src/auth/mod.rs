@@ -4,7 +4,7 @@
 //! [`InboundAuth`] loads them from the inbound-auth secret, cached like a token secret, and
 //! answers 401 to a caller that passes neither.
 
-pub mod keys;
+mod keys;
 
 pub use keys::InboundKeys;
 
@@ -16,7 +16,7 @@ use crate::deadline::{unix_seconds, Deadline};
 use crate::error::Error;
 
 /// Inbound authentication as configured.
-pub enum InboundAuth {
+pub(crate) enum InboundAuth {
     /// `ALLOW_UNAUTHENTICATED=true` and no inbound-auth secret: everyone is let in.
     Disabled,
     /// API keys and webhook secrets from `INBOUND_AUTH_SECRET_ID`.
@@ -33,7 +33,7 @@ pub enum InboundAuth {
 impl InboundAuth {
     /// Lets the request in, or answers 401 (500/503 when the keys cannot be read). A read of
     /// the secret gives up at `deadline`.
-    pub async fn authenticate(
+    pub(crate) async fn authenticate(
         &self,
         headers: &HeaderMap,
         body: &[u8],

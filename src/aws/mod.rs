@@ -4,6 +4,6 @@
 //! - [`secrets_manager`]: token and inbound-auth secrets (read, and conditional writes of
 //!   refreshed OAuth pairs).
 
-pub mod secrets_manager;
+pub(crate) mod secrets_manager;
 
 pub use secrets_manager::SecretsClient;

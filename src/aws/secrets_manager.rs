@@ -19,7 +19,7 @@ use crate::redact::Redacted;
 
 /// Why a secret could not be read.
 #[derive(Debug, thiserror::Error)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     /// The secret does not exist.
     #[error("secret {id} does not exist")]
     NotFound {
@@ -48,7 +48,7 @@ pub enum ReadError {
 impl ReadError {
     /// The contract's answer when `what` (e.g. "the token secret") cannot be read: 503 for a
     /// passing fault, 500 for anything the operator must fix.
-    pub fn into_error(self, what: &str) -> Error {
+    pub(crate) fn into_error(self, what: &str) -> Error {
         match self {
             ReadError::Transient { .. } => Error::SecretUnavailable(Box::new(self)),
             other => Error::config(format!("{what} cannot be used"), Some(Box::new(other) as _)),
@@ -113,7 +113,7 @@ impl SecretsClient {
 
     /// Reads a secret's SecretString with the id of the version read, giving up (as a transient
     /// fault) at `deadline` so the function still answers in time.
-    pub async fn read(&self, id: &str, deadline: Deadline) -> Result<Versioned, ReadError> {
+    pub(crate) async fn read(&self, id: &str, deadline: Deadline) -> Result<Versioned, ReadError> {
         let sent = self.client.get_secret_value().secret_id(id).send();
         let output = deadline
             .bound(sent)
@@ -143,7 +143,7 @@ impl SecretsClient {
 
     /// Writes a new version. `client_request_token` makes the write conditional: Secrets
     /// Manager refuses a second, different write with the same token ([`WriteError::Conflict`]).
-    pub async fn write(
+    pub(crate) async fn write(
         &self,
         id: &str,
         text: &str,
@@ -178,7 +178,7 @@ impl SecretsClient {
 
 /// A SecretString and the version it was read from.
 #[derive(Debug, Clone)]
-pub struct Versioned {
+pub(crate) struct Versioned {
     /// The value.
     pub text: Redacted<String>,
     /// Its `VersionId`.
@@ -187,7 +187,7 @@ pub struct Versioned {
 
 /// Why a secret could not be written.
 #[derive(Debug, thiserror::Error)]
-pub enum WriteError {
+pub(crate) enum WriteError {
     /// Another writer already wrote a successor of the version we read.
     #[error("the secret changed since it was read")]
     Conflict,

@@ -30,7 +30,7 @@ impl HighLevel {
     /// Sends `call` with `bearer` until HighLevel accepts it, refuses it, or the budget or
     /// `max_attempts` runs out. After a first 401, `reauthenticate` is called once for a new
     /// bearer header, and the retry with it does not count against `max_attempts`.
-    pub async fn finalize<R, Fut>(
+    pub(crate) async fn finalize<R, Fut>(
         &self,
         call: &FinalizeCall,
         mut bearer: HeaderValue,

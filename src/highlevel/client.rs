@@ -17,11 +17,11 @@ use crate::redact::Redacted;
 use crate::upstream::UpstreamReply;
 
 /// Upstream bytes read at most; the rest is dropped so a huge answer cannot exhaust memory.
-pub const MAX_BODY_READ: usize = 1024 * 1024;
+pub(crate) const MAX_BODY_READ: usize = 1024 * 1024;
 
 /// How one request/answer exchange with HighLevel went.
 #[derive(Debug)]
-pub enum Exchange {
+pub(crate) enum Exchange {
     /// HighLevel answered, with its raw `Retry-After` if it sent one.
     Answered {
         /// The answer.
@@ -106,7 +106,7 @@ impl HighLevel {
     }
 
     /// Sends one finalize request, answering by `deadline`.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         call: &FinalizeCall,
         headers: HeaderMap,
@@ -121,7 +121,11 @@ impl HighLevel {
     }
 
     /// Calls `POST {base}/oauth/token` once with a form-encoded refresh request.
-    pub async fn refresh_token(&self, form: &Redacted<String>, deadline: Instant) -> Exchange {
+    pub(crate) async fn refresh_token(
+        &self,
+        form: &Redacted<String>,
+        deadline: Instant,
+    ) -> Exchange {
         let request = self
             .http
             .post(self.token_url.clone())
@@ -139,7 +143,7 @@ fn join(base: &Url, path: &str) -> Result<Url, url::ParseError> {
 }
 
 /// `{"userId": "…"}`, or `{}` when no user is known.
-pub fn finalize_body(user: Option<&UserId>) -> Vec<u8> {
+pub(crate) fn finalize_body(user: Option<&UserId>) -> Vec<u8> {
     match user {
         Some(user) => format!(r#"{{"userId":"{user}"}}"#).into_bytes(),
         None => b"{}".to_vec(),
@@ -147,7 +151,7 @@ pub fn finalize_body(user: Option<&UserId>) -> Vec<u8> {
 }
 
 /// Describes the request that would be sent, the token redacted (for `--dry-run`).
-pub fn describe(call: &FinalizeCall, headers: &HeaderMap) -> Value {
+pub(crate) fn describe(call: &FinalizeCall, headers: &HeaderMap) -> Value {
     let headers: serde_json::Map<String, Value> = headers
         .iter()
         .map(|(name, value)| {

@@ -1,9 +1,10 @@
 //! HighLevel's API: the HTTP client ([`client`]), the retry policy as pure functions
 //! ([`retry`]) and the attempt loop that applies it within a budget ([`attempts`]).
 
-pub mod attempts;
-pub mod client;
-pub mod retry;
+pub(crate) mod attempts;
+pub(crate) mod client;
+pub(crate) mod retry;
 
-pub use attempts::Attempted;
-pub use client::{describe, finalize_body, Exchange, FinalizeCall, HighLevel};
+pub(crate) use attempts::Attempted;
+pub(crate) use client::{describe, Exchange};
+pub use client::{FinalizeCall, HighLevel};

@@ -4,15 +4,15 @@ use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, SystemTime};
 
 /// First backoff ceiling.
-pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
+pub(crate) const BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// Largest backoff ceiling.
-pub const BACKOFF_CAP: Duration = Duration::from_secs(2);
+pub(crate) const BACKOFF_CAP: Duration = Duration::from_secs(2);
 /// `Retry-After` we send when HighLevel gave none.
-pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(2);
+pub(crate) const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(2);
 
 /// What to do with HighLevel's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// 2xx: done.
     Success,
     /// 429, 502, 503, 504: try again if the budget allows.
@@ -28,7 +28,7 @@ pub enum Verdict {
 }
 
 /// Classifies an upstream status.
-pub fn verdict(status: u16) -> Verdict {
+pub(crate) fn verdict(status: u16) -> Verdict {
     match status {
         200..=299 => Verdict::Success,
         401 => Verdict::Reauthenticate,
@@ -41,7 +41,7 @@ pub fn verdict(status: u16) -> Verdict {
 
 /// Full-jitter exponential backoff: a uniform wait in `[0, min(cap, base·2^(retry-1))]`.
 /// `retry` counts from 1; `random` is any uniformly random number.
-pub fn backoff(retry: u32, random: u64) -> Duration {
+pub(crate) fn backoff(retry: u32, random: u64) -> Duration {
     let exponent = retry.saturating_sub(1).min(16);
     let ceiling = BACKOFF_BASE.saturating_mul(1 << exponent).min(BACKOFF_CAP);
     let ceiling_ms = ceiling.as_millis() as u64;
@@ -49,7 +49,7 @@ pub fn backoff(retry: u32, random: u64) -> Duration {
 }
 
 /// Parses `Retry-After` as delay-seconds or an HTTP date (a date in the past means now).
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
@@ -59,13 +59,13 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 }
 
 /// Whole seconds for a `Retry-After` header we send: rounded up, at least 1.
-pub fn retry_after_header(delay: Duration) -> u64 {
+pub(crate) fn retry_after_header(delay: Duration) -> u64 {
     let whole = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
     whole.max(1)
 }
 
 /// A random number for jitter, from the standard library's per-process random hash keys.
-pub fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u128(crate::deadline::unix_now().as_nanos());
     hasher.finish()

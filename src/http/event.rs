@@ -19,7 +19,7 @@ use serde::Serialize;
 
 /// Marks a request whose event body was flagged base64 but did not decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InvalidBase64Body;
+pub(crate) struct InvalidBase64Body;
 
 /// Which kind of event a request came in, which decides the shape of its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +35,7 @@ pub enum Origin {
 /// The answer to an event, in its origin's format.
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
-pub enum EventResponse {
+pub(crate) enum EventResponse {
     /// For [`Origin::RestApi`].
     RestApi(ApiGatewayProxyResponse),
     /// For [`Origin::HttpApi`].
@@ -76,7 +76,7 @@ fn drop_invalid_base64(event: &mut LambdaRequest) -> bool {
 }
 
 /// The front's response in the format `origin` expects.
-pub fn into_event_response(origin: Origin, response: Response<Body>) -> EventResponse {
+pub(crate) fn into_event_response(origin: Origin, response: Response<Body>) -> EventResponse {
     let (parts, body) = response.into_parts();
     let (is_base64_encoded, body) = match body {
         Body::Empty => (false, None),

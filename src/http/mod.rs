@@ -35,7 +35,7 @@ enum Accepted {
 }
 
 /// The checks in front of the service, and what they need.
-pub struct HttpFront {
+pub(crate) struct HttpFront {
     auth: InboundAuth,
     default_user_id: Option<UserId>,
 }
@@ -52,7 +52,7 @@ enum Handled {
 
 impl HttpFront {
     /// A front authenticating with `auth`, sending `default_user_id` when a caller names none.
-    pub fn new(auth: InboundAuth, default_user_id: Option<UserId>) -> Self {
+    pub(crate) fn new(auth: InboundAuth, default_user_id: Option<UserId>) -> Self {
         Self {
             auth,
             default_user_id,
@@ -60,12 +60,16 @@ impl HttpFront {
     }
 
     /// Whether callers are authenticated.
-    pub fn authenticates(&self) -> bool {
+    pub(crate) fn authenticates(&self) -> bool {
         !matches!(self.auth, InboundAuth::Disabled)
     }
 
     /// Answers one request. Never fails: every outcome is a response.
-    pub async fn handle(&self, service: &FinalizeService, request: Request) -> Response<Body> {
+    pub(crate) async fn handle(
+        &self,
+        service: &FinalizeService,
+        request: Request,
+    ) -> Response<Body> {
         let started = Instant::now();
         let invocation = invocation_of(&request);
         let handled = match self.accept(&request, invocation.deadline).await {

@@ -9,21 +9,22 @@
 //!
 //! [`TokenSource`] picks between the store and one local token (`GHL_TOKEN`).
 
-pub mod oauth;
-pub mod secret;
-pub mod store;
-pub mod token;
+pub(crate) mod oauth;
+pub(crate) mod secret;
+pub(crate) mod store;
+pub(crate) mod token;
 
-pub use secret::TokenSecret;
-pub use store::{resolve, LeasedToken, SecretStore};
-pub use token::Token;
+pub use secret::{Parsed, TokenEntry, TokenSecret};
+pub use store::resolve;
+pub(crate) use store::{LeasedToken, SecretStore};
+pub use token::{Token, TokenShapeError};
 
 use crate::deadline::Budget;
 use crate::error::Error;
 use crate::ids::LocationId;
 
 /// The token source chosen by the configuration.
-pub enum TokenSource {
+pub(crate) enum TokenSource {
     /// `GHL_TOKEN`: one literal token for every location.
     Local(Token),
     /// `GHL_TOKEN_SECRET_ID`: Secrets Manager.
@@ -33,7 +34,7 @@ pub enum TokenSource {
 impl TokenSource {
     /// The token to use for `location`, refreshing an OAuth pair that is about to expire.
     /// A call to the token endpoint counts against `budget`.
-    pub async fn token(
+    pub(crate) async fn token(
         &self,
         location: &LocationId,
         budget: &Budget,
@@ -46,7 +47,7 @@ impl TokenSource {
 
     /// After HighLevel refused `refused`: the token to retry with once (see
     /// [`SecretStore::reload`]); a local token stays what it is.
-    pub async fn reload(
+    pub(crate) async fn reload(
         &self,
         location: &LocationId,
         refused: &LeasedToken,
@@ -59,7 +60,7 @@ impl TokenSource {
     }
 
     /// A short description for the start-up log line (never the token).
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             TokenSource::Local(_) => "local token from GHL_TOKEN".into(),
             TokenSource::SecretsManager(store) => {

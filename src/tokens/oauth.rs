@@ -14,7 +14,7 @@ use super::token::Token;
 use crate::redact::Redacted;
 
 /// `user_type` sent when the entry names none.
-pub const DEFAULT_USER_TYPE: &str = "Location";
+pub(crate) const DEFAULT_USER_TYPE: &str = "Location";
 
 /// The refresh-relevant part of an OAuth entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,7 +119,7 @@ fn seconds(value: Option<&Value>, key: &str) -> Result<Option<i64>, String> {
 
 /// A successful answer of the token endpoint.
 #[derive(Debug, Clone)]
-pub struct Grant {
+pub(crate) struct Grant {
     /// The new access token.
     pub access_token: Token,
     /// The new refresh token (the old one is now dead).
@@ -130,7 +130,7 @@ pub struct Grant {
 
 impl Grant {
     /// Reads the token endpoint's JSON answer; `None` if it lacks a usable pair.
-    pub fn from_value(value: &Value) -> Option<Self> {
+    pub(crate) fn from_value(value: &Value) -> Option<Self> {
         let token = |key: &str| {
             value
                 .get(key)
@@ -149,7 +149,7 @@ impl Grant {
 
     /// Writes the new pair into an entry object, keeping every other field. `expires_at` is
     /// always written; `expires_in` and `issued_at` are updated when the entry had them.
-    pub fn apply(&self, entry: &mut Map<String, Value>, now: i64) {
+    pub(crate) fn apply(&self, entry: &mut Map<String, Value>, now: i64) {
         entry.insert(
             "access_token".into(),
             Value::String(self.access_token.expose().to_owned()),
@@ -174,7 +174,7 @@ impl Grant {
 /// The `ClientRequestToken` for writing a successor of `version_id` of `secret_id`. Secrets
 /// Manager accepts one version per token: a second, different write for the same version read
 /// fails with `ResourceExistsException`, so no writer can overwrite a pair it never saw.
-pub fn successor_token(secret_id: &str, version_id: Option<&str>) -> String {
+pub(crate) fn successor_token(secret_id: &str, version_id: Option<&str>) -> String {
     let mut context = digest::Context::new(&digest::SHA256);
     context.update(secret_id.as_bytes());
     context.update(b"\n");

@@ -33,9 +33,9 @@ use crate::ids::LocationId;
 use crate::upstream::UpstreamReply;
 
 /// The placeholder that selects one secret per location.
-pub const LOCATION_PLACEHOLDER: &str = "{locationId}";
+pub(crate) const LOCATION_PLACEHOLDER: &str = "{locationId}";
 /// How long to wait for another instance's refreshed pair after HighLevel refused ours.
-pub const WINNER_WAIT: Duration = Duration::from_secs(2);
+pub(crate) const WINNER_WAIT: Duration = Duration::from_secs(2);
 /// Pause between reads while waiting for the winner's pair.
 const WINNER_POLL: Duration = Duration::from_millis(200);
 /// Conditional writes attempted before giving up on a secret that keeps changing.
@@ -45,7 +45,7 @@ const MAX_WRITES: usize = 5;
 /// request whose token is older than what the store now holds takes the newer one instead of
 /// reading again.
 #[derive(Debug, Clone)]
-pub struct LeasedToken {
+pub(crate) struct LeasedToken {
     /// The bearer token.
     pub token: Token,
     generation: u64,
@@ -53,7 +53,7 @@ pub struct LeasedToken {
 
 impl LeasedToken {
     /// A token that no secret read produced (the local `GHL_TOKEN`).
-    pub fn fixed(token: Token) -> Self {
+    pub(crate) fn fixed(token: Token) -> Self {
         Self {
             token,
             generation: 0,
@@ -68,7 +68,7 @@ pub fn resolve(secret_id: &str, location: &LocationId) -> String {
 }
 
 /// Token secrets in Secrets Manager, cached per secret id.
-pub struct SecretStore {
+pub(crate) struct SecretStore {
     secret_id: String,
     client: SecretsClient,
     ttl: Duration,
@@ -98,7 +98,7 @@ struct Loaded {
 
 impl SecretStore {
     /// A store for `secret_id` (possibly a `{locationId}` template).
-    pub fn new(
+    pub(crate) fn new(
         secret_id: String,
         client: SecretsClient,
         ttl: Duration,
@@ -117,12 +117,12 @@ impl SecretStore {
     }
 
     /// The secret id as configured (possibly a `{locationId}` template).
-    pub fn secret_id(&self) -> &str {
+    pub(crate) fn secret_id(&self) -> &str {
         &self.secret_id
     }
 
     /// The token for `location`, refreshing an OAuth pair that expires within the skew.
-    pub async fn token(
+    pub(crate) async fn token(
         &self,
         location: &LocationId,
         budget: &Budget,
@@ -151,7 +151,7 @@ impl SecretStore {
 
     /// After HighLevel refused `refused`: reads the secret again (unless another request already
     /// did) and, for an OAuth entry still holding the refused token, refreshes it.
-    pub async fn reload(
+    pub(crate) async fn reload(
         &self,
         location: &LocationId,
         refused: &LeasedToken,
