@@ -127,6 +127,7 @@ async fn counting_proxy(moto: String) -> (String, Arc<AtomicU64>) {
     let client = reqwest::Client::new();
     let handle = serve_connections(
         listener,
+        Default::default(),
         move |request: http::Request<hyper::body::Incoming>| {
             let (client, moto, counter) = (client.clone(), moto.clone(), Arc::clone(&counter));
             async move {

@@ -188,6 +188,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
                     faults,
                     // It prints every request; keeping them too would grow without bound.
                     forget_requests: true,
+                    ..Behaviour::default()
                 },
             )
             .await

@@ -1,9 +1,11 @@
 //! Plain HTTP serving for local and container use: the same [`App::handle`] behind a small
-//! hyper server, with graceful shutdown.
+//! hyper server, with graceful shutdown. [`serve_connections`] is shared with the HighLevel
+//! stand-in, which can also close idle kept-alive connections the way a real server does.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,16 +13,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
 
 use crate::app::App;
+use crate::error::BoxError;
 use crate::http::inbound::MAX_BODY_BYTES;
 
 /// Stops a server started by [`serve_connections`], and counts its connections.
@@ -43,38 +46,94 @@ impl ShutdownHandle {
     }
 }
 
-/// Accepts HTTP/1.1 connections on `listener` and answers each request with `handler`.
-pub fn serve_connections<F, Fut>(listener: TcpListener, handler: F) -> ShutdownHandle
+/// How connections are kept.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Connections {
+    /// Close a kept-alive connection this long after its last answer, without telling the
+    /// client (as servers and load balancers do); `None` keeps it until the client closes it.
+    pub close_idle_after: Option<Duration>,
+}
+
+/// Accepts HTTP/1.1 connections on `listener` and answers each request with `handler`. A
+/// handler that fails closes the connection without an answer.
+pub fn serve_connections<F, Fut, B, E>(
+    listener: TcpListener,
+    connections: Connections,
+    handler: F,
+) -> ShutdownHandle
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send + 'static,
+    Fut: Future<Output = Result<Response<B>, E>> + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    E: Into<BoxError> + 'static,
 {
     let (stop, mut stopped) = watch::channel(false);
     let accepted = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&accepted);
     let task = tokio::spawn(async move {
-        let graceful = GracefulShutdown::new();
+        let mut open = JoinSet::new();
         loop {
             tokio::select! {
-                accepted = listener.accept() => {
-                    let Ok((stream, _)) = accepted else { continue };
+                next = listener.accept() => {
+                    let Ok((stream, _)) = next else { continue };
                     counter.fetch_add(1, Ordering::Relaxed);
-                    let connection = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service_fn(handler.clone()));
-                    let connection = graceful.watch(connection);
-                    tokio::spawn(async move {
-                        let _ = connection.await;
-                    });
+                    open.spawn(serve_one(stream, connections, handler.clone(), stopped.clone()));
                 }
                 _ = stopped.changed() => break,
             }
+            while open.try_join_next().is_some() {}
         }
-        graceful.shutdown().await;
+        while open.join_next().await.is_some() {}
     });
     ShutdownHandle {
         stop,
         task,
         accepted,
+    }
+}
+
+/// Serves one connection until the client closes it, it stays idle too long, or the server
+/// stops (then in-flight requests finish first).
+async fn serve_one<F, Fut, B, E>(
+    stream: TcpStream,
+    connections: Connections,
+    handler: F,
+    mut stopped: watch::Receiver<bool>,
+) where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<B>, E>> + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    E: Into<BoxError> + 'static,
+{
+    let answered = Arc::new(Notify::new());
+    let signal = Arc::clone(&answered);
+    let service = service_fn(move |request| {
+        let (answer, signal) = (handler(request), Arc::clone(&signal));
+        async move {
+            let answer = answer.await;
+            signal.notify_one();
+            answer
+        }
+    });
+    let mut connection =
+        pin!(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+    let far = || Instant::now() + Duration::from_secs(24 * 3600);
+    let mut idle = pin!(tokio::time::sleep_until(far()));
+    loop {
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            _ = answered.notified(), if connections.close_idle_after.is_some() => {
+                let after = connections.close_idle_after.unwrap_or_default();
+                idle.as_mut().reset(Instant::now() + after);
+            }
+            _ = idle.as_mut() => {
+                connection.as_mut().graceful_shutdown();
+                idle.as_mut().reset(far());
+            }
+            _ = stopped.changed() => connection.as_mut().graceful_shutdown(),
+        }
     }
 }
 
@@ -89,7 +148,7 @@ impl LocalServer {
     pub async fn start(app: Arc<App>, address: SocketAddr) -> std::io::Result<Self> {
         let listener = TcpListener::bind(address).await?;
         let address = listener.local_addr()?;
-        let shutdown = serve_connections(listener, move |request| {
+        let shutdown = serve_connections(listener, Connections::default(), move |request| {
             let app = Arc::clone(&app);
             async move {
                 let request = into_lambda_request(request).await;

@@ -1,24 +1,25 @@
 //! Shared set-up for the integration tests: a real Secrets Manager protocol endpoint (moto on
-//! 127.0.0.1), a local HTTP server standing in for HighLevel (wiremock), and the real
-//! [`App`] built around them. Event fixtures come from `events/` so the samples stay true.
+//! 127.0.0.1), the project's HighLevel stand-in over real HTTP, and the real [`App`] built
+//! around them. Event fixtures come from `events/` so the samples stay true.
 #![allow(dead_code)]
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
+use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_secretsmanager::config::interceptors::BeforeSerializationInterceptorContextRef;
 use aws_sdk_secretsmanager::config::ConfigBag;
 use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Intercept, Region};
 use ghl_csv_finalize::aws::SecretsClient;
+#[allow(unused_imports)]
+pub use ghl_csv_finalize::local::standin::{Behaviour, Received, Scripted, StandIn, TokenEndpoint};
 use ghl_csv_finalize::{App, Config};
 use lambda_http::{Context, Request, RequestExt};
-use serde_json::Value;
-use wiremock::matchers::{method, path_regex};
-use wiremock::{Mock, MockServer, Respond, ResponseTemplate};
+use serde_json::{json, Value};
 
 pub const API_KEY: &str = "demo-api-key-0001";
 pub const LOCATION: &str = "ve9EPM428h8vShlRW1KT";
@@ -156,38 +157,13 @@ pub async fn put_secret(name: &str, value: &str) {
     }
 }
 
-/// Answers a fixed sequence, then repeats the last answer.
-pub struct Sequence(Mutex<VecDeque<ResponseTemplate>>);
-
-impl Sequence {
-    pub fn new(responses: impl IntoIterator<Item = ResponseTemplate>) -> Self {
-        Self(Mutex::new(responses.into_iter().collect()))
-    }
-}
-
-impl Respond for Sequence {
-    fn respond(&self, _request: &wiremock::Request) -> ResponseTemplate {
-        let mut queue = self.0.lock().unwrap();
-        if queue.len() > 1 {
-            queue.pop_front().unwrap()
-        } else {
-            queue
-                .front()
-                .cloned()
-                .unwrap_or_else(|| ResponseTemplate::new(500))
-        }
-    }
-}
-
-/// HighLevel's documented success answer.
-pub fn highlevel_ok() -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_json(serde_json::json!({
-        "success": true, "statusCode": 200, "message": "CSV finalize started"
-    }))
+/// HighLevel's documented success answer, whatever the request.
+pub fn highlevel_ok() -> Scripted {
+    Scripted::ok()
 }
 
 /// How a test app is set up. Defaults: token secret holding [`TOKEN`], inbound auth secret
-/// holding [`API_KEY`] and [`WEBHOOK_SECRET`], HighLevel answering 200.
+/// holding [`API_KEY`] and [`WEBHOOK_SECRET`], the stand-in answering as HighLevel documents.
 pub struct Setup {
     /// The token secret's value; `None` leaves it uncreated.
     pub token_secret: Option<String>,
@@ -201,8 +177,10 @@ pub struct Setup {
     pub env: Vec<(&'static str, String)>,
     /// Secrets Manager endpoint; defaults to moto.
     pub secrets_endpoint: Option<String>,
-    /// HighLevel base URL; defaults to the mock server.
+    /// HighLevel base URL; defaults to the app's own stand-in.
     pub api_base_url: Option<String>,
+    /// How the app's stand-in behaves.
+    pub standin: Behaviour,
     /// Use this existing token secret id instead of creating one (apps sharing a secret).
     pub existing_token_secret_id: Option<String>,
 }
@@ -219,6 +197,7 @@ impl Default for Setup {
             env: Vec::new(),
             secrets_endpoint: None,
             api_base_url: None,
+            standin: Behaviour::default(),
             existing_token_secret_id: None,
         }
     }
@@ -226,7 +205,7 @@ impl Default for Setup {
 
 pub struct TestApp {
     pub app: App,
-    pub highlevel: MockServer,
+    pub highlevel: StandIn,
     pub reads: ReadCounter,
     pub token_secret_id: String,
     pub auth_secret_id: String,
@@ -246,7 +225,9 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(setup: Setup) -> TestApp {
-    let highlevel = MockServer::start().await;
+    let highlevel = StandIn::start(([127, 0, 0, 1], 0).into(), setup.standin.clone())
+        .await
+        .expect("the stand-in starts");
     let base = unique("ghl-test");
     let token_name = format!("{base}/token");
     let token_secret_id = match (&setup.existing_token_secret_id, setup.per_location) {
@@ -273,7 +254,7 @@ pub async fn spawn_app_with(setup: Setup) -> TestApp {
         setup
             .api_base_url
             .clone()
-            .unwrap_or_else(|| highlevel.uri()),
+            .unwrap_or_else(|| highlevel.base_url()),
     );
     if setup.unauthenticated {
         env.insert("ALLOW_UNAUTHENTICATED", "true".into());
@@ -303,13 +284,14 @@ pub async fn spawn_app_with(setup: Setup) -> TestApp {
 }
 
 impl TestApp {
-    /// Mounts the HighLevel finalize endpoint answering with `responder`.
-    pub async fn highlevel_answers(&self, responder: impl Respond + 'static) {
-        Mock::given(method("PATCH"))
-            .and(path_regex(r"^/social-media-posting/[^/]+/csv/[^/]+$"))
-            .respond_with(responder)
-            .mount(&self.highlevel)
-            .await;
+    /// HighLevel answers every finalize request with `answer`.
+    pub fn highlevel_answers(&self, answer: Scripted) {
+        self.highlevel.script([answer]);
+    }
+
+    /// HighLevel answers the finalize requests with `answers` in turn, repeating the last.
+    pub fn highlevel_answers_in_turn(&self, answers: impl IntoIterator<Item = Scripted>) {
+        self.highlevel.script(answers);
     }
 
     /// Runs a Lambda event through the handler, with a Lambda context 30 s from its deadline.
@@ -336,10 +318,74 @@ impl TestApp {
         }
     }
 
-    /// The requests HighLevel received.
-    pub async fn upstream_requests(&self) -> Vec<wiremock::Request> {
-        self.highlevel.received_requests().await.unwrap_or_default()
+    /// Every request HighLevel received (finalize and token endpoint).
+    pub fn upstream_requests(&self) -> Vec<Received> {
+        self.highlevel.received()
     }
+
+    /// The bearer tokens of the finalize requests HighLevel received, in order.
+    pub fn bearer_tokens(&self) -> Vec<String> {
+        self.highlevel
+            .finalize_requests()
+            .iter()
+            .map(|r| {
+                r.bearer
+                    .as_ref()
+                    .map(|t| t.expose().clone())
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+}
+
+/// Runs `work` and checks it was over within `limit` (an answer before a deadline).
+pub async fn answered_within<T>(limit: Duration, work: impl Future<Output = T>) -> T {
+    let started = Instant::now();
+    let answer = work.await;
+    let took = started.elapsed();
+    assert!(
+        took < limit,
+        "answered after {took:?}, not within {limit:?}"
+    );
+    answer
+}
+
+/// Runs `work` and checks it took at least `at_least` (a wait that was honoured).
+pub async fn waited_at_least<T>(at_least: Duration, work: impl Future<Output = T>) -> T {
+    let started = Instant::now();
+    let answer = work.await;
+    let took = started.elapsed();
+    assert!(took >= at_least, "took {took:?}, less than {at_least:?}");
+    answer
+}
+
+/// The OAuth app the tests refresh with.
+pub const CLIENT_ID: &str = "client-id-1";
+pub const CLIENT_SECRET: &str = "client-secret-1";
+
+/// An OAuth entry of a token secret, with fields an operator might add (kept on write).
+pub fn oauth_entry(access: &str, refresh: &str, expires_at: i64) -> Value {
+    json!({"access_token": access, "refresh_token": refresh, "expires_at": expires_at,
+           "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "user_type": "Location",
+           "companyId": "keep-me-company", "scope": "socialplanner/csv.write"})
+}
+
+/// An app whose token secret is `secret`, and whose stand-in knows the OAuth client and holds
+/// each `(location, access, refresh)` of `live` as the live pair.
+pub async fn spawn_oauth_app(secret: Value, live: &[(&str, &str, &str)], setup: Setup) -> TestApp {
+    let t = spawn_app_with(Setup {
+        token_secret: Some(secret.to_string()),
+        standin: Behaviour {
+            oauth_client: Some((CLIENT_ID.to_owned(), CLIENT_SECRET.to_owned())),
+            ..setup.standin.clone()
+        },
+        ..setup
+    })
+    .await;
+    for (location, access, refresh) in live {
+        t.highlevel.oauth_pair(location, access, refresh);
+    }
+    t
 }
 
 /// Parses a Lambda event into a request with a Lambda context, as the Lambda runtime loop does.

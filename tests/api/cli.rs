@@ -1,14 +1,12 @@
 //! The command-line tool: `demo`, `serve`, `invoke`, `finalize`, `--dry-run` and bad arguments,
 //! run as a real process against the project's HighLevel stand-in.
 
-mod helpers;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use crate::helpers::*;
 use ghl_csv_finalize::local::standin::{Behaviour, StandIn};
-use helpers::*;
 use serde_json::Value;
 
 // The stand-in runs in this test process while a blocking child process talks to it, so the

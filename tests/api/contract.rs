@@ -1,16 +1,13 @@
 //! The contract's inbound rules and status table, driven through the real handler with the
 //! sample events from `events/`, moto for Secrets Manager and a local HighLevel stand-in.
 
-mod helpers;
-
-use helpers::*;
+use crate::helpers::*;
 use serde_json::json;
-use wiremock::ResponseTemplate;
 
 #[tokio::test]
 async fn finalizes_every_sample_event_with_the_exact_highlevel_request() {
     let t = spawn_app().await;
-    t.highlevel_answers(highlevel_ok()).await;
+    t.highlevel_answers(highlevel_ok());
     for (name, event) in FINALIZE_EVENTS {
         let response = t.invoke(event).await;
         assert_eq!(response.status, 200, "{name}: {}", response.text);
@@ -32,26 +29,24 @@ async fn finalizes_every_sample_event_with_the_exact_highlevel_request() {
         );
         assert_eq!(response.headers["content-type"], "application/json");
     }
-    let requests = t.upstream_requests().await;
+    let requests = t.upstream_requests();
     assert_eq!(requests.len(), FINALIZE_EVENTS.len());
     for request in &requests {
         assert_eq!(request.method.as_str(), "PATCH");
         assert_eq!(
-            request.url.path(),
+            request.path,
             format!("/social-media-posting/{LOCATION}/csv/{CSV}")
         );
+        assert_eq!(request.status, 200, "HighLevel's checks passed");
         assert_eq!(
-            request.headers["authorization"],
-            format!("Bearer {TOKEN}").as_str()
+            request.bearer.as_ref().map(|t| t.expose().as_str()),
+            Some(TOKEN)
         );
         assert_eq!(request.headers["version"], "2021-07-28");
         assert_eq!(request.headers["content-type"], "application/json");
         assert_eq!(request.headers["accept"], "application/json");
     }
-    let bodies: Vec<serde_json::Value> = requests
-        .iter()
-        .map(|r| serde_json::from_slice(&r.body).unwrap())
-        .collect();
+    let bodies: Vec<serde_json::Value> = requests.iter().map(|r| r.body.clone()).collect();
     assert!(bodies.contains(&json!({"userId": USER})));
     assert!(
         bodies.contains(&json!({})),
@@ -66,14 +61,11 @@ async fn sends_the_default_user_id_when_the_caller_names_none() {
         ..Setup::default()
     })
     .await;
-    t.highlevel_answers(highlevel_ok()).await;
+    t.highlevel_answers(highlevel_ok());
     let response = t.invoke(EV_ALB).await;
     assert_eq!(response.status, 200, "{}", response.text);
-    let requests = t.upstream_requests().await;
-    assert_eq!(
-        serde_json::from_slice::<serde_json::Value>(&requests[0].body).unwrap(),
-        json!({"userId": "DefaultUser01"})
-    );
+    let requests = t.upstream_requests();
+    assert_eq!(requests[0].body, json!({"userId": "DefaultUser01"}));
 }
 
 #[tokio::test]
@@ -89,7 +81,7 @@ async fn answers_health_checks_without_auth_secrets_or_upstream() {
     assert_eq!(response.body["ok"], true);
     assert!(response.body["requestId"].is_string());
     assert_eq!(t.reads.count(), 0);
-    assert!(t.upstream_requests().await.is_empty());
+    assert!(t.upstream_requests().is_empty());
 }
 
 #[tokio::test]
@@ -127,7 +119,7 @@ async fn rejects_a_body_over_256_kib_with_413_before_authentication() {
 #[tokio::test]
 async fn refuses_callers_without_valid_credentials_and_tells_them_nothing_about_the_payload() {
     let t = spawn_app().await;
-    t.highlevel_answers(highlevel_ok()).await;
+    t.highlevel_answers(highlevel_ok());
     let cases = [
         without_credentials(EV_JSON_BODY),
         with_header(EV_JSON_BODY, "authorization", Some("Bearer wrong-key")),
@@ -153,13 +145,13 @@ async fn refuses_callers_without_valid_credentials_and_tells_them_nothing_about_
         assert_eq!(response.status, 401, "{}", response.text);
         assert_eq!(code(&response), "unauthorized");
     }
-    assert!(t.upstream_requests().await.is_empty());
+    assert!(t.upstream_requests().is_empty());
 }
 
 #[tokio::test]
 async fn accepts_a_standard_webhooks_signature_from_an_independent_signer() {
     let t = spawn_app().await;
-    t.highlevel_answers(highlevel_ok()).await;
+    t.highlevel_answers(highlevel_ok());
     let response = t
         .invoke(&signed(EV_WORKFLOW, WEBHOOK_SECRET, now_unix()))
         .await;
@@ -169,7 +161,7 @@ async fn accepts_a_standard_webhooks_signature_from_an_independent_signer() {
 #[tokio::test]
 async fn refuses_a_signature_that_is_stale_tampered_or_made_with_another_secret() {
     let t = spawn_app().await;
-    t.highlevel_answers(highlevel_ok()).await;
+    t.highlevel_answers(highlevel_ok());
     let stale = signed(EV_WORKFLOW, WEBHOOK_SECRET, now_unix() - 330);
     let future = signed(EV_WORKFLOW, WEBHOOK_SECRET, now_unix() + 330);
     let other = signed(
@@ -188,7 +180,7 @@ async fn refuses_a_signature_that_is_stale_tampered_or_made_with_another_secret(
         let response = t.invoke(&event).await;
         assert_eq!(response.status, 401, "{}", response.text);
     }
-    assert!(t.upstream_requests().await.is_empty());
+    assert!(t.upstream_requests().is_empty());
 }
 
 #[tokio::test]
@@ -201,7 +193,7 @@ async fn accepts_any_of_several_keys_during_rotation() {
         ..Setup::default()
     })
     .await;
-    t.highlevel_answers(highlevel_ok()).await;
+    t.highlevel_answers(highlevel_ok());
     assert_eq!(
         t.invoke(&with_header(EV_PATH_PARAMS, "x-api-key", Some("old-key-1")))
             .await
@@ -245,7 +237,7 @@ async fn rejects_an_unsupported_content_type_with_415_after_authentication() {
 #[tokio::test]
 async fn rejects_bad_bodies_and_fields_with_400_naming_the_field() {
     let t = spawn_app().await;
-    t.highlevel_answers(highlevel_ok()).await;
+    t.highlevel_answers(highlevel_ok());
     let json_ct = Some("application/json");
     let cases: Vec<(String, Option<&str>)> = vec![
         (with_body(EV_JSON_BODY, "{\"locationId\":", json_ct), None),
@@ -363,7 +355,7 @@ async fn rejects_bad_bodies_and_fields_with_400_naming_the_field() {
         );
     }
     assert!(
-        t.upstream_requests().await.is_empty(),
+        t.upstream_requests().is_empty(),
         "no invalid id ever reaches HighLevel"
     );
 }
@@ -383,7 +375,7 @@ async fn rejects_a_body_marked_base64_that_does_not_decode() {
 #[tokio::test]
 async fn a_caller_cannot_mark_its_own_body_as_undecodable() {
     let t = spawn_app().await;
-    t.highlevel_answers(highlevel_ok()).await;
+    t.highlevel_answers(highlevel_ok());
     // The header an earlier version used as that mark is now just a header.
     let event = with_header(
         EV_BASE64_CUSTOM_DATA,
@@ -402,11 +394,11 @@ async fn reports_a_location_absent_from_the_token_map_as_403() {
         ..Setup::default()
     })
     .await;
-    t.highlevel_answers(highlevel_ok()).await;
+    t.highlevel_answers(highlevel_ok());
     let response = t.invoke(EV_PATH_PARAMS).await;
     assert_eq!(response.status, 403);
     assert_eq!(code(&response), "location_not_allowed");
-    assert!(t.upstream_requests().await.is_empty());
+    assert!(t.upstream_requests().is_empty());
 }
 
 #[tokio::test]
@@ -428,8 +420,7 @@ async fn passes_highlevel_rejections_through_with_their_status_and_body() {
         let t = spawn_app().await;
         let body =
             json!({"statusCode": status, "message": ["csvId not found"], "error": "Bad Request"});
-        t.highlevel_answers(ResponseTemplate::new(status).set_body_json(body.clone()))
-            .await;
+        t.highlevel_answers(Scripted::json(status, body.clone()));
         let response = t.invoke(EV_PATH_PARAMS).await;
         assert_eq!(response.status, status);
         assert_eq!(code(&response), "upstream_rejected");
@@ -438,39 +429,33 @@ async fn passes_highlevel_rejections_through_with_their_status_and_body() {
             json!({"status": status, "body": body})
         );
         assert_eq!(response.body["attempts"], 1);
-        assert_eq!(
-            t.upstream_requests().await.len(),
-            1,
-            "{status} is not retried"
-        );
+        assert_eq!(t.upstream_requests().len(), 1, "{status} is not retried");
     }
 }
 
 #[tokio::test]
 async fn maps_a_highlevel_403_to_502_without_retrying() {
     let t = spawn_app().await;
-    t.highlevel_answers(
-        ResponseTemplate::new(403)
-            .set_body_json(json!({"message": "The token does not have access to this location."})),
-    )
-    .await;
+    t.highlevel_answers(Scripted::json(
+        403,
+        json!({"message": "The token does not have access to this location."}),
+    ));
     let response = t.invoke(EV_PATH_PARAMS).await;
     assert_eq!(response.status, 502);
     assert_eq!(code(&response), "upstream_auth_failed");
-    assert_eq!(t.upstream_requests().await.len(), 1);
+    assert_eq!(t.upstream_requests().len(), 1);
     assert_eq!(t.reads.count(), 2, "no secret re-read on 403");
 }
 
 #[tokio::test]
 async fn maps_a_highlevel_500_to_502_without_retrying() {
     let t = spawn_app().await;
-    t.highlevel_answers(ResponseTemplate::new(500).set_body_string("Internal Server Error"))
-        .await;
+    t.highlevel_answers(Scripted::raw(500, "text/plain", "Internal Server Error"));
     let response = t.invoke(EV_PATH_PARAMS).await;
     assert_eq!(response.status, 502);
     assert_eq!(code(&response), "upstream_unavailable");
     assert_eq!(response.body["upstream"]["body"], "Internal Server Error");
-    assert_eq!(t.upstream_requests().await.len(), 1);
+    assert_eq!(t.upstream_requests().len(), 1);
 }
 
 #[tokio::test]

@@ -2,14 +2,11 @@
 //! a log line or a response. Every scenario runs with distinctive values while all logs, at
 //! TRACE level and from every crate (SDK, HTTP client, runtime), are captured and scanned.
 
-mod helpers;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use helpers::*;
+use crate::helpers::*;
 use serde_json::json;
-use wiremock::ResponseTemplate;
 
 const SECRET_TOKEN: &str = "pit-SENTINEL-token-7731";
 const SECRET_API_KEY: &str = "SENTINEL-api-key-4410";
@@ -55,7 +52,7 @@ async fn no_secret_reaches_a_log_line_or_a_response() {
 
     // Success by API key and by signature; a wrong key; a bad signature.
     let t = spawn_app_with(setup()).await;
-    t.highlevel_answers(highlevel_ok()).await;
+    t.highlevel_answers(highlevel_ok());
     responses.push(t.invoke(&with_key(EV_PATH_PARAMS, SECRET_API_KEY)).await);
     let good = signed(EV_WORKFLOW, &webhook_secret, now_unix());
     presented_signatures.push(
@@ -93,12 +90,12 @@ async fn no_secret_reaches_a_log_line_or_a_response() {
 
     // HighLevel refusing the token, failing, and throttling.
     for answer in [
-        ResponseTemplate::new(401),
-        ResponseTemplate::new(500),
-        ResponseTemplate::new(429).insert_header("Retry-After", "0"),
+        Scripted::status(401),
+        Scripted::status(500),
+        Scripted::status(429).retry_after("0"),
     ] {
         let t = spawn_app_with(setup()).await;
-        t.highlevel_answers(answer).await;
+        t.highlevel_answers(answer);
         responses.push(t.invoke(&with_key(EV_PATH_PARAMS, SECRET_API_KEY)).await);
     }
 
@@ -126,19 +123,21 @@ async fn no_secret_reaches_a_log_line_or_a_response() {
     let oauth = json!({"access_token": "SENTINEL-old-access", "refresh_token": "SENTINEL-old-refresh",
                        "expires_at": 1, "client_id": "client", "client_secret": "SENTINEL-client-secret"})
     .to_string();
-    for token_status in [200u16, 400, 401] {
+    for token_failure in [None, Some(400u16), Some(401)] {
         let t = spawn_app_with(Setup {
             token_secret: Some(oauth.clone()),
             ..setup()
         })
         .await;
-        let grant = json!({"access_token": "SENTINEL-new-access", "refresh_token": "SENTINEL-new-refresh", "expires_in": 86399,
-                           "echo": "SENTINEL-old-refresh SENTINEL-client-secret"});
-        wiremock::Mock::given(wiremock::matchers::path("/oauth/token"))
-            .respond_with(ResponseTemplate::new(token_status).set_body_json(grant))
-            .mount(&t.highlevel)
-            .await;
-        t.highlevel_answers(highlevel_ok()).await;
+        t.highlevel
+            .oauth_pair(LOCATION, "SENTINEL-old-access", "SENTINEL-old-refresh");
+        // Distinctive new tokens, and a token endpoint that echoes the form it was sent.
+        t.highlevel.token_endpoint(TokenEndpoint {
+            failure: token_failure,
+            issue_prefix: "SENTINEL-new-".into(),
+            echo_request: true,
+            ..TokenEndpoint::default()
+        });
         responses.push(t.invoke(&with_key(EV_PATH_PARAMS, SECRET_API_KEY)).await);
     }
     assert_eq!(

@@ -3,12 +3,10 @@
 //! produce (access denied, throttling, 5xx) come from a local server answering in the
 //! Secrets Manager wire format.
 
-mod helpers;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use helpers::*;
+use crate::helpers::*;
 use serde_json::json;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -20,13 +18,9 @@ async fn token_sent_for(secret: &str, per_location: bool) -> (u16, Option<String
         ..Setup::default()
     })
     .await;
-    t.highlevel_answers(highlevel_ok()).await;
+    t.highlevel_answers(highlevel_ok());
     let response = t.invoke(EV_PATH_PARAMS).await;
-    let sent = t
-        .upstream_requests()
-        .await
-        .first()
-        .map(|r| r.headers["authorization"].to_str().unwrap().to_owned());
+    let sent = t.bearer_tokens().first().map(|t| format!("Bearer {t}"));
     (response.status, sent)
 }
 
@@ -69,7 +63,7 @@ async fn reads_every_accepted_token_secret_form() {
 #[tokio::test]
 async fn caches_secrets_across_warm_invocations() {
     let t = spawn_app().await;
-    t.highlevel_answers(highlevel_ok()).await;
+    t.highlevel_answers(highlevel_ok());
     for _ in 0..5 {
         assert_eq!(t.invoke(EV_PATH_PARAMS).await.status, 200);
     }
@@ -83,7 +77,7 @@ async fn caches_secrets_across_warm_invocations() {
 #[tokio::test]
 async fn concurrent_requests_share_one_secret_read() {
     let t = Arc::new(spawn_app().await);
-    t.highlevel_answers(highlevel_ok()).await;
+    t.highlevel_answers(highlevel_ok());
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..16 {
         let t = Arc::clone(&t);
@@ -102,7 +96,7 @@ async fn reads_again_once_the_ttl_has_passed() {
         ..Setup::default()
     })
     .await;
-    t.highlevel_answers(highlevel_ok()).await;
+    t.highlevel_answers(highlevel_ok());
     for _ in 0..3 {
         assert_eq!(t.invoke(EV_PATH_PARAMS).await.status, 200);
     }
@@ -165,7 +159,7 @@ async fn picks_up_a_fixed_secret_on_the_next_request() {
         ..Setup::default()
     })
     .await;
-    t.highlevel_answers(highlevel_ok()).await;
+    t.highlevel_answers(highlevel_ok());
     assert_eq!(t.invoke(EV_PATH_PARAMS).await.status, 500);
     put_secret(&t.token_secret_id, TOKEN).await;
     assert_eq!(t.invoke(EV_PATH_PARAMS).await.status, 200);
@@ -208,7 +202,7 @@ async fn serves_without_inbound_auth_only_when_explicitly_allowed() {
         ..Setup::default()
     })
     .await;
-    t.highlevel_answers(highlevel_ok()).await;
+    t.highlevel_answers(highlevel_ok());
     assert_eq!(
         t.invoke(&without_credentials(EV_PATH_PARAMS)).await.status,
         200
@@ -273,9 +267,7 @@ async fn an_unreachable_secrets_manager_is_transient() {
         ..Setup::default()
     })
     .await;
-    let started = std::time::Instant::now();
-    let response = t.invoke(EV_PATH_PARAMS).await;
+    let response = answered_within(Duration::from_secs(10), t.invoke(EV_PATH_PARAMS)).await;
     assert_eq!(response.status, 503, "{}", response.text);
     assert_eq!(code(&response), "secret_unavailable");
-    assert!(started.elapsed() < Duration::from_secs(10));
 }

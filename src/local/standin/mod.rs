@@ -1,0 +1,540 @@
+//! A local stand-in for HighLevel, for development and tests (in the spirit of stripe-mock and
+//! moto): the one fake HighLevel every test and the `demo` use.
+//!
+//! It answers `PATCH /social-media-posting/{locationId}/csv/{csvId}` as HighLevel's reference
+//! documents it: 200 `CsvPostStatusResponseDTO`, 400 `BadRequestDTO` (wrong `Version`, or a
+//! csvId starting with `unknown`), 401 `UnauthorizedDTO` (no bearer token, or not the one
+//! required), 422 `UnprocessableDTO` (a body that is not an object with a string `userId`).
+//! `POST /oauth/token` refreshes OAuth pairs ([`oauth`]). On purpose it can misbehave:
+//! [`Faults`] (a share of 429s or 5xx, slowness) for load runs, a [`Scripted`] answer per
+//! request (any status and body, `Retry-After`, a connection closed before or during the
+//! answer, a trickling body, silence), and idle kept-alive connections closed behind the
+//! client's back. Every request is recorded with its credentials redacted.
+
+mod oauth;
+mod script;
+
+pub use oauth::TokenEndpoint;
+pub use script::{Reply, Scripted};
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+use super::server::{serve_connections, Connections, ShutdownHandle};
+use crate::redact::Redacted;
+use script::StandInBody;
+
+/// The `Version` header value the stand-in accepts.
+pub const ACCEPTED_VERSION: &str = "2021-07-28";
+
+/// Deliberate misbehaviour for load runs.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Answer the first N finalize requests with `fault_status` instead of the real answer.
+    pub fail_first: u64,
+    /// Status for those failures (default 429).
+    pub fault_status: Option<u16>,
+    /// `Retry-After` to send with them, verbatim (seconds or an HTTP date).
+    pub retry_after: Option<String>,
+    /// Wait this long before answering any finalize request.
+    pub delay: Duration,
+    /// Fail this share (0.0–1.0) of finalize requests at random with `fault_status`.
+    pub random_fault_rate: f64,
+}
+
+/// How the stand-in behaves.
+#[derive(Debug, Clone, Default)]
+pub struct Behaviour {
+    /// If set, only this bearer token is accepted; otherwise any non-empty token.
+    pub required_token: Option<String>,
+    /// If set, the OAuth client id and secret the token endpoint accepts; otherwise any.
+    pub oauth_client: Option<(String, String)>,
+    /// Deliberate faults.
+    pub faults: Faults,
+    /// Close a kept-alive connection this long after its last answer, without telling.
+    pub close_idle_after: Option<Duration>,
+    /// Keep only counts, not every request (for long load runs).
+    pub forget_requests: bool,
+}
+
+/// One request as the stand-in received it, credentials redacted.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Received {
+    /// HTTP method.
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// Headers, lower-case names; `authorization` shows `Bearer [redacted]`.
+    pub headers: BTreeMap<String, String>,
+    /// The body, as JSON when it parses, else as text (a token refresh as its form, the
+    /// client secret and refresh token redacted).
+    pub body: Value,
+    /// The status the stand-in answered with (0 when it answered nothing).
+    pub status: u16,
+    /// The bearer token presented, for tests to compare; never printed.
+    #[serde(skip)]
+    pub bearer: Option<Redacted<String>>,
+}
+
+struct State {
+    behaviour: Behaviour,
+    received: Mutex<Vec<Received>>,
+    script: Mutex<VecDeque<Scripted>>,
+    pairs: Mutex<oauth::Pairs>,
+    finalize_count: AtomicU64,
+    finalized: AtomicU64,
+    log_to_stdout: bool,
+}
+
+/// A running stand-in.
+pub struct StandIn {
+    address: SocketAddr,
+    state: Arc<State>,
+    shutdown: ShutdownHandle,
+}
+
+impl StandIn {
+    /// Starts the stand-in on `address` (port 0 picks a free port).
+    pub async fn start(address: SocketAddr, behaviour: Behaviour) -> std::io::Result<Self> {
+        Self::start_with(address, behaviour, false).await
+    }
+
+    /// Starts it and prints one JSON line per request to stdout (the `standin` command).
+    pub async fn start_logging(address: SocketAddr, behaviour: Behaviour) -> std::io::Result<Self> {
+        Self::start_with(address, behaviour, true).await
+    }
+
+    async fn start_with(
+        address: SocketAddr,
+        behaviour: Behaviour,
+        log_to_stdout: bool,
+    ) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(address).await?;
+        let address = listener.local_addr()?;
+        let connections = Connections {
+            close_idle_after: behaviour.close_idle_after,
+        };
+        let state = Arc::new(State {
+            behaviour,
+            received: Mutex::new(Vec::new()),
+            script: Mutex::new(VecDeque::new()),
+            pairs: Mutex::new(oauth::Pairs::default()),
+            finalize_count: AtomicU64::new(0),
+            finalized: AtomicU64::new(0),
+            log_to_stdout,
+        });
+        let shared = Arc::clone(&state);
+        let shutdown = serve_connections(listener, connections, move |request| {
+            let state = Arc::clone(&shared);
+            async move { answer(&state, request).await }
+        });
+        Ok(Self {
+            address,
+            state,
+            shutdown,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// `http://127.0.0.1:PORT`, ready for `GHL_API_BASE_URL`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Answers the next finalize requests with `answers`, in order; the last one repeats.
+    pub fn script(&self, answers: impl IntoIterator<Item = Scripted>) {
+        *lock(&self.state.script) = answers.into_iter().collect();
+    }
+
+    /// Makes `access`/`refresh` the live OAuth pair of `location`: the token endpoint rotates
+    /// it, and a finalize for `location` needs its access token.
+    pub fn oauth_pair(&self, location: &str, access: &str, refresh: &str) {
+        lock(&self.state.pairs).set(location, access, refresh);
+    }
+
+    /// The live OAuth pair of `location`, if it has one.
+    pub fn live_pair(&self, location: &str) -> Option<(String, String)> {
+        lock(&self.state.pairs).live(location)
+    }
+
+    /// How the token endpoint misbehaves from now on.
+    pub fn token_endpoint(&self, endpoint: TokenEndpoint) {
+        lock(&self.state.pairs).endpoint = endpoint;
+    }
+
+    /// Refreshes granted and refused so far.
+    pub fn refreshes(&self) -> (u64, u64) {
+        let pairs = lock(&self.state.pairs);
+        (pairs.granted, pairs.refused)
+    }
+
+    /// Requests answered 200 so far (imports finalized).
+    pub fn finalized(&self) -> u64 {
+        self.state.finalized.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.shutdown.connections()
+    }
+
+    /// Every request received so far.
+    pub fn received(&self) -> Vec<Received> {
+        lock(&self.state.received).clone()
+    }
+
+    /// The finalize requests received so far.
+    pub fn finalize_requests(&self) -> Vec<Received> {
+        self.received()
+            .into_iter()
+            .filter(|r| r.method == "PATCH")
+            .collect()
+    }
+
+    /// Stops accepting connections and waits (briefly) for open ones to finish.
+    pub async fn stop(self) {
+        self.shutdown.shutdown(Duration::from_secs(2)).await;
+    }
+}
+
+/// A poisoned lock only means a test thread panicked; the data is still what it was.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Answers one request; `Err` closes the connection without an answer.
+async fn answer(
+    state: &State,
+    request: Request<Incoming>,
+) -> Result<Response<StandInBody>, &'static str> {
+    let (parts, body) = request.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let mut received = record(&parts, &bytes);
+    let is_token_call = parts.method == Method::POST && parts.uri.path() == "/oauth/token";
+    let form: HashMap<String, String> = if is_token_call {
+        url::form_urlencoded::parse(&bytes).into_owned().collect()
+    } else {
+        HashMap::new()
+    };
+    if is_token_call {
+        received.body = oauth::redacted_form(&form);
+    }
+    // Recorded on arrival, so a request still waiting for its answer is seen too.
+    let index = (!state.behaviour.forget_requests).then(|| {
+        let mut all = lock(&state.received);
+        all.push(received.clone());
+        all.len() - 1
+    });
+    let on_the_wire = if is_token_call {
+        let form_encoded = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes() == b"application/x-www-form-urlencoded");
+        let (status, body, delay) = {
+            let mut pairs = lock(&state.pairs);
+            let (status, body) =
+                pairs.refresh(state.behaviour.oauth_client.as_ref(), form_encoded, &form);
+            (status, body, pairs.endpoint.delay)
+        };
+        tokio::time::sleep(delay).await;
+        Ok(json_response(status, &body, None))
+    } else if let Some((location, csv_id)) = finalize_target(&parts.method, parts.uri.path()) {
+        finalize_answer(state, &parts.headers, &bytes, location, csv_id).await
+    } else {
+        let message = format!("Cannot {} {}", parts.method, parts.uri.path());
+        Ok(json_response(
+            404,
+            &json!({"statusCode": 404, "message": message}),
+            None,
+        ))
+    };
+    received.status = on_the_wire.as_ref().map_or(0, |r| r.status().as_u16());
+    if let Some(index) = index {
+        if let Some(entry) = lock(&state.received).get_mut(index) {
+            entry.status = received.status;
+        }
+    }
+    if state.log_to_stdout {
+        println!("{}", json!({"standin": "request", "received": received}));
+    }
+    if received.status == 200 && received.method == "PATCH" {
+        state.finalized.fetch_add(1, Ordering::SeqCst);
+    }
+    on_the_wire
+}
+
+/// The answer to a finalize request: the script's next step, a load-run fault, or the
+/// documented answer.
+async fn finalize_answer(
+    state: &State,
+    headers: &http::HeaderMap,
+    body: &[u8],
+    location: &str,
+    csv_id: &str,
+) -> Result<Response<StandInBody>, &'static str> {
+    let n = state.finalize_count.fetch_add(1, Ordering::SeqCst);
+    let scripted = {
+        let mut script = lock(&state.script);
+        if script.len() > 1 {
+            script.pop_front()
+        } else {
+            script.front().cloned()
+        }
+    };
+    match scripted {
+        Some(Scripted::Reply(reply)) => return Ok(reply.send().await),
+        Some(Scripted::CloseBeforeAnswer) => return Err("closed before answering, as scripted"),
+        Some(Scripted::BreakMidBody) => return Ok(script::break_mid_body()),
+        Some(Scripted::Trickle { every }) => return Ok(script::trickle(every)),
+        Some(Scripted::Silent) => std::future::pending().await,
+        Some(Scripted::Documented) | None => {}
+    }
+    let faults = &state.behaviour.faults;
+    if !faults.delay.is_zero() {
+        tokio::time::sleep(faults.delay).await;
+    }
+    if let Some((status, retry_after)) = fault(faults, n) {
+        let body = json!({"statusCode": status, "message": "simulated fault"});
+        return Ok(json_response(status, &body, retry_after.as_deref()));
+    }
+    let live_access = lock(&state.pairs).access_token(location).map(str::to_owned);
+    let required = live_access
+        .as_ref()
+        .or(state.behaviour.required_token.as_ref());
+    let (status, body) = finalize(required, headers, body, csv_id);
+    Ok(json_response(status, &body, None))
+}
+
+fn record(parts: &http::request::Parts, bytes: &[u8]) -> Received {
+    let headers: BTreeMap<String, String> = parts
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            let shown = if name == http::header::AUTHORIZATION {
+                redact_authorization(value.as_bytes())
+            } else {
+                String::from_utf8_lossy(value.as_bytes()).into_owned()
+            };
+            (name.as_str().to_owned(), shown)
+        })
+        .collect();
+    Received {
+        method: parts.method.to_string(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_default(),
+        headers,
+        body: serde_json::from_slice(bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned())),
+        status: 0,
+        bearer: bearer(&parts.headers).map(|t| Redacted::new(t.to_owned())),
+    }
+}
+
+fn json_response(status: u16, body: &Value, retry_after: Option<&str>) -> Response<StandInBody> {
+    let mut response = Response::new(script::full(Bytes::from(body.to_string())));
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    if let Some(value) = retry_after.and_then(|v| http::HeaderValue::from_str(v).ok()) {
+        response
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, value);
+    }
+    response
+}
+
+fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// The locationId and csvId when the request is a finalize call.
+fn finalize_target<'a>(method: &Method, path: &'a str) -> Option<(&'a str, &'a str)> {
+    if method != Method::PATCH {
+        return None;
+    }
+    match path
+        .trim_start_matches('/')
+        .split('/')
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["social-media-posting", location, "csv", csv]
+            if !location.is_empty() && !csv.is_empty() =>
+        {
+            Some((location, csv))
+        }
+        _ => None,
+    }
+}
+
+fn fault(faults: &Faults, n: u64) -> Option<(u16, Option<String>)> {
+    let status = faults.fault_status.unwrap_or(429);
+    let random_hit = faults.random_fault_rate > 0.0
+        && (crate::highlevel::retry::random_u64() % 10_000) as f64 / 10_000.0
+            < faults.random_fault_rate;
+    (n < faults.fail_first || random_hit).then(|| (status, faults.retry_after.clone()))
+}
+
+/// HighLevel's documented answers for the finalize call; `required` is the only bearer token
+/// accepted, when one is.
+fn finalize(
+    required: Option<&String>,
+    headers: &http::HeaderMap,
+    body: &[u8],
+    csv_id: &str,
+) -> (u16, Value) {
+    let authorized = match (required, bearer(headers)) {
+        (_, None) => false,
+        (Some(required), Some(token)) => required == token,
+        (None, Some(_)) => true,
+    };
+    if !authorized {
+        return (
+            401,
+            json!({"statusCode": 401, "message": "Invalid JWT", "error": "Unauthorized"}),
+        );
+    }
+    if headers.get("version").and_then(|v| v.to_str().ok()) != Some(ACCEPTED_VERSION) {
+        return (
+            400,
+            json!({"statusCode": 400, "message": "Version header is missing or not supported"}),
+        );
+    }
+    let valid_body = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(object)) => object.get("userId").is_none_or(Value::is_string),
+        _ => false,
+    };
+    if !valid_body {
+        return (
+            422,
+            json!({"statusCode": 422, "message": ["userId must be a string"], "error": "Unprocessable Entity"}),
+        );
+    }
+    if csv_id.starts_with("unknown") {
+        return (400, json!({"statusCode": 400, "message": "CSV not found"}));
+    }
+    (
+        200,
+        json!({"success": true, "statusCode": 200, "message": "CSV finalize started"}),
+    )
+}
+
+fn redact_authorization(value: &[u8]) -> String {
+    match value.split_at_checked(7) {
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case(b"bearer ") => "Bearer [redacted]".into(),
+        _ => "[redacted]".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> http::HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    http::HeaderName::from_static(k),
+                    http::HeaderValue::from_static(v),
+                )
+            })
+            .collect()
+    }
+
+    const GOOD: [(&str, &str); 2] = [("authorization", "Bearer t"), ("version", "2021-07-28")];
+
+    #[test]
+    fn answers_as_the_reference_documents() {
+        assert_eq!(finalize(None, &headers(&GOOD), b"{}", "c1").0, 200);
+        assert_eq!(
+            finalize(None, &headers(&GOOD), br#"{"userId":"u"}"#, "c1").0,
+            200
+        );
+        assert_eq!(finalize(None, &headers(&GOOD[1..]), b"{}", "c1").0, 401);
+        assert_eq!(finalize(None, &headers(&GOOD[..1]), b"{}", "c1").0, 400);
+        assert_eq!(
+            finalize(None, &headers(&GOOD), br#"{"userId":5}"#, "c1").0,
+            422
+        );
+        assert_eq!(finalize(None, &headers(&GOOD), b"[]", "c1").0, 422);
+        assert_eq!(finalize(None, &headers(&GOOD), b"{}", "unknown-1").0, 400);
+    }
+
+    #[test]
+    fn accepts_only_the_required_token_when_one_is_set() {
+        let required = "right".to_owned();
+        assert_eq!(
+            finalize(Some(&required), &headers(&GOOD), b"{}", "c").0,
+            401
+        );
+    }
+
+    #[test]
+    fn recognises_only_the_finalize_route() {
+        assert_eq!(
+            finalize_target(&Method::PATCH, "/social-media-posting/L/csv/C"),
+            Some(("L", "C"))
+        );
+        assert_eq!(
+            finalize_target(&Method::GET, "/social-media-posting/L/csv/C"),
+            None
+        );
+        assert_eq!(
+            finalize_target(&Method::PATCH, "/social-media-posting/L/csv/C/x"),
+            None
+        );
+    }
+
+    #[test]
+    fn fails_the_first_requests_when_asked() {
+        let faults = Faults {
+            fail_first: 2,
+            retry_after: Some("1".into()),
+            ..Faults::default()
+        };
+        assert_eq!(fault(&faults, 0), Some((429, Some("1".into()))));
+        assert_eq!(fault(&faults, 1), Some((429, Some("1".into()))));
+        assert_eq!(fault(&faults, 2), None);
+    }
+
+    #[test]
+    fn never_records_the_token() {
+        assert_eq!(
+            redact_authorization(b"Bearer pit-secret"),
+            "Bearer [redacted]"
+        );
+        assert_eq!(redact_authorization(b"pit-secret"), "[redacted]");
+    }
+}
