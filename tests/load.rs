@@ -3,7 +3,7 @@
 //! the HighLevel stand-in failing 10% of calls at random. Every request must get a contract
 //! answer, none may be lost, memory must stay flat and connections must be reused.
 //!
-//! Figures (throughput, latency percentiles) are printed; for the README's table run
+//! Figures (throughput, latency percentiles) are printed; for the table in docs/reliability.md run
 //! `cargo test --release --test load -- --nocapture`.
 
 use std::sync::Arc;
