@@ -89,6 +89,22 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[tokio::test]
+    async fn hands_every_caller_the_same_lock_for_a_key_and_another_for_another_key() {
+        let locks: KeyedLocks<u32> = KeyedLocks::new();
+        *locks.lock_for("a").lock().await += 1;
+        *locks.lock_for("a").lock().await += 1;
+        assert_eq!(*locks.lock_for("a").lock().await, 2);
+        assert_eq!(*locks.lock_for("b").lock().await, 0);
+        let held = locks.lock_for("a");
+        let _guard = held.lock().await;
+        assert!(locks.lock_for("a").try_lock().is_err(), "one lock per key");
+        assert!(
+            locks.lock_for("b").try_lock().is_ok(),
+            "keys do not block each other"
+        );
+    }
+
+    #[tokio::test]
     async fn serves_a_fresh_value_without_loading_again() {
         let cache = SingleFlightCache::new(Duration::from_secs(60));
         let loads = AtomicUsize::new(0);

@@ -63,7 +63,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// A failure before anything was sent to HighLevel.
-    fn failed(error: Error) -> Self {
+    fn not_sent(error: Error) -> Self {
         Outcome::Failed { error, attempts: 0 }
     }
 
@@ -127,7 +127,7 @@ impl FinalizeService {
         let location = &request.location_id;
         let token = match self.tokens.token(location, &budget).await {
             Ok(token) => token,
-            Err(error) => return Outcome::failed(error),
+            Err(error) => return Outcome::not_sent(error),
         };
         let call =
             match self
@@ -135,7 +135,7 @@ impl FinalizeService {
                 .finalize_call(location, &request.csv_id, request.user_id.as_ref())
             {
                 Ok(call) => call,
-                Err(error) => return Outcome::failed(error),
+                Err(error) => return Outcome::not_sent(error),
             };
         if self.dry_run {
             let headers = self.highlevel.headers(token.token.bearer());

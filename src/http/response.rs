@@ -130,6 +130,48 @@ mod tests {
         assert_eq!(body["attempts"], 3);
     }
 
+    fn request() -> FinalizeRequest {
+        FinalizeRequest {
+            location_id: crate::ids::LocationId::parse("L1").unwrap(),
+            csv_id: crate::ids::CsvId::parse("C1").unwrap(),
+            user_id: None,
+        }
+    }
+
+    #[test]
+    fn renders_a_finalized_import_with_highlevels_answer() {
+        let outcome = Outcome::Finalized {
+            reply: UpstreamReply::new(200, json!({"success": true}), false),
+            attempts: 2,
+        };
+        let response = outcome_response(&outcome);
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            body_of(&response),
+            json!({"ok": true, "locationId": "L1", "csvId": "C1", "attempts": 2,
+                   "upstream": {"status": 200, "body": {"success": true}}, "requestId": "r"})
+        );
+    }
+
+    #[test]
+    fn renders_a_dry_run_and_a_failure_after_attempts() {
+        let dry = outcome_response(&Outcome::DryRun {
+            would_send: json!({"method": "PATCH"}),
+        });
+        assert_eq!(body_of(&dry)["dryRun"], true);
+        assert_eq!(body_of(&dry)["request"], json!({"method": "PATCH"}));
+        let failed = outcome_response(&Outcome::Failed {
+            error: Error::UpstreamTimeout,
+            attempts: 1,
+        });
+        assert_eq!(failed.status(), 504);
+        assert_eq!(body_of(&failed)["attempts"], 1);
+    }
+
+    fn outcome_response(result: &Outcome) -> Response<Body> {
+        outcome(&request(), result, "r")
+    }
+
     #[test]
     fn renders_the_allow_header_on_405() {
         let response = error(&Error::MethodNotAllowed, 0, "r");

@@ -215,6 +215,16 @@ mod tests {
     }
 
     #[test]
+    fn keeps_the_json_object_to_write_refreshed_pairs_back() {
+        let parsed = TokenSecret::parse(r#"{"L1":"t1","note":{"token":"t2"}}"#).unwrap();
+        assert_eq!(
+            parsed.json.unwrap()["note"],
+            serde_json::json!({"token": "t2"})
+        );
+        assert!(TokenSecret::parse("pit-bare").unwrap().json.is_none());
+    }
+
+    #[test]
     fn rejects_shapes_it_cannot_read_without_quoting_them() {
         for bad in [
             "",
