@@ -49,20 +49,6 @@ async fn highlevel() -> StandIn {
         .expect("the stand-in starts")
 }
 
-/// The bearer tokens HighLevel was finalized with.
-fn bearers(highlevel: &StandIn) -> Vec<String> {
-    highlevel
-        .finalize_requests()
-        .iter()
-        .map(|r| {
-            r.bearer
-                .as_ref()
-                .map(|t| t.expose().clone())
-                .unwrap_or_default()
-        })
-        .collect()
-}
-
 fn response_of(outcome: &Option<Posted>) -> (u64, Value) {
     let outcome = outcome.as_ref().expect("the function answered in time");
     assert_eq!(outcome.kind, "response", "{}", outcome.body);
@@ -104,7 +90,7 @@ async fn the_bootstrap_binary_serves_events_configured_by_environment_only() {
     let (status, _) = response_of(&runtime.invoke(EV_ALB, timeout).await);
     assert_eq!(status, 200);
 
-    assert_eq!(bearers(&highlevel), [TOKEN, TOKEN]);
+    assert_eq!(highlevel.finalize_tokens(), [TOKEN, TOKEN]);
 
     child.start_kill().unwrap();
     let output = child.wait_with_output().await.unwrap();
@@ -154,5 +140,5 @@ async fn serves_with_a_local_token_when_unauthenticated_access_is_allowed() {
             .await,
     );
     assert_eq!(status, 200, "{body}");
-    assert_eq!(bearers(&highlevel), ["pit-local-dev"]);
+    assert_eq!(highlevel.finalize_tokens(), ["pit-local-dev"]);
 }

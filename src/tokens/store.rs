@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
+use tokio::sync::OwnedMutexGuard;
 
 use super::oauth::{successor_token, Grant, OAuthEntry};
 use super::secret::{EntryPath, TokenSecret};
@@ -127,10 +128,7 @@ impl SecretStore {
         location: &LocationId,
         budget: &Budget,
     ) -> Result<LeasedToken, Error> {
-        let id = resolve(&self.secret_id, location);
-        let lock = self.secrets.lock_for(&id);
-        let mut state = lock.lock().await;
-        self.write_unwritten(&id, &mut state, budget).await?;
+        let (id, mut state) = self.open(location, budget).await?;
         let fresh = state
             .loaded
             .as_ref()
@@ -157,10 +155,7 @@ impl SecretStore {
         refused: &LeasedToken,
         budget: &Budget,
     ) -> Result<LeasedToken, Error> {
-        let id = resolve(&self.secret_id, location);
-        let lock = self.secrets.lock_for(&id);
-        let mut state = lock.lock().await;
-        self.write_unwritten(&id, &mut state, budget).await?;
+        let (id, mut state) = self.open(location, budget).await?;
         if state
             .loaded
             .as_ref()
@@ -179,6 +174,19 @@ impl SecretStore {
                 .await;
         }
         Ok(lease(&state, token))
+    }
+
+    /// The secret `location` reads and what this instance knows of it, locked for this request,
+    /// after writing back any refreshed pair still unwritten.
+    async fn open(
+        &self,
+        location: &LocationId,
+        budget: &Budget,
+    ) -> Result<(String, OwnedMutexGuard<SecretState>), Error> {
+        let id = resolve(&self.secret_id, location);
+        let mut state = self.secrets.lock_for(&id).lock_owned().await;
+        self.write_unwritten(&id, &mut state, budget).await?;
+        Ok((id, state))
     }
 
     /// Refreshes the OAuth entry of `location` whose access token is `stale`.

@@ -325,16 +325,7 @@ impl TestApp {
 
     /// The bearer tokens of the finalize requests HighLevel received, in order.
     pub fn bearer_tokens(&self) -> Vec<String> {
-        self.highlevel
-            .finalize_requests()
-            .iter()
-            .map(|r| {
-                r.bearer
-                    .as_ref()
-                    .map(|t| t.expose().clone())
-                    .unwrap_or_default()
-            })
-            .collect()
+        self.highlevel.finalize_tokens()
     }
 }
 

@@ -205,6 +205,20 @@ impl StandIn {
             .collect()
     }
 
+    /// The bearer tokens of the finalize requests received so far, in order (for tests to
+    /// compare; the stand-in never prints them).
+    pub fn finalize_tokens(&self) -> Vec<String> {
+        self.finalize_requests()
+            .iter()
+            .map(|r| {
+                r.bearer
+                    .as_ref()
+                    .map(|t| t.expose().clone())
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
     /// Stops accepting connections and waits (briefly) for open ones to finish.
     pub async fn stop(self) {
         self.shutdown.shutdown(Duration::from_secs(2)).await;
