@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use ghl_csv_finalize::highlevel::HighLevel;
+use ghl_csv_finalize::http::event::{self, PathParams};
 use ghl_csv_finalize::http::inbound::{self, Sources};
 use ghl_csv_finalize::http::response;
 use ghl_csv_finalize::ids::{CsvId, LocationId};
@@ -14,7 +15,6 @@ use ghl_csv_finalize::service::Outcome;
 use ghl_csv_finalize::tokens::Token;
 use ghl_csv_finalize::upstream::UpstreamReply;
 use ghl_csv_finalize::{App, Config};
-use lambda_http::RequestExt;
 
 const EVENT: &str = include_str!("../events/apigw-v2-highlevel-workflow.json");
 
@@ -24,9 +24,12 @@ fn hot_path(c: &mut Criterion) {
     let token = Token::parse("pit-bench-token").unwrap();
     c.bench_function("event -> request -> outbound -> envelope", |b| {
         b.iter(|| {
-            let request = lambda_http::request::from_str(EVENT).unwrap();
-            let params = request.path_parameters();
-            let params: Vec<(&str, &str)> = params.iter().collect();
+            let (request, _) = event::into_request(serde_json::from_str(EVENT).unwrap());
+            let params: Vec<(&str, &str)> = request
+                .extensions()
+                .get::<PathParams>()
+                .map(|p| p.0.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect())
+                .unwrap_or_default();
             let body = request.body().as_ref();
             let kind = inbound::body_kind(request.headers().get("content-type"), body).unwrap();
             let parsed = inbound::parse(Sources {
@@ -106,7 +109,7 @@ fn warm_invocation_vs_bare_call(c: &mut Criterion) {
     });
     group.bench_function("whole handler", |b| {
         b.to_async(&runtime).iter(|| async {
-            let request = lambda_http::request::from_str(EVENT).unwrap();
+            let (request, _) = event::into_request(serde_json::from_str(EVENT).unwrap());
             let response = app.handle(request).await;
             assert_eq!(response.status(), 200);
             response

@@ -13,8 +13,14 @@ use helpers::*;
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
+/// The binary under test: `GHL_BOOTSTRAP` (CI points it at the release build, where a panic
+/// would abort the process), else the one cargo built for these tests.
+fn bootstrap_path() -> String {
+    std::env::var("GHL_BOOTSTRAP").unwrap_or_else(|_| env!("CARGO_BIN_EXE_bootstrap").to_owned())
+}
+
 fn bootstrap(runtime_api: &str, env: &[(&str, &str)]) -> Child {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_bootstrap"));
+    let mut command = Command::new(bootstrap_path());
     command
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -141,4 +147,87 @@ async fn serves_with_a_local_token_when_unauthenticated_access_is_allowed() {
     );
     assert_eq!(status, 200, "{body}");
     assert_eq!(highlevel.finalize_tokens(), ["pit-local-dev"]);
+}
+
+#[tokio::test]
+async fn one_process_answers_a_long_run_of_hostile_events_and_then_a_valid_one() {
+    let highlevel = highlevel().await;
+    let runtime = RuntimeApi::start().await.unwrap();
+    let mut child = bootstrap(
+        &runtime.address(),
+        &[
+            ("GHL_TOKEN", "pit-local-dev"),
+            ("ALLOW_UNAUTHENTICATED", "true"),
+            ("GHL_API_BASE_URL", &highlevel.base_url()),
+        ],
+    );
+    let pid = child.id().expect("the process runs");
+    // Drain its logs as they come: a full pipe would stall the process, not the test.
+    let logs = drain(child.stdout.take());
+    let timeout = Duration::from_secs(15);
+    let mut hostile: Vec<(String, String, u16)> = Vec::new();
+    for (kind, event) in kinds() {
+        for (what, event, status) in malformed_shapes(event) {
+            hostile.push((format!("{kind}, {what}"), event, status));
+        }
+    }
+    for (what, event) in [
+        ("not an HTTP event", "{}"),
+        ("a JSON array", "[1,2,3]"),
+        ("a JSON string", "\"x\""),
+        ("null", "null"),
+        (
+            "a body marked base64 that is not",
+            &edit(EV_BASE64_CUSTOM_DATA, |v| {
+                v["body"] = serde_json::json!("%%%")
+            }),
+        ),
+    ] {
+        hostile.push((what.to_owned(), event.to_owned(), 400));
+    }
+    // HighLevel answering with a Retry-After too large for any clock.
+    highlevel.script([Scripted::status(429).retry_after("18446744073709551615")]);
+    hostile.push((
+        "an absurd Retry-After".into(),
+        EV_PATH_PARAMS.to_owned(),
+        503,
+    ));
+    for round in 0..3 {
+        for (what, event, status) in &hostile {
+            let answer = runtime.invoke(event, timeout).await;
+            assert!(answer.is_some(), "round {round}, {what}: no answer in time");
+            let (got, body) = response_of(&answer);
+            assert_eq!(got, u64::from(*status), "round {round}, {what}: {body}");
+            assert_eq!(body["ok"], false, "{what}");
+        }
+    }
+    highlevel.script([Scripted::Documented]);
+    let (status, body) = response_of(&runtime.invoke(EV_PATH_PARAMS, timeout).await);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        child.try_wait().unwrap(),
+        None,
+        "the process is still running"
+    );
+    assert_eq!(
+        child.id(),
+        Some(pid),
+        "the same process answered every event"
+    );
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+    let logs = logs.await.unwrap();
+    assert!(logs.contains("request refused"), "its logs were read");
+}
+
+/// Reads a child's output to the end in the background.
+fn drain(output: Option<tokio::process::ChildStdout>) -> tokio::task::JoinHandle<String> {
+    tokio::spawn(async move {
+        let mut text = String::new();
+        if let Some(mut output) = output {
+            use tokio::io::AsyncReadExt;
+            let _ = output.read_to_string(&mut text).await;
+        }
+        text
+    })
 }

@@ -112,7 +112,7 @@ impl InboundKeys {
         let Ok(sent_at) = timestamp.parse::<i64>() else {
             return false;
         };
-        if (now_unix - sent_at).abs() > WEBHOOK_TOLERANCE_SECS {
+        if now_unix.abs_diff(sent_at) > WEBHOOK_TOLERANCE_SECS.unsigned_abs() {
             return false;
         }
         let presented: Vec<Vec<u8>> = signatures
@@ -243,6 +243,22 @@ mod tests {
             ("webhook-signature", &good),
         ]);
         assert!(!keys.authenticate(&other_id, body, NOW));
+    }
+
+    #[test]
+    fn refuses_extreme_timestamps_without_overflowing() {
+        let body = b"{}";
+        for sent_at in [i64::MIN, i64::MIN + 1, i64::MAX, -1, 0] {
+            let h = headers(&[
+                ("webhook-id", "msg_1"),
+                ("webhook-timestamp", &sent_at.to_string()),
+                (
+                    "webhook-signature",
+                    &signature(SECRET, "msg_1", sent_at, body),
+                ),
+            ]);
+            assert!(!keys().authenticate(&h, body, NOW), "{sent_at}");
+        }
     }
 
     #[test]

@@ -220,9 +220,8 @@ async fn build(config: Config) -> Result<App, String> {
 }
 
 fn parse_event(event: &str) -> Result<lambda_http::Request, String> {
-    let event: lambda_http::request::LambdaRequest = serde_json::from_str(event).map_err(|e| {
-        format!("not a Lambda HTTP event (API Gateway v1/v2, Function URL or ALB): {e}")
-    })?;
+    let event: serde_json::Value =
+        serde_json::from_str(event).map_err(|e| format!("not a JSON Lambda event: {e}"))?;
     Ok(ghl_csv_finalize::http::event::into_request(event).0)
 }
 

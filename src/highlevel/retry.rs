@@ -48,11 +48,14 @@ pub(crate) fn backoff(retry: u32, random: u64) -> Duration {
     Duration::from_millis(random % (ceiling_ms + 1))
 }
 
-/// Parses `Retry-After` as delay-seconds or an HTTP date (a date in the past means now).
+/// Parses `Retry-After` as delay-seconds or an HTTP date (a date in the past means now). Any
+/// number of seconds is read, however large: one beyond `u64` is simply as long as can be.
 pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(Duration::from_secs(
+            value.parse::<u64>().unwrap_or(u64::MAX),
+        ));
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
@@ -60,7 +63,9 @@ pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration
 
 /// Whole seconds for a `Retry-After` header we send: rounded up, at least 1.
 pub(crate) fn retry_after_header(delay: Duration) -> u64 {
-    let whole = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+    let whole = delay
+        .as_secs()
+        .saturating_add(u64::from(delay.subsec_nanos() > 0));
     whole.max(1)
 }
 
@@ -119,6 +124,27 @@ mod tests {
         assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-1", now), None);
+        assert_eq!(parse_retry_after("", now), None);
+    }
+
+    #[test]
+    fn reads_absurd_retry_after_values_as_merely_long() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600);
+        for huge in [
+            "18446744073709551615",
+            "9223372036854775807",
+            "99999999999999999999999999",
+        ] {
+            let delay = parse_retry_after(huge, now).unwrap();
+            assert!(
+                delay >= Duration::from_secs(9_223_372_036_854_775_807),
+                "{huge}"
+            );
+            assert!(retry_after_header(delay) >= 9_223_372_036_854_775_807);
+        }
+        let far = parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now).unwrap();
+        assert!(far > Duration::from_secs(200_000_000_000));
+        assert_eq!(retry_after_header(Duration::MAX), u64::MAX);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod response;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use http::Method;
 use lambda_http::{Body, Request, RequestExt, Response};
 
 use crate::auth::InboundAuth;
@@ -23,7 +24,7 @@ use crate::deadline::{unix_now, Deadline};
 use crate::error::{chain, Error};
 use crate::ids::UserId;
 use crate::service::{FinalizeRequest, FinalizeService, Invocation, Outcome};
-use event::InvalidBase64Body;
+use event::{InvalidBase64Body, MalformedEvent, PathParams};
 use inbound::{Route, Sources};
 
 /// A request that passed the checks.
@@ -95,6 +96,14 @@ impl HttpFront {
     /// The contract's checks, in its order: method (405), body size (413), authentication
     /// (401), content type (415), body and fields (400).
     async fn accept(&self, request: &Request, deadline: Deadline) -> Result<Accepted, Error> {
+        if let Some(malformed) = request.extensions().get::<MalformedEvent>() {
+            let allowed = matches!(*request.method(), Method::POST | Method::GET);
+            return Err(if malformed.bad_method || !allowed {
+                Error::MethodNotAllowed
+            } else {
+                Error::invalid_body(malformed.problem.clone())
+            });
+        }
         if inbound::route(request.method(), request.uri().path())? == Route::Health {
             return Ok(Accepted::Health);
         }
@@ -109,8 +118,11 @@ impl HttpFront {
             ));
         }
         let kind = inbound::body_kind(request.headers().get(http::header::CONTENT_TYPE), body)?;
-        let path_params = request.path_parameters();
-        let params: Vec<(&str, &str)> = path_params.iter().collect();
+        let params: Vec<(&str, &str)> = request
+            .extensions()
+            .get::<PathParams>()
+            .map(|p| p.0.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect())
+            .unwrap_or_default();
         let mut finalize = inbound::parse(Sources {
             path_params: &params,
             path: request.uri().path(),

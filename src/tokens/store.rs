@@ -265,7 +265,7 @@ impl SecretStore {
         budget: &Budget,
     ) -> Result<LeasedToken, Error> {
         tracing::warn!(location_id = %location, "the token endpoint refused the refresh token; looking for a newer pair");
-        let until = Instant::now() + WINNER_WAIT;
+        let started = Instant::now();
         loop {
             state.loaded = Some(self.read_for(id, location, budget).await?);
             let (token, oauth) = entry(state, location)?;
@@ -273,7 +273,7 @@ impl SecretStore {
                 tracing::info!(location_id = %location, "using the OAuth pair another instance stored");
                 return Ok(lease(state, token));
             }
-            if Instant::now() + WINNER_POLL > until {
+            if started.elapsed().saturating_add(WINNER_POLL) > WINNER_WAIT {
                 tracing::error!(location_id = %location, "the refresh token was refused and no newer pair appeared");
                 return Err(Error::UpstreamAuthFailed(UpstreamReply::status_only(400)));
             }

@@ -381,8 +381,7 @@ pub async fn spawn_oauth_app(secret: Value, live: &[(&str, &str, &str)], setup: 
 
 /// Parses a Lambda event into a request with a Lambda context, as the Lambda runtime loop does.
 pub fn request_with_deadline(event: &str, remaining: Duration) -> Request {
-    let event: lambda_http::request::LambdaRequest =
-        serde_json::from_str(event).expect("the event parses");
+    let event: Value = serde_json::from_str(event).expect("the event is JSON");
     let (request, _) = ghl_csv_finalize::http::event::into_request(event);
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -473,4 +472,122 @@ pub fn now_unix() -> i64 {
 /// The error code of a response, or `""`.
 pub fn code(response: &TestResponse) -> &str {
     response.body["error"]["code"].as_str().unwrap_or("")
+}
+
+// The malformed event shapes the contract names, for every event kind (tests/api/events.rs
+// and the real binary in tests/lambda_runtime.rs).
+
+/// The four event kinds, each a valid finalize event from `events/`.
+pub fn kinds() -> [(&'static str, &'static str); 4] {
+    [
+        ("REST API", EV_REST),
+        ("HTTP API", EV_JSON_BODY),
+        ("Function URL", EV_FUNCTION_URL),
+        ("ALB", EV_ALB),
+    ]
+}
+
+fn is_rest_or_alb(event: &Value) -> bool {
+    event.get("httpMethod").is_some()
+}
+
+/// Sets the raw query string (payload 2.0) or one query parameter (REST, ALB).
+pub fn with_query(event: &str, query: &str) -> String {
+    edit(event, |v| {
+        if is_rest_or_alb(v) {
+            v["queryStringParameters"] = json!({"x": query});
+            v["multiValueQueryStringParameters"] = Value::Null;
+            if v["requestContext"].get("elb").is_none() {
+                // API Gateway hands the values decoded; an ALB hands them as sent.
+                v["queryStringParameters"] = json!({});
+                v["path"] = json!(format!("/finalize?{query}"));
+            }
+        } else {
+            v["rawQueryString"] = json!(query);
+        }
+    })
+}
+
+pub fn with_path(event: &str, path: &str) -> String {
+    edit(event, |v| {
+        let member = if is_rest_or_alb(v) { "path" } else { "rawPath" };
+        v[member] = json!(path);
+    })
+}
+
+pub fn with_method(event: &str, method: Value) -> String {
+    edit(event, |v| {
+        if is_rest_or_alb(v) {
+            v["httpMethod"] = method;
+        } else {
+            v["requestContext"]["http"]["method"] = method;
+        }
+    })
+}
+
+/// The malformed shapes of the contract, for one event kind, with the status each must get.
+pub fn malformed_shapes(event: &str) -> Vec<(String, String, u16)> {
+    let long = "a".repeat(70 * 1024);
+    let mut shapes = vec![
+        ("a space in the query", with_query(event, "a=b c"), 400),
+        ("a quote in the query", with_query(event, "a=\"x\""), 400),
+        ("< and > in the query", with_query(event, "a=<script>"), 400),
+        (
+            "a byte outside ASCII in the query",
+            with_query(event, "a=é"),
+            400,
+        ),
+        (
+            "a 70 KB query",
+            with_query(event, &format!("a={long}")),
+            400,
+        ),
+        ("a 70 KB path", with_path(event, &format!("/{long}")), 400),
+        ("a space in the path", with_path(event, "/fin alize"), 400),
+        (
+            "a garbage Host",
+            with_header(event, "host", Some("exa mple/com")),
+            400,
+        ),
+        (
+            "a garbage X-Forwarded-Proto",
+            with_header(event, "x-forwarded-proto", Some("ht tp<>")),
+            400,
+        ),
+        (
+            "a control character in a header value",
+            with_header(event, "x-extra", Some("a\u{1}b")),
+            400,
+        ),
+        (
+            "a control character in a header name",
+            with_header(event, "x-ex\ntra", Some("1")),
+            400,
+        ),
+        (
+            "a method that is not a token",
+            with_method(event, json!("PO ST")),
+            405,
+        ),
+        (
+            "a method that is not a string",
+            with_method(event, json!(7)),
+            405,
+        ),
+        ("no method at all", with_method(event, Value::Null), 400),
+        (
+            "a body that is not a string",
+            edit(event, |v| v["body"] = json!({"csvId": "C1"})),
+            400,
+        ),
+    ];
+    shapes.push((
+        "a malformed path with a method that is not allowed",
+        with_method(&with_path(event, "/a b"), json!("PUT")),
+        405,
+    ));
+    shapes
+        .into_iter()
+        .map(|(what, event, status)| (what.to_owned(), event, status))
+        .collect()
 }

@@ -1,6 +1,7 @@
 //! The handler suites, in one test binary (the AWS SDK is linked once, and one moto server on
 //! 127.0.0.1 serves them all): the contract's inbound rules and status table, retries and
-//! deadlines, faults, secrets, OAuth, redaction, properties and the command-line tool. Every
+//! deadlines, faults, secrets, OAuth, redaction, properties, malformed events and the
+//! command-line tool. Every
 //! suite drives the real handler with the events in `events/`, against moto through the real
 //! AWS SDK client and the project's HighLevel stand-in over real HTTP.
 
@@ -8,6 +9,7 @@ mod helpers;
 
 mod cli;
 mod contract;
+mod events;
 mod faults;
 mod oauth;
 mod properties;

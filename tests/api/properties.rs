@@ -264,3 +264,90 @@ proptest! {
         }
     }
 }
+
+/// Anything a front end could put in a string member: text, control characters, quotes,
+/// non-ASCII, long runs.
+fn hostile_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => "[ -~]{0,40}",
+        2 => ".{0,40}",
+        1 => "[\u{0}-\u{1f}\"<> é#%?/]{0,12}",
+        1 => "[a-z]{1,4}".prop_map(|s| s.repeat(20_000)),
+        1 => Just(String::new()),
+    ]
+}
+
+fn hostile_value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        6 => hostile_text().prop_map(Value::from),
+        1 => Just(Value::Null),
+        1 => any::<i64>().prop_map(Value::from),
+        1 => Just(json!(["x", 1])),
+        1 => Just(json!({"a": "b"})),
+    ]
+}
+
+fn method_value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        6 => Just(json!("POST")),
+        2 => Just(json!("GET")),
+        2 => prop_oneof![Just("PUT"), Just("DELETE"), Just("OPTIONS")].prop_map(Value::from),
+        3 => hostile_value(),
+    ]
+}
+
+/// An event of one of the four kinds, each member either sensible or hostile.
+fn hostile_event() -> impl Strategy<Value = Value> {
+    (
+        0u8..4,
+        method_value(),
+        prop_oneof![3 => Just(json!("/finalize")), 1 => Just(json!("/healthz")), 2 => hostile_value()],
+        prop_oneof![2 => Just(json!("")), 2 => hostile_value()],
+        prop::collection::vec(
+            (prop_oneof![Just("host".to_owned()), Just("x-forwarded-proto".to_owned()), Just("content-type".to_owned()), Just("x-api-key".to_owned()), hostile_text()], hostile_value()),
+            0..4,
+        ),
+        prop_oneof![2 => Just(Value::Null), 2 => hostile_value()],
+        prop_oneof![4 => Just(json!(false)), 1 => Just(json!(true)), 1 => hostile_value()],
+    )
+        .prop_map(|(kind, method, path, query, headers, body, base64)| {
+            let headers: serde_json::Map<String, Value> = headers.into_iter().collect();
+            match kind {
+                0 | 1 => json!({
+                    "version": "2.0", "rawPath": path, "rawQueryString": query, "headers": headers,
+                    "requestContext": {"http": {"method": method, "sourceIp": "192.0.2.1"}},
+                    "body": body, "isBase64Encoded": base64
+                }),
+                2 => json!({
+                    "httpMethod": method, "path": path, "headers": headers,
+                    "multiValueHeaders": {"x-multi": [query.clone()]},
+                    "queryStringParameters": {"q": query}, "requestContext": {"identity": {}},
+                    "body": body, "isBase64Encoded": base64
+                }),
+                _ => json!({
+                    "httpMethod": method, "path": path, "headers": headers,
+                    "queryStringParameters": {"q": query}, "requestContext": {"elb": {}},
+                    "body": body, "isBase64Encoded": base64
+                }),
+            }
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 600, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_event_of_any_kind_is_answered_from_the_contract(event in hostile_event()) {
+        let world = world();
+        let (request, _) = ghl_csv_finalize::http::event::into_request(event);
+        let response = world.runtime.block_on(world.app.handle(request));
+        let status = response.status().as_u16();
+        prop_assert!([200, 400, 405, 413, 415].contains(&status), "status {}", status);
+        let json: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+        prop_assert_eq!(json["ok"].as_bool(), Some(status == 200));
+        if status != 200 {
+            let code = json["error"]["code"].as_str().unwrap_or("");
+            prop_assert!(["invalid_request", "method_not_allowed", "payload_too_large", "unsupported_media_type"].contains(&code), "{}", code);
+        }
+    }
+}

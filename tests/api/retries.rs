@@ -79,6 +79,33 @@ async fn answers_503_at_once_when_retry_after_exceeds_the_budget() {
 }
 
 #[tokio::test]
+async fn answers_503_at_once_to_a_retry_after_of_any_size_or_date() {
+    for absurd in [
+        "18446744073709551615",
+        "9223372036854775807",
+        "99999999999999999999999999999999",
+        "Fri, 31 Dec 9999 23:59:59 GMT",
+    ] {
+        let t = spawn_app().await;
+        t.highlevel_answers(status(429).retry_after(absurd));
+        let response = answered_within(Duration::from_secs(5), t.invoke(EV_PATH_PARAMS)).await;
+        assert_eq!(
+            (response.status, code(&response)),
+            (503, "upstream_unavailable"),
+            "{absurd}: {}",
+            response.text
+        );
+        let retry_after: u64 = response.headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(retry_after > 200_000_000_000, "{absurd}: {retry_after}");
+        assert_eq!(response.body["attempts"], 1);
+    }
+}
+
+#[tokio::test]
 async fn does_not_retry_an_attempt_that_timed_out_and_answers_504() {
     let t = spawn_app_with(with_env(&[("UPSTREAM_TIMEOUT_MS", "400")])).await;
     t.highlevel_answers(highlevel_ok().delayed(Duration::from_secs(5)));
