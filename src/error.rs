@@ -51,6 +51,10 @@ pub enum Error {
     #[error("no HighLevel token is configured for location {0}")]
     LocationNotAllowed(LocationId),
 
+    /// The caller's credential is scoped to other locations.
+    #[error("this credential may not act for location {0}")]
+    CredentialNotAllowed(LocationId),
+
     /// The operator must fix the deployment; details are in the log only.
     #[error("configuration error: {message}")]
     Config {
@@ -123,7 +127,7 @@ impl Error {
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
             Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
-            Error::LocationNotAllowed(_) => StatusCode::FORBIDDEN,
+            Error::LocationNotAllowed(_) | Error::CredentialNotAllowed(_) => StatusCode::FORBIDDEN,
             Error::Config { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Error::SecretUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::UpstreamRejected(reply) => match reply.status {
@@ -149,7 +153,7 @@ impl Error {
             Error::Unauthorized => "unauthorized",
             Error::UnsupportedMediaType => "unsupported_media_type",
             Error::InvalidRequest { .. } => "invalid_request",
-            Error::LocationNotAllowed(_) => "location_not_allowed",
+            Error::LocationNotAllowed(_) | Error::CredentialNotAllowed(_) => "location_not_allowed",
             Error::Config { .. } => "config_error",
             Error::SecretUnavailable(_) => "secret_unavailable",
             Error::UpstreamRejected(_) => "upstream_rejected",
@@ -225,6 +229,11 @@ mod tests {
             (Error::Unauthorized, 401, "unauthorized"),
             (
                 Error::LocationNotAllowed(LocationId::parse("L1").unwrap()),
+                403,
+                "location_not_allowed",
+            ),
+            (
+                Error::CredentialNotAllowed(LocationId::parse("L1").unwrap()),
                 403,
                 "location_not_allowed",
             ),

@@ -1,60 +1,104 @@
-//! The inbound-auth rules: API keys and Standard Webhooks signatures.
+//! The inbound-auth rules: API keys and Standard Webhooks signatures, each a named credential
+//! that may be scoped to some locations.
 //!
-//! The keys live in a Secrets Manager secret (`{"apiKeys": [...], "webhookSecrets": [...]}`),
-//! parsed here by [`InboundKeys::parse`]. [`InboundKeys::authenticate`] is pure: given the
-//! headers, the raw body bytes and the current time it says yes or no, comparing in constant
-//! time. Signatures are checked over the exact bytes received, never over re-serialized JSON.
+//! The keys live in a Secrets Manager secret, parsed here by [`InboundKeys::parse`]:
+//!
+//! ```json
+//! {"apiKeys": ["key1", {"name": "zapier", "key": "key2", "locations": ["ve9EPM428h8vShlRW1KT"]}],
+//!  "webhookSecrets": ["whsec_…", {"name": "hl-workflows", "secret": "whsec_…", "locations": ["…"]}]}
+//! ```
+//!
+//! [`InboundKeys::authenticate`] is pure: given the headers, the raw body bytes and the current
+//! time it names the [`Credential`] that let the caller in, if any, comparing in constant time.
+//! Signatures are checked over the exact bytes received, never over re-serialized JSON.
 
 use aws_lc_rs::{constant_time, digest, hmac};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use http::HeaderMap;
-use serde::Deserialize;
+use serde_json::{Map, Value};
 
+use crate::ids::LocationId;
 use crate::redact::Redacted;
 
 /// How far a webhook timestamp may be from now, either way (Standard Webhooks: 5 minutes).
-pub(super) const WEBHOOK_TOLERANCE_SECS: i64 = 5 * 60;
+pub(super) const WEBHOOK_TOLERANCE_SECS: u64 = 5 * 60;
 
 /// Most signatures read from one `webhook-signature` header; bounds the work a caller can cause.
 const MAX_SIGNATURES: usize = 16;
 
+/// How a caller proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proof {
+    /// Nothing: inbound authentication is disabled (`ALLOW_UNAUTHENTICATED=true`).
+    None,
+    /// An API key (`x-api-key` or `Authorization: Bearer`).
+    ApiKey,
+    /// A Standard Webhooks signature over the body, which then alone names the ids.
+    Signature,
+}
+
+/// The credential that let a caller in: its name for the log (never the credential itself)
+/// and the locations it may finalize.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    /// The entry's `name`, else `key#N` / `secret#N` (N: its place in the list, from 0).
+    pub name: String,
+    /// How the caller proved it.
+    pub proof: Proof,
+    /// The locations it may act for; `None` for every location.
+    pub locations: Option<Vec<LocationId>>,
+}
+
+impl Credential {
+    /// The caller when inbound authentication is disabled: `none`, for every location.
+    pub fn unauthenticated() -> Self {
+        Self {
+            name: "none".into(),
+            proof: Proof::None,
+            locations: None,
+        }
+    }
+
+    /// Whether this credential may act for `location`.
+    pub fn allows(&self, location: &LocationId) -> bool {
+        self.locations
+            .as_ref()
+            .is_none_or(|allowed| allowed.contains(location))
+    }
+}
+
 /// The credentials that callers may present. Holds digests and keys, never prints them.
 #[derive(Debug, Clone)]
 pub struct InboundKeys {
-    api_key_digests: Vec<Redacted<[u8; 32]>>,
-    webhook_keys: Vec<Redacted<hmac::Key>>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawKeys {
-    #[serde(default)]
-    api_keys: Option<Vec<String>>,
-    #[serde(default)]
-    webhook_secrets: Option<Vec<String>>,
+    api_keys: Vec<(Redacted<[u8; 32]>, Credential)>,
+    webhook_keys: Vec<(Redacted<hmac::Key>, Credential)>,
 }
 
 impl InboundKeys {
     /// Parses the inbound-auth secret. Errors describe the problem without quoting any value.
     pub fn parse(secret: &str) -> Result<Self, String> {
-        let raw: RawKeys = serde_json::from_str(secret).map_err(|e| {
+        let shape = "a JSON object of the form {\"apiKeys\": [..], \"webhookSecrets\": [..]}";
+        let document: Value = serde_json::from_str(secret).map_err(|e| {
             format!(
-                "inbound-auth secret is not a JSON object of the form {{\"apiKeys\": [..], \"webhookSecrets\": [..]}} ({:?} error at line {}, column {})",
+                "inbound-auth secret is not {shape} ({:?} error at line {}, column {})",
                 e.classify(),
                 e.line(),
                 e.column()
             )
         })?;
-        let mut api_key_digests = Vec::new();
-        for (i, key) in raw.api_keys.unwrap_or_default().iter().enumerate() {
-            if key.is_empty() {
-                return Err(format!("inbound-auth secret: apiKeys[{i}] is empty"));
-            }
-            api_key_digests.push(Redacted::new(sha256(key.as_bytes())));
+        let Value::Object(document) = document else {
+            return Err(format!("inbound-auth secret is not {shape}"));
+        };
+        let mut api_keys = Vec::new();
+        for (i, entry) in list(&document, "apiKeys")?.iter().enumerate() {
+            let (key, credential) = read_entry(entry, "apiKeys", i, "key", Proof::ApiKey)?;
+            api_keys.push((Redacted::new(sha256(key.as_bytes())), credential));
         }
         let mut webhook_keys = Vec::new();
-        for (i, secret) in raw.webhook_secrets.unwrap_or_default().iter().enumerate() {
+        for (i, entry) in list(&document, "webhookSecrets")?.iter().enumerate() {
+            let (secret, credential) =
+                read_entry(entry, "webhookSecrets", i, "secret", Proof::Signature)?;
             let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
             let bytes = BASE64.decode(encoded).map_err(|_| {
                 format!("inbound-auth secret: webhookSecrets[{i}] is not whsec_ followed by base64")
@@ -62,39 +106,55 @@ impl InboundKeys {
             if bytes.is_empty() {
                 return Err(format!("inbound-auth secret: webhookSecrets[{i}] is empty"));
             }
-            webhook_keys.push(Redacted::new(hmac::Key::new(hmac::HMAC_SHA256, &bytes)));
+            webhook_keys.push((
+                Redacted::new(hmac::Key::new(hmac::HMAC_SHA256, &bytes)),
+                credential,
+            ));
         }
         Ok(Self {
-            api_key_digests,
+            api_keys,
             webhook_keys,
         })
     }
 
     /// True when no credential is configured, so every caller will be refused.
     pub fn is_empty(&self) -> bool {
-        self.api_key_digests.is_empty() && self.webhook_keys.is_empty()
+        self.api_keys.is_empty() && self.webhook_keys.is_empty()
     }
 
-    /// True when the request carries a valid API key or a valid, fresh webhook signature.
-    pub fn authenticate(&self, headers: &HeaderMap, body: &[u8], now_unix: i64) -> bool {
-        let by_key = presented_api_key(headers).is_some_and(|key| self.api_key_matches(key));
-        by_key || self.webhook_signature_matches(headers, body, now_unix)
+    /// The credential of a valid API key or a valid, fresh webhook signature on the request.
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now_unix: i64,
+    ) -> Option<&Credential> {
+        presented_api_key(headers)
+            .and_then(|key| self.api_key_match(key))
+            .or_else(|| self.webhook_signature_match(headers, body, now_unix))
     }
 
     /// Compares digests so that neither the key's length nor its content shows in the timing;
     /// every configured key is compared, with no early exit.
-    fn api_key_matches(&self, presented: &[u8]) -> bool {
+    fn api_key_match(&self, presented: &[u8]) -> Option<&Credential> {
         let digest = sha256(presented);
-        self.api_key_digests
-            .iter()
-            .fold(false, |found, configured| {
-                found | constant_time::verify_slices_are_equal(configured.expose(), &digest).is_ok()
-            })
+        let mut found = None;
+        for (configured, credential) in &self.api_keys {
+            if constant_time::verify_slices_are_equal(configured.expose(), &digest).is_ok() {
+                found = found.or(Some(credential));
+            }
+        }
+        found
     }
 
-    fn webhook_signature_matches(&self, headers: &HeaderMap, body: &[u8], now_unix: i64) -> bool {
+    fn webhook_signature_match(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now_unix: i64,
+    ) -> Option<&Credential> {
         if self.webhook_keys.is_empty() {
-            return false;
+            return None;
         }
         let header = |name: &str| {
             headers
@@ -102,18 +162,14 @@ impl InboundKeys {
                 .and_then(|v| v.to_str().ok())
                 .map(str::trim)
         };
-        let (Some(id), Some(timestamp), Some(signatures)) = (
-            header("webhook-id"),
-            header("webhook-timestamp"),
-            header("webhook-signature"),
-        ) else {
-            return false;
-        };
-        let Ok(sent_at) = timestamp.parse::<i64>() else {
-            return false;
-        };
-        if now_unix.abs_diff(sent_at) > WEBHOOK_TOLERANCE_SECS.unsigned_abs() {
-            return false;
+        let (id, timestamp, signatures) = (
+            header("webhook-id")?,
+            header("webhook-timestamp")?,
+            header("webhook-signature")?,
+        );
+        let sent_at = timestamp.parse::<i64>().ok()?;
+        if now_unix.abs_diff(sent_at) > WEBHOOK_TOLERANCE_SECS {
+            return None;
         }
         let presented: Vec<Vec<u8>> = signatures
             .split(' ')
@@ -122,16 +178,83 @@ impl InboundKeys {
             .filter_map(|s| BASE64.decode(s).ok())
             .collect();
         if presented.is_empty() {
-            return false;
+            return None;
         }
-        self.webhook_keys.iter().fold(false, |found, key| {
+        let mut found = None;
+        for (key, credential) in &self.webhook_keys {
             let tag = sign(key.expose(), id, timestamp, body);
-            found
-                | presented.iter().fold(false, |any, candidate| {
-                    any | constant_time::verify_slices_are_equal(tag.as_ref(), candidate).is_ok()
-                })
-        })
+            let matched = presented.iter().fold(false, |any, candidate| {
+                any | constant_time::verify_slices_are_equal(tag.as_ref(), candidate).is_ok()
+            });
+            if matched {
+                found = found.or(Some(credential));
+            }
+        }
+        found
     }
+}
+
+/// The list `name` of the secret (absent or null: empty).
+fn list<'a>(document: &'a Map<String, Value>, name: &str) -> Result<&'a [Value], String> {
+    match document.get(name) {
+        None | Some(Value::Null) => Ok(&[]),
+        Some(Value::Array(items)) => Ok(items),
+        Some(_) => Err(format!("inbound-auth secret: {name} must be a list")),
+    }
+}
+
+/// One entry: a bare credential string, or `{"name"?, "<field>", "locations"?}`.
+fn read_entry<'a>(
+    entry: &'a Value,
+    list: &str,
+    index: usize,
+    field: &str,
+    proof: Proof,
+) -> Result<(&'a str, Credential), String> {
+    let at = format!("inbound-auth secret: {list}[{index}]");
+    // Named after the credential's kind: `key#0`, `secret#1`, ….
+    let default_name = format!("{field}#{index}");
+    let (credential, name, locations) = match entry {
+        Value::String(credential) => (credential.as_str(), default_name, None),
+        Value::Object(object) => {
+            let credential = object
+                .get(field)
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("{at} has no {field} string"))?;
+            let name = match object.get("name") {
+                None | Some(Value::Null) => default_name,
+                Some(Value::String(name)) if !name.trim().is_empty() => name.trim().to_owned(),
+                Some(_) => return Err(format!("{at}: name must be a non-empty string")),
+            };
+            let locations = match object.get("locations") {
+                None | Some(Value::Null) => None,
+                Some(Value::Array(ids)) => Some(
+                    ids.iter()
+                        .map(|id| id.as_str().and_then(|id| LocationId::parse(id).ok()))
+                        .collect::<Option<Vec<_>>>()
+                        .ok_or_else(|| format!("{at}: locations must be a list of location ids"))?,
+                ),
+                Some(_) => return Err(format!("{at}: locations must be a list of location ids")),
+            };
+            (credential, name, locations)
+        }
+        _ => {
+            return Err(format!(
+                "{at} must be a string or an object with {field}, name and locations"
+            ))
+        }
+    };
+    if credential.is_empty() {
+        return Err(format!("{at} is empty"));
+    }
+    Ok((
+        credential,
+        Credential {
+            name,
+            proof,
+            locations,
+        },
+    ))
 }
 
 /// The Standard Webhooks signed content: `{id}.{timestamp}.{body}`.
@@ -178,6 +301,10 @@ mod tests {
         .unwrap()
     }
 
+    fn authenticates(keys: &InboundKeys, headers: &HeaderMap, body: &[u8], now: i64) -> bool {
+        keys.authenticate(headers, body, now).is_some()
+    }
+
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (name, value) in pairs {
@@ -196,19 +323,54 @@ mod tests {
     #[test]
     fn accepts_any_configured_api_key_in_either_header() {
         let keys = keys();
-        assert!(keys.authenticate(&headers(&[("x-api-key", "k-one")]), b"", NOW));
-        assert!(keys.authenticate(&headers(&[("authorization", "Bearer k-two")]), b"", NOW));
-        assert!(keys.authenticate(&headers(&[("authorization", "bearer k-two")]), b"", NOW));
+        assert!(authenticates(
+            &keys,
+            &headers(&[("x-api-key", "k-one")]),
+            b"",
+            NOW
+        ));
+        assert!(authenticates(
+            &keys,
+            &headers(&[("authorization", "Bearer k-two")]),
+            b"",
+            NOW
+        ));
+        assert!(authenticates(
+            &keys,
+            &headers(&[("authorization", "bearer k-two")]),
+            b"",
+            NOW
+        ));
     }
 
     #[test]
     fn refuses_a_wrong_or_missing_api_key() {
         let keys = keys();
-        assert!(!keys.authenticate(&headers(&[("x-api-key", "k-on")]), b"", NOW));
-        assert!(!keys.authenticate(&headers(&[("x-api-key", "k-one ")]), b"", NOW));
-        assert!(!keys.authenticate(&headers(&[("authorization", "Basic k-one")]), b"", NOW));
-        assert!(!keys.authenticate(&headers(&[("authorization", "Bearer")]), b"", NOW));
-        assert!(!keys.authenticate(&HeaderMap::new(), b"", NOW));
+        assert!(!authenticates(
+            &keys,
+            &headers(&[("x-api-key", "k-on")]),
+            b"",
+            NOW
+        ));
+        assert!(!authenticates(
+            &keys,
+            &headers(&[("x-api-key", "k-one ")]),
+            b"",
+            NOW
+        ));
+        assert!(!authenticates(
+            &keys,
+            &headers(&[("authorization", "Basic k-one")]),
+            b"",
+            NOW
+        ));
+        assert!(!authenticates(
+            &keys,
+            &headers(&[("authorization", "Bearer")]),
+            b"",
+            NOW
+        ));
+        assert!(!authenticates(&keys, &HeaderMap::new(), b"", NOW));
     }
 
     #[test]
@@ -221,7 +383,7 @@ mod tests {
             ("webhook-timestamp", &NOW.to_string()),
             ("webhook-signature", &list),
         ]);
-        assert!(keys().authenticate(&h, body, NOW + 299));
+        assert!(authenticates(&keys(), &h, body, NOW + 299));
     }
 
     #[test]
@@ -234,15 +396,20 @@ mod tests {
             ("webhook-signature", &good),
         ]);
         let keys = keys();
-        assert!(!keys.authenticate(&h, br#"{"locationId":"L1", "csvId":"C1"}"#, NOW));
-        assert!(!keys.authenticate(&h, body, NOW + 301));
-        assert!(!keys.authenticate(&h, body, NOW - 301));
+        assert!(!authenticates(
+            &keys,
+            &h,
+            br#"{"locationId":"L1", "csvId":"C1"}"#,
+            NOW
+        ));
+        assert!(!authenticates(&keys, &h, body, NOW + 301));
+        assert!(!authenticates(&keys, &h, body, NOW - 301));
         let other_id = headers(&[
             ("webhook-id", "msg_2"),
             ("webhook-timestamp", &NOW.to_string()),
             ("webhook-signature", &good),
         ]);
-        assert!(!keys.authenticate(&other_id, body, NOW));
+        assert!(!authenticates(&keys, &other_id, body, NOW));
     }
 
     #[test]
@@ -257,7 +424,7 @@ mod tests {
                     &signature(SECRET, "msg_1", sent_at, body),
                 ),
             ]);
-            assert!(!keys().authenticate(&h, body, NOW), "{sent_at}");
+            assert!(!authenticates(&keys(), &h, body, NOW), "{sent_at}");
         }
     }
 
@@ -265,7 +432,66 @@ mod tests {
     fn refuses_everything_when_nothing_is_configured() {
         let keys = InboundKeys::parse("{}").unwrap();
         assert!(keys.is_empty());
-        assert!(!keys.authenticate(&headers(&[("x-api-key", "")]), b"", NOW));
+        assert!(InboundKeys::parse(r#"{"apiKeys": null}"#)
+            .unwrap()
+            .is_empty());
+        assert!(!authenticates(
+            &keys,
+            &headers(&[("x-api-key", "")]),
+            b"",
+            NOW
+        ));
+    }
+
+    #[test]
+    fn names_each_credential_and_scopes_it_to_its_locations() {
+        let keys = InboundKeys::parse(&format!(
+            r#"{{"apiKeys":["k-bare",{{"name":"zapier","key":"k-scoped","locations":["L1","L2"]}},{{"key":"k-unnamed"}}],
+                 "webhookSecrets":[{{"name":"hl-workflows","secret":"{SECRET}","locations":["L3"]}}]}}"#
+        ))
+        .unwrap();
+        let by_key = |key: &str| {
+            keys.authenticate(&headers(&[("x-api-key", key)]), b"", NOW)
+                .cloned()
+        };
+        let bare = by_key("k-bare").unwrap();
+        assert_eq!((bare.name.as_str(), bare.proof), ("key#0", Proof::ApiKey));
+        assert!(bare.allows(&LocationId::parse("Anywhere1").unwrap()));
+        let scoped = by_key("k-scoped").unwrap();
+        assert_eq!(scoped.name, "zapier");
+        assert!(scoped.allows(&LocationId::parse("L2").unwrap()));
+        assert!(!scoped.allows(&LocationId::parse("L9").unwrap()));
+        assert_eq!(by_key("k-unnamed").unwrap().name, "key#2");
+        assert_eq!(by_key("k-none"), None);
+        let body = br#"{"locationId":"L3","csvId":"C1"}"#;
+        let signed = headers(&[
+            ("webhook-id", "msg_1"),
+            ("webhook-timestamp", &NOW.to_string()),
+            ("webhook-signature", &signature(SECRET, "msg_1", NOW, body)),
+        ]);
+        let signer = keys.authenticate(&signed, body, NOW).unwrap();
+        assert_eq!(
+            (signer.name.as_str(), signer.proof),
+            ("hl-workflows", Proof::Signature)
+        );
+        assert!(signer.allows(&LocationId::parse("L3").unwrap()));
+    }
+
+    #[test]
+    fn refuses_entries_of_neither_form_and_bad_location_lists() {
+        for bad in [
+            r#"{"apiKeys":[7]}"#,
+            r#"{"apiKeys":[{"name":"x"}]}"#,
+            r#"{"apiKeys":[{"key":"k","locations":"L1"}]}"#,
+            r#"{"apiKeys":[{"key":"k","locations":["a/b"]}]}"#,
+            r#"{"apiKeys":[{"key":"k","locations":[5]}]}"#,
+            r#"{"apiKeys":[{"key":"k","name":""}]}"#,
+            r#"{"webhookSecrets":[{"key":"whsec_AAAA"}]}"#,
+            r#"{"apiKeys":"k"}"#,
+            r#"[]"#,
+        ] {
+            assert!(InboundKeys::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -273,6 +499,7 @@ mod tests {
         for bad in [
             r#"{"apiKeys": "topsecret"}"#,
             r#"{"webhookSecrets": ["whsec_top secret!"]}"#,
+            r#"{"apiKeys": [{"key": "topsecret", "locations": "x"}]}"#,
             "topsecret",
         ] {
             let error = InboundKeys::parse(bad).unwrap_err();

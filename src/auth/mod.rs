@@ -6,7 +6,7 @@
 
 mod keys;
 
-pub use keys::InboundKeys;
+pub use keys::{Credential, InboundKeys, Proof};
 
 use http::HeaderMap;
 
@@ -31,21 +31,21 @@ pub(crate) enum InboundAuth {
 }
 
 impl InboundAuth {
-    /// Lets the request in, or answers 401 (500/503 when the keys cannot be read). A read of
-    /// the secret gives up at `deadline`.
+    /// The credential that lets the request in, or 401 (500/503 when the keys cannot be
+    /// read). A read of the secret gives up at `deadline`.
     pub(crate) async fn authenticate(
         &self,
         headers: &HeaderMap,
         body: &[u8],
         deadline: Deadline,
-    ) -> Result<(), Error> {
+    ) -> Result<Credential, Error> {
         let InboundAuth::Secret {
             secret_id,
             client,
             cache,
         } = self
         else {
-            return Ok(());
+            return Ok(Credential::unauthenticated());
         };
         let load = cache.get(secret_id, || async {
             let read = client.read(secret_id, deadline).await?;
@@ -67,10 +67,8 @@ impl InboundAuth {
         if keys.is_empty() {
             tracing::warn!(secret_id = %secret_id, "the inbound-auth secret lists no API keys and no webhook secrets: every caller is refused");
         }
-        if keys.authenticate(headers, body, unix_seconds()) {
-            Ok(())
-        } else {
-            Err(Error::Unauthorized)
-        }
+        keys.authenticate(headers, body, unix_seconds())
+            .cloned()
+            .ok_or(Error::Unauthorized)
     }
 }

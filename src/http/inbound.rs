@@ -94,6 +94,33 @@ pub struct Sources<'a> {
 
 /// Reads and checks the ids from every source.
 pub fn parse(sources: Sources<'_>) -> Result<FinalizeRequest, Error> {
+    read_fields(sources)?.finish()
+}
+
+/// Reads the ids of a signature-authenticated request. The signature covers the body alone, so
+/// the body must name `locationId` and `csvId`, and a path or query value (`userId` included)
+/// that the body does not carry too is refused: a captured signed request cannot be pointed at
+/// another location or CSV.
+pub fn parse_signed(sources: Sources<'_>) -> Result<FinalizeRequest, Error> {
+    let fields = read_fields(sources)?;
+    for (name, found) in [
+        (Name::Location, &fields.location),
+        (Name::Csv, &fields.csv),
+        (Name::User, &fields.user),
+    ] {
+        let field = name.field();
+        let required = name != Name::User;
+        if (required || found.outside_body) && !found.in_body {
+            return Err(Error::invalid_field(
+                field,
+                format!("{field} must be in the signed body: the signature covers only the body"),
+            ));
+        }
+    }
+    fields.finish()
+}
+
+fn read_fields(sources: Sources<'_>) -> Result<Fields, Error> {
     let mut fields = Fields::default();
     offer_path(&mut fields, sources.path_params, sources.path)?;
     if let Some(query) = sources.query {
@@ -104,7 +131,7 @@ pub fn parse(sources: Sources<'_>) -> Result<FinalizeRequest, Error> {
         BodyKind::Json => offer_body(&mut fields, &json_object(sources.body)?)?,
         BodyKind::Form => offer_body(&mut fields, &form_object(sources.body)?)?,
     }
-    fields.finish()
+    Ok(fields)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +165,10 @@ impl Name {
 #[derive(Debug, Default)]
 struct Found {
     value: Option<(String, &'static str)>,
+    /// Offered by the body (or its `customData`).
+    in_body: bool,
+    /// Offered by the path or the query string.
+    outside_body: bool,
 }
 
 #[derive(Debug, Default)]
@@ -162,6 +193,11 @@ impl Fields {
         check_id(value)
             .map_err(|e| Error::invalid_field(field, format!("{field} in the {origin} {e}")))?;
         let found = self.found(name);
+        if origin.starts_with("body") {
+            found.in_body = true;
+        } else {
+            found.outside_body = true;
+        }
         match &found.value {
             Some((earlier, _)) if earlier == value => Ok(()),
             Some((_, earlier_origin)) => Err(Error::invalid_field(

@@ -19,7 +19,7 @@ use std::time::Instant;
 use http::Method;
 use lambda_http::{Body, Request, RequestExt, Response};
 
-use crate::auth::InboundAuth;
+use crate::auth::{Credential, InboundAuth, Proof};
 use crate::deadline::{unix_now, Deadline};
 use crate::error::{chain, Error};
 use crate::ids::UserId;
@@ -73,7 +73,11 @@ impl HttpFront {
     ) -> Response<Body> {
         let started = Instant::now();
         let invocation = invocation_of(&request);
-        let handled = match self.accept(&request, invocation.deadline).await {
+        let mut credential = None;
+        let handled = match self
+            .accept(&request, invocation.deadline, &mut credential)
+            .await
+        {
             Ok(Accepted::Health) => Handled::Health,
             Ok(Accepted::Finalize(finalize)) => {
                 let outcome = service.finalize(&finalize, &invocation).await;
@@ -89,13 +93,26 @@ impl HttpFront {
                 response::outcome(finalize, outcome, request_id)
             }
         };
-        log(&invocation, &handled, response.status().as_u16(), started);
+        let credential = credential.as_ref().map_or("none", |c| c.name.as_str());
+        log(
+            &invocation,
+            credential,
+            &handled,
+            response.status().as_u16(),
+            started,
+        );
         response
     }
 
     /// The contract's checks, in its order: method (405), body size (413), authentication
-    /// (401), content type (415), body and fields (400).
-    async fn accept(&self, request: &Request, deadline: Deadline) -> Result<Accepted, Error> {
+    /// (401), content type (415), body and fields (400), the credential's locations (403).
+    /// The credential that authenticated the caller is left in `credential`, for the log.
+    async fn accept(
+        &self,
+        request: &Request,
+        deadline: Deadline,
+        credential: &mut Option<Credential>,
+    ) -> Result<Accepted, Error> {
         if let Some(malformed) = request.extensions().get::<MalformedEvent>() {
             let allowed = matches!(*request.method(), Method::POST | Method::GET);
             return Err(if malformed.bad_method || !allowed {
@@ -109,9 +126,11 @@ impl HttpFront {
         }
         let body = request.body().as_ref();
         inbound::check_body_size(body)?;
-        self.auth
-            .authenticate(request.headers(), body, deadline)
-            .await?;
+        let caller = credential.insert(
+            self.auth
+                .authenticate(request.headers(), body, deadline)
+                .await?,
+        );
         if request.extensions().get::<InvalidBase64Body>().is_some() {
             return Err(Error::invalid_body(
                 "the event's body is marked base64 but is not valid base64",
@@ -123,13 +142,20 @@ impl HttpFront {
             .get::<PathParams>()
             .map(|p| p.0.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect())
             .unwrap_or_default();
-        let mut finalize = inbound::parse(Sources {
+        let sources = Sources {
             path_params: &params,
             path: request.uri().path(),
             query: request.uri().query(),
             body,
             kind,
-        })?;
+        };
+        let mut finalize = match caller.proof {
+            Proof::Signature => inbound::parse_signed(sources)?,
+            Proof::ApiKey | Proof::None => inbound::parse(sources)?,
+        };
+        if !caller.allows(&finalize.location_id) {
+            return Err(Error::CredentialNotAllowed(finalize.location_id));
+        }
         if finalize.user_id.is_none() {
             finalize.user_id = self.default_user_id.clone();
         }
@@ -159,8 +185,15 @@ fn local_request_id() -> String {
     format!("local-{:016x}", nanos.rotate_left(17) ^ n)
 }
 
-/// One log line per request: what was asked, what came of it, how long it took.
-fn log(invocation: &Invocation, handled: &Handled, status: u16, started: Instant) {
+/// One log line per request: who asked (the credential's name, never the credential), what,
+/// what came of it, how long it took.
+fn log(
+    invocation: &Invocation,
+    credential: &str,
+    handled: &Handled,
+    status: u16,
+    started: Instant,
+) {
     let (request, attempts, error) = match handled {
         Handled::Health => (None, 0, None),
         Handled::Refused(error) => (None, 0, Some(error)),
@@ -180,6 +213,7 @@ fn log(invocation: &Invocation, handled: &Handled, status: u16, started: Instant
     match error {
         None => tracing::info!(
             request_id,
+            credential,
             status,
             location_id,
             csv_id,
@@ -188,12 +222,12 @@ fn log(invocation: &Invocation, handled: &Handled, status: u16, started: Instant
             "request finished"
         ),
         Some(error) if status >= 500 => tracing::error!(
-            request_id, status, code = error.code(), location_id, csv_id, attempts, elapsed_ms,
-            cause = %chain(error), "request failed"
+            request_id, credential, status, code = error.code(), location_id, csv_id, attempts,
+            elapsed_ms, cause = %chain(error), "request failed"
         ),
         Some(error) => tracing::warn!(
-            request_id, status, code = error.code(), location_id, csv_id, attempts, elapsed_ms,
-            message = %error, "request refused"
+            request_id, credential, status, code = error.code(), location_id, csv_id, attempts,
+            elapsed_ms, message = %error, "request refused"
         ),
     }
 }

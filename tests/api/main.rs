@@ -9,6 +9,7 @@ mod helpers;
 
 mod cli;
 mod contract;
+mod credentials;
 mod events;
 mod faults;
 mod oauth;

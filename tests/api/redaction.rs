@@ -2,9 +2,6 @@
 //! a log line or a response. Every scenario runs with distinctive values while all logs, at
 //! TRACE level and from every crate (SDK, HTTP client, runtime), are captured and scanned.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use crate::helpers::*;
 use serde_json::json;
 
@@ -13,29 +10,9 @@ const SECRET_API_KEY: &str = "SENTINEL-api-key-4410";
 const PRESENTED_KEY: &str = "SENTINEL-presented-wrong-key-9902";
 const WEBHOOK_BYTES_B64: &str = "U0VOVElORUwtd2ViaG9vay1zZWNyZXQtYnl0ZXM=";
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn no_secret_reaches_a_log_line_or_a_response() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = capture_logs(tracing::Level::TRACE);
 
     let webhook_secret = format!("whsec_{WEBHOOK_BYTES_B64}");
     let auth = json!({"apiKeys": [SECRET_API_KEY], "webhookSecrets": [webhook_secret]}).to_string();
@@ -150,7 +127,7 @@ async fn no_secret_reaches_a_log_line_or_a_response() {
         [502, 502, 200]
     );
 
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     assert!(
         logs.contains("request finished") && logs.contains("request failed"),
         "our logs were captured"
