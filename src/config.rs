@@ -152,6 +152,19 @@ impl Config {
                      or set ALLOW_UNAUTHENTICATED=true to serve without authentication",
                 )),
             };
+        if let (
+            TokenSourceConfig::SecretsManager { secret_id },
+            InboundAuthConfig::Secret {
+                secret_id: auth_secret_id,
+            },
+        ) = (&token_source, &inbound_auth)
+        {
+            crate::tokens::template::confine(secret_id, &[auth_secret_id])
+                .map_err(|problem| ConfigError::new("GHL_TOKEN_SECRET_ID", problem))?;
+        } else if let TokenSourceConfig::SecretsManager { secret_id } = &token_source {
+            crate::tokens::template::confine(secret_id, &[])
+                .map_err(|problem| ConfigError::new("GHL_TOKEN_SECRET_ID", problem))?;
+        }
         Ok(Self {
             token_source,
             inbound_auth,
@@ -231,10 +244,27 @@ fn parse_base_url(value: Option<String>) -> Result<Url, ConfigError> {
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         return Err(ConfigError::new(VAR, "must be an http(s) URL with a host"));
     }
+    if url.scheme() == "http" && !is_loopback(&url) {
+        return Err(ConfigError::new(
+            VAR,
+            "must use https: tokens and client secrets travel to it (http is allowed only for a \
+             loopback host such as 127.0.0.1, for local tests)",
+        ));
+    }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(ConfigError::new(VAR, "must not have a query or fragment"));
     }
     Ok(url)
+}
+
+/// True for `localhost`, `127.0.0.0/8` and `[::1]`.
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(address)) => address.is_loopback(),
+        Some(url::Host::Ipv6(address)) => address.is_loopback(),
+        None => false,
+    }
 }
 
 fn parse_api_version(value: Option<String>) -> Result<HeaderValue, ConfigError> {
@@ -329,6 +359,9 @@ mod tests {
             ("OAUTH_REFRESH_SKEW_SECS", "soon"),
             ("GHL_API_BASE_URL", "ftp://example.com"),
             ("GHL_API_BASE_URL", "not a url"),
+            ("GHL_API_BASE_URL", "http://services.leadconnectorhq.com"),
+            ("GHL_API_BASE_URL", "http://10.0.0.5:8080"),
+            ("GHL_API_BASE_URL", "http://127.0.0.1.evil.example"),
             ("GHL_API_VERSION", "2021\n07"),
             ("GHL_DEFAULT_USER_ID", "a/b"),
             ("ALLOW_UNAUTHENTICATED", "yes"),
@@ -336,6 +369,42 @@ mod tests {
             let mut vars = MINIMAL.to_vec();
             vars.push((var, value));
             assert_eq!(config(&vars).unwrap_err().var, var, "{var}={value}");
+        }
+    }
+
+    #[test]
+    fn refuses_a_token_template_that_could_reach_the_inbound_auth_secret() {
+        let err = config(&[
+            ("GHL_TOKEN_SECRET_ID", "ghl/{locationId}"),
+            ("INBOUND_AUTH_SECRET_ID", "ghl/inbound-auth"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.var, "GHL_TOKEN_SECRET_ID");
+        assert!(err.to_string().contains("ghl/inbound-auth"), "{err}");
+        let err = config(&[
+            ("GHL_TOKEN_SECRET_ID", "{locationId}"),
+            ("ALLOW_UNAUTHENTICATED", "true"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.var, "GHL_TOKEN_SECRET_ID");
+        assert!(config(&[
+            ("GHL_TOKEN_SECRET_ID", "ghl/{locationId}/token"),
+            ("INBOUND_AUTH_SECRET_ID", "ghl/inbound-auth"),
+        ])
+        .is_ok());
+    }
+
+    #[test]
+    fn accepts_http_only_for_a_loopback_host() {
+        for base in [
+            "http://127.0.0.1:9100",
+            "http://localhost:9100",
+            "http://[::1]:9100/x",
+            "https://proxy.example.com/ghl",
+        ] {
+            let mut vars = MINIMAL.to_vec();
+            vars.push(("GHL_API_BASE_URL", base));
+            assert!(config(&vars).is_ok(), "{base}");
         }
     }
 

@@ -171,3 +171,120 @@ fn sets_only_variables_the_function_reads() {
         );
     }
 }
+
+#[test]
+fn keeps_logs_for_a_chosen_number_of_days_thirty_by_default() {
+    let t = template();
+    let group = &t["Resources"]["FinalizeLogGroup"];
+    assert_eq!(group["Type"], "AWS::Logs::LogGroup");
+    assert_eq!(
+        reference(&group["Properties"]["RetentionInDays"]),
+        Some("LogRetentionDays")
+    );
+    assert_eq!(
+        t["Parameters"]["LogRetentionDays"]["Default"].as_u64(),
+        Some(30)
+    );
+    let logging = &function(&t)["Properties"]["LoggingConfig"];
+    assert_eq!(reference(&logging["LogGroup"]), Some("FinalizeLogGroup"));
+}
+
+#[test]
+fn throttles_the_http_api_with_parameters() {
+    let t = template();
+    let settings = &t["Resources"]["HttpApi"]["Properties"]["DefaultRouteSettings"];
+    assert_eq!(
+        reference(&settings["ThrottlingRateLimit"]),
+        Some("ThrottlingRateLimit")
+    );
+    assert_eq!(
+        reference(&settings["ThrottlingBurstLimit"]),
+        Some("ThrottlingBurstLimit")
+    );
+    for name in ["ThrottlingRateLimit", "ThrottlingBurstLimit"] {
+        assert!(
+            t["Parameters"][name]["Default"].as_u64().unwrap() > 0,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn reserves_concurrency_only_when_asked() {
+    let t = template();
+    assert_eq!(t["Parameters"]["ReservedConcurrency"]["Default"], "");
+    let reserved = &function(&t)["Properties"]["ReservedConcurrentExecutions"];
+    let Value::Tagged(tagged) = reserved else {
+        panic!("ReservedConcurrentExecutions is conditional")
+    };
+    assert_eq!(tagged.tag, "!If");
+    let branches = tagged.value.as_sequence().unwrap();
+    assert_eq!(branches[0], "HasReservedConcurrency");
+    assert_eq!(reference(&branches[1]), Some("ReservedConcurrency"));
+    assert_eq!(reference(&branches[2]), Some("AWS::NoValue"));
+}
+
+#[test]
+fn never_retries_an_asynchronous_invocation() {
+    let t = template();
+    let config = &function(&t)["Properties"]["EventInvokeConfig"];
+    assert_eq!(config["MaximumRetryAttempts"].as_u64(), Some(0));
+}
+
+/// The `!Sub [pattern, {Name: …}]` of a statement's resource.
+fn sub_pattern(resource: &Value) -> (String, Value) {
+    let Value::Tagged(tagged) = resource else {
+        panic!("the resource is a !Sub: {resource:?}")
+    };
+    assert_eq!(tagged.tag, "!Sub");
+    match &tagged.value {
+        Value::String(pattern) => (pattern.clone(), Value::Null),
+        Value::Sequence(parts) => (
+            parts[0].as_str().unwrap().to_owned(),
+            parts[1]["Name"].clone(),
+        ),
+        other => panic!("unexpected !Sub {other:?}"),
+    }
+}
+
+#[test]
+fn grants_the_token_secrets_exactly_as_the_template_names_them_and_nothing_wider() {
+    let t = template();
+    let arn = "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:";
+    let template_name: Value =
+        serde_norway::from_str(r#"!Join ["*", !Split ["{locationId}", !Ref TokenSecretName]]"#)
+            .unwrap();
+    let mut token_statements = 0;
+    for (_, statement) in statements(&t) {
+        let (pattern, name) = sub_pattern(&statement["Resource"]);
+        match statement["Sid"].as_str().unwrap() {
+            "ReadTokenSecrets" | "WriteRefreshedTokens" => {
+                token_statements += 1;
+                // Only the placeholder becomes a wildcard; the rest is the random ARN suffix.
+                assert_eq!(pattern, format!("{arn}${{Name}}-??????"));
+                assert_eq!(name, template_name);
+            }
+            "ReadInboundAuthSecret" => {
+                assert_eq!(pattern, format!("{arn}${{InboundAuthSecretName}}-??????"));
+            }
+            other => panic!("unexpected statement {other}"),
+        }
+    }
+    assert_eq!(token_statements, 2);
+}
+
+#[test]
+fn refuses_at_deploy_a_placeholder_without_fixed_text_or_one_secret_for_both() {
+    let t = template();
+    let assertions = t["Rules"]["TokenSecretTemplateHasFixedText"]["Assertions"]
+        .as_sequence()
+        .unwrap();
+    let asserted: Vec<Value> = assertions.iter().map(|a| a["Assert"].clone()).collect();
+    for expected in [
+        r#"!Not [!Equals [!Ref TokenSecretName, "{locationId}"]]"#,
+        r#"!Not [!Equals [!Ref TokenSecretName, !Ref InboundAuthSecretName]]"#,
+    ] {
+        let expected: Value = serde_norway::from_str(expected).unwrap();
+        assert!(asserted.contains(&expected), "{expected:?}");
+    }
+}

@@ -6,17 +6,19 @@
 //!   conditional-write token.
 //! - [`store`]: Secrets Manager behind a per-secret cache, refreshing OAuth pairs safely across
 //!   concurrent instances.
+//! - [`template`]: the `{locationId}` secret-name template, and what it may not reach.
 //!
 //! [`TokenSource`] picks between the store and one local token (`GHL_TOKEN`).
 
 pub(crate) mod oauth;
 pub(crate) mod secret;
 pub(crate) mod store;
+pub mod template;
 pub(crate) mod token;
 
 pub use secret::{Parsed, TokenEntry, TokenSecret};
-pub use store::resolve;
 pub(crate) use store::{LeasedToken, SecretStore};
+pub use template::resolve;
 pub use token::{Token, TokenShapeError};
 
 use crate::deadline::Budget;

@@ -24,6 +24,7 @@ use tokio::sync::OwnedMutexGuard;
 
 use super::oauth::{successor_token, Grant, OAuthEntry};
 use super::secret::{EntryPath, TokenSecret};
+use super::template::{resolve, LOCATION_PLACEHOLDER};
 use super::token::Token;
 use crate::aws::secrets_manager::{ReadError, SecretsClient, WriteError};
 use crate::cache::KeyedLocks;
@@ -33,8 +34,6 @@ use crate::highlevel::{Exchange, HighLevel};
 use crate::ids::LocationId;
 use crate::upstream::UpstreamReply;
 
-/// The placeholder that selects one secret per location.
-pub(crate) const LOCATION_PLACEHOLDER: &str = "{locationId}";
 /// How long to wait for another instance's refreshed pair after HighLevel refused ours.
 pub(crate) const WINNER_WAIT: Duration = Duration::from_secs(2);
 /// Pause between reads while waiting for the winner's pair.
@@ -60,12 +59,6 @@ impl LeasedToken {
             generation: 0,
         }
     }
-}
-
-/// Substitutes the location into a secret-id template. The id was validated, so the result
-/// names exactly one secret.
-pub fn resolve(secret_id: &str, location: &LocationId) -> String {
-    secret_id.replace(LOCATION_PLACEHOLDER, location.as_str())
 }
 
 /// Token secrets in Secrets Manager, cached per secret id.
@@ -461,13 +454,6 @@ fn lease(state: &SecretState, token: Token) -> LeasedToken {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn resolves_the_location_placeholder() {
-        let location = LocationId::parse("L1").unwrap();
-        assert_eq!(resolve("ghl/{locationId}/token", &location), "ghl/L1/token");
-        assert_eq!(resolve("ghl/token", &location), "ghl/token");
-    }
 
     #[test]
     fn merging_keeps_other_locations_and_replaces_only_ours() {

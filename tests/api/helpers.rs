@@ -167,7 +167,7 @@ pub fn highlevel_ok() -> Scripted {
 pub struct Setup {
     /// The token secret's value; `None` leaves it uncreated.
     pub token_secret: Option<String>,
-    /// Use `<name>/{locationId}` as the secret id (the value is stored for [`LOCATION`]).
+    /// Use `<name>/{locationId}/token` as the secret id (the value is stored for [`LOCATION`]).
     pub per_location: bool,
     /// The inbound-auth secret's value; `None` leaves it uncreated.
     pub auth_secret: Option<String>,
@@ -232,13 +232,13 @@ pub async fn spawn_app_with(setup: Setup) -> TestApp {
     let token_name = format!("{base}/token");
     let token_secret_id = match (&setup.existing_token_secret_id, setup.per_location) {
         (Some(existing), _) => existing.clone(),
-        (None, true) => format!("{base}/{{locationId}}"),
+        (None, true) => format!("{base}/{{locationId}}/token"),
         (None, false) => token_name.clone(),
     };
     let auth_secret_id = format!("{base}/inbound");
     if let Some(value) = &setup.token_secret {
         let name = if setup.per_location {
-            format!("{base}/{LOCATION}")
+            format!("{base}/{LOCATION}/token")
         } else {
             token_name
         };
