@@ -107,9 +107,12 @@ impl SecretsClient {
         TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(2))
             .operation_attempt_timeout(Duration::from_secs(3))
-            .operation_timeout(Duration::from_secs(6))
+            .operation_timeout(Self::OPERATION_TIMEOUT)
             .build()
     }
+
+    /// The longest one call (a read or a write, its retries included) may take.
+    pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(6);
 
     /// Reads a secret's SecretString with the id of the version read, giving up (as a transient
     /// fault) at `deadline` so the function still answers in time.
@@ -163,6 +166,16 @@ impl SecretsClient {
                 if context.err().code() == Some("ResourceExistsException") =>
             {
                 Err(WriteError::Conflict)
+            }
+            // Too many versions of the secret for now (frequent refreshes of one map secret):
+            // it passes as old versions age out, so the write is retried later.
+            Err(SdkError::ServiceError(context))
+                if context.err().code() == Some("LimitExceededException") =>
+            {
+                Err(WriteError::Transient {
+                    id: id.to_owned(),
+                    source: "Secrets Manager refused the write: LimitExceededException (too many versions)".into(),
+                })
             }
             Err(error) => Err(match classify(id, error) {
                 ReadError::Transient { id, source } => WriteError::Transient { id, source },

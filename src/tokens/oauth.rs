@@ -171,6 +171,17 @@ impl Grant {
     }
 }
 
+/// The fields a refresh changes in an entry: on a conflicting write only these are applied to
+/// the entry as it is then stored, so an operator's concurrent edit (a rotated
+/// `client_secret`) is kept.
+pub(crate) const REFRESHED_FIELDS: [&str; 5] = [
+    "access_token",
+    "refresh_token",
+    "expires_at",
+    "expires_in",
+    "issued_at",
+];
+
 /// The `ClientRequestToken` for writing a successor of `version_id` of `secret_id`. Secrets
 /// Manager accepts one version per token: a second, different write for the same version read
 /// fails with `ResourceExistsException`, so no writer can overwrite a pair it never saw.

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 use tokio::sync::OwnedMutexGuard;
 
-use super::oauth::{successor_token, Grant, OAuthEntry};
+use super::oauth::{successor_token, Grant, OAuthEntry, REFRESHED_FIELDS};
 use super::secret::{EntryPath, TokenSecret};
 use super::template::{resolve, LOCATION_PLACEHOLDER};
 use super::token::Token;
@@ -40,6 +40,12 @@ pub(crate) const WINNER_WAIT: Duration = Duration::from_secs(2);
 const WINNER_POLL: Duration = Duration::from_millis(200);
 /// Conditional writes attempted before giving up on a secret that keeps changing.
 const MAX_WRITES: usize = 5;
+/// The longest the token endpoint may take (within the HighLevel budget).
+const TOKEN_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time to store a new pair: a fresh read and a write, each up to the client's timeout.
+const WRITE_BACK_TIME: Duration = SecretsClient::OPERATION_TIMEOUT.saturating_mul(2);
+/// `Retry-After` for a refresh that is needed now but has no time left in this invocation.
+const NO_TIME_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// A token handed out, with the generation of the secret read it came from: after a 401, a
 /// request whose token is older than what the store now holds takes the newer one instead of
@@ -77,7 +83,16 @@ pub(crate) struct SecretStore {
 struct SecretState {
     loaded: Option<Loaded>,
     /// Refreshed entries not yet written back: never dropped until written.
-    unwritten: Vec<(EntryPath, Map<String, Value>)>,
+    unwritten: Vec<Refreshed>,
+}
+
+/// A refreshed entry waiting to be stored.
+struct Refreshed {
+    path: EntryPath,
+    /// The fields the refresh set ([`REFRESHED_FIELDS`]), applied to the entry as stored.
+    fields: Map<String, Value>,
+    /// The whole entry as refreshed, for when the stored entry is gone or no longer an object.
+    entry: Map<String, Value>,
 }
 
 /// One read (or write) of a secret, parsed.
@@ -121,7 +136,7 @@ impl SecretStore {
         location: &LocationId,
         budget: &Budget,
     ) -> Result<LeasedToken, Error> {
-        let (id, mut state) = self.open(location, budget).await?;
+        let (id, mut state) = self.open(location).await?;
         let fresh = state
             .loaded
             .as_ref()
@@ -130,11 +145,30 @@ impl SecretStore {
             state.loaded = Some(self.read_for(&id, location, budget).await?);
         }
         let (token, oauth) = entry(&state, location)?;
+        let now = unix_seconds();
         match oauth {
-            Some(oauth) if oauth.expires_within(unix_seconds(), self.skew) => {
+            Some(oauth) if oauth.expires_within(now, self.skew) => {
                 tracing::info!(location_id = %location, "OAuth access token expires soon; refreshing");
-                self.refresh(&id, &mut state, location, &token, budget)
+                let still_valid = !oauth.expires_within(now, Duration::ZERO);
+                match self
+                    .refresh(&id, &mut state, location, &token, budget)
                     .await
+                {
+                    // A proactive refresh that failed for a passing cause (and left no new pair
+                    // behind) costs nothing: the access token is still valid.
+                    Err(error)
+                        if still_valid
+                            && state.unwritten.is_empty()
+                            && matches!(
+                                error,
+                                Error::UpstreamUnavailable { .. } | Error::SecretUnavailable(_)
+                            ) =>
+                    {
+                        tracing::warn!(location_id = %location, error = %chain(&error), "could not refresh the OAuth pair ahead of its expiry; using the still-valid access token");
+                        Ok(lease(&state, token))
+                    }
+                    result => result,
+                }
             }
             _ => Ok(lease(&state, token)),
         }
@@ -148,7 +182,7 @@ impl SecretStore {
         refused: &LeasedToken,
         budget: &Budget,
     ) -> Result<LeasedToken, Error> {
-        let (id, mut state) = self.open(location, budget).await?;
+        let (id, mut state) = self.open(location).await?;
         if state
             .loaded
             .as_ref()
@@ -174,11 +208,10 @@ impl SecretStore {
     async fn open(
         &self,
         location: &LocationId,
-        budget: &Budget,
     ) -> Result<(String, OwnedMutexGuard<SecretState>), Error> {
         let id = resolve(&self.secret_id, location);
         let mut state = self.secrets.lock_for(&id).lock_owned().await;
-        self.write_unwritten(&id, &mut state, budget).await?;
+        self.write_unwritten(&id, &mut state).await?;
         Ok((id, state))
     }
 
@@ -204,19 +237,32 @@ impl SecretStore {
         let form = oauth.refresh_form().map_err(|problem| {
             Error::config(format!("cannot refresh the OAuth token: {problem}"), None)
         })?;
-        let unavailable = |source| Error::UpstreamUnavailable {
+        let unavailable = |source, retry_after| Error::UpstreamUnavailable {
             reply: None,
-            retry_after: Some(crate::highlevel::retry::DEFAULT_RETRY_AFTER),
+            retry_after: Some(retry_after),
             source,
         };
+        // Spend the refresh token only with time to store what it buys: HighLevel kills it the
+        // moment it answers, and a pair lost with this invocation is a location locked out.
+        let Some(call_until) = refresh_window(budget) else {
+            tracing::warn!(location_id = %location, "too little time left in this invocation to refresh the OAuth pair and store it");
+            return Err(unavailable(
+                Some("too little time left to refresh and store the OAuth pair".into()),
+                NO_TIME_RETRY_AFTER,
+            ));
+        };
+        let retry_after = crate::highlevel::retry::DEFAULT_RETRY_AFTER;
         // A transient failure of the token endpoint, timeouts included, is a 503.
-        let reply = match self.highlevel.refresh_token(&form, budget.deadline()).await {
+        let reply = match self.highlevel.refresh_token(&form, call_until).await {
             Exchange::Answered { reply, .. } => reply,
             Exchange::TimedOut => {
-                return Err(unavailable(Some("the token endpoint timed out".into())))
+                return Err(unavailable(
+                    Some("the token endpoint timed out".into()),
+                    retry_after,
+                ))
             }
             Exchange::NotDelivered(source) | Exchange::Broken(source) => {
-                return Err(unavailable(Some(source)))
+                return Err(unavailable(Some(source), retry_after))
             }
         };
         match reply.status {
@@ -224,7 +270,7 @@ impl SecretStore {
             400 => return self.adopt_winner(id, state, location, &oauth, budget).await,
             429 | 500..=599 => {
                 tracing::warn!(location_id = %location, status = reply.status, "the token endpoint is unavailable");
-                return Err(unavailable(None));
+                return Err(unavailable(None, retry_after));
             }
             status => {
                 tracing::error!(location_id = %location, status, "the token endpoint refused the refresh");
@@ -238,11 +284,23 @@ impl SecretStore {
             Error::UpstreamAuthFailed(UpstreamReply::status_only(reply.status))
         })?;
         let path = entry_path(state, location)?;
-        let mut object = current_entry(state, &path);
-        grant.apply(&mut object, unix_seconds());
+        let mut refreshed = current_entry(state, &path);
+        grant.apply(&mut refreshed, unix_seconds());
+        let fields = REFRESHED_FIELDS
+            .iter()
+            .filter_map(|key| {
+                refreshed
+                    .get(*key)
+                    .map(|value| ((*key).to_owned(), value.clone()))
+            })
+            .collect();
         tracing::info!(location_id = %location, "OAuth token refreshed; storing the new pair");
-        state.unwritten.push((path, object));
-        self.write_unwritten(id, state, budget).await?;
+        state.unwritten.push(Refreshed {
+            path,
+            fields,
+            entry: refreshed,
+        });
+        self.write_unwritten(id, state).await?;
         let (token, _) = entry(state, location)?;
         Ok(lease(state, token))
     }
@@ -274,25 +332,29 @@ impl SecretStore {
         }
     }
 
-    /// Writes refreshed entries that are not stored yet, conditionally on the version read,
-    /// merging into a newer version when another writer got there first.
-    async fn write_unwritten(
-        &self,
-        id: &str,
-        state: &mut SecretState,
-        budget: &Budget,
-    ) -> Result<(), Error> {
+    /// Writes refreshed entries that are not stored yet. Each write goes on top of the secret as
+    /// it is at that moment (read again first, so an operator's edit since is kept) and is
+    /// conditional on that version, so of two writers only one succeeds and the other merges
+    /// into the winner's version and writes again. Writes are never cut short by the Lambda
+    /// deadline: a refresh is only started with the time they need.
+    async fn write_unwritten(&self, id: &str, state: &mut SecretState) -> Result<(), Error> {
         if state.unwritten.is_empty() {
             return Ok(());
         }
         for _ in 0..MAX_WRITES {
-            let Some(loaded) = state.loaded.as_ref() else {
-                state.loaded = Some(self.read_any(id, budget).await?);
-                continue;
+            let current = match self.read(id, Deadline::NONE).await {
+                Ok(current) => current,
+                Err(error) => {
+                    return Err(self.keep_unwritten(
+                        id,
+                        state,
+                        error.into_error("the token secret"),
+                    ))
+                }
             };
-            let document = merged(loaded.document.as_ref(), &state.unwritten);
+            let document = merged(current.document.as_ref(), &state.unwritten);
             let text = Value::Object(document.clone()).to_string();
-            let token = successor_token(id, loaded.version_id.as_deref());
+            let token = successor_token(id, current.version_id.as_deref());
             match self.client.write(id, &text, &token).await {
                 Ok(version_id) => {
                     state.loaded = Some(self.written(document, version_id)?);
@@ -300,33 +362,40 @@ impl SecretStore {
                     return Ok(());
                 }
                 Err(WriteError::Conflict) => {
-                    tracing::info!(secret_id = %id, "the secret changed since it was read; merging and writing again");
-                    state.loaded = Some(self.read_any(id, budget).await?);
+                    tracing::info!(secret_id = %id, "another writer stored a version first; merging into it and writing again");
                 }
                 Err(error) => {
-                    // Keep the new pair in memory: it may be the only live one.
-                    let document = merged(
-                        state.loaded.as_ref().and_then(|l| l.document.as_ref()),
-                        &state.unwritten,
-                    );
-                    let version_id = state.loaded.as_ref().and_then(|l| l.version_id.clone());
-                    if let Ok(loaded) = self.written(document, version_id) {
-                        state.loaded = Some(loaded);
-                    }
-                    tracing::error!(secret_id = %id, error = %chain(&error), "could not store the refreshed OAuth pair; keeping it in memory and retrying on the next request");
-                    return Err(match error {
+                    let error = match error {
                         WriteError::Denied { .. } => Error::config(
                             "cannot write the token secret",
                             Some(Box::new(error) as _),
                         ),
                         _ => Error::SecretUnavailable(Box::new(error)),
-                    });
+                    };
+                    return Err(self.keep_unwritten(id, state, error));
                 }
             }
         }
-        Err(Error::SecretUnavailable(
-            "the token secret kept changing while being written".into(),
+        Err(self.keep_unwritten(
+            id,
+            state,
+            Error::SecretUnavailable("the token secret kept changing while being written".into()),
         ))
+    }
+
+    /// A new pair that could not be stored stays in memory (it may be the only live one) and
+    /// is written first on the next request for the secret; the request gets `error`.
+    fn keep_unwritten(&self, id: &str, state: &mut SecretState, error: Error) -> Error {
+        let document = merged(
+            state.loaded.as_ref().and_then(|l| l.document.as_ref()),
+            &state.unwritten,
+        );
+        let version_id = state.loaded.as_ref().and_then(|l| l.version_id.clone());
+        if let Ok(loaded) = self.written(document, version_id) {
+            state.loaded = Some(loaded);
+        }
+        tracing::error!(secret_id = %id, error = %chain(&error), "could not store the refreshed OAuth pair; keeping it in memory and retrying on the next request");
+        error
     }
 
     /// Reads the secret `id` for `location`. Under a `{locationId}` template a secret that does
@@ -344,13 +413,6 @@ impl SecretStore {
             }
             Err(error) => Err(error.into_error("the token secret")),
         }
-    }
-
-    /// Reads the secret `id`, whatever location it is for.
-    async fn read_any(&self, id: &str, budget: &Budget) -> Result<Loaded, Error> {
-        self.read(id, budget.hard_deadline())
-            .await
-            .map_err(|error| error.into_error("the token secret"))
     }
 
     /// Reads and parses the secret `id` (one JSON parse), giving up at `deadline`.
@@ -426,21 +488,54 @@ fn current_entry(state: &SecretState, path: &EntryPath) -> Map<String, Value> {
     }
 }
 
-/// `document` with `entries` written in, every other field and entry kept.
-fn merged(
-    document: Option<&Map<String, Value>>,
-    entries: &[(EntryPath, Map<String, Value>)],
-) -> Map<String, Value> {
-    let mut document = document.cloned().unwrap_or_default();
-    for (path, object) in entries {
-        match path {
-            EntryPath::Root => document = object.clone(),
-            EntryPath::Location(location) => {
-                document.insert(location.clone(), Value::Object(object.clone()));
+/// `document` with the refreshed fields of `entries` written in, every other field and entry
+/// kept (a whole refreshed entry only where the stored one is gone or not an object).
+fn merged(document: Option<&Map<String, Value>>, entries: &[Refreshed]) -> Map<String, Value> {
+    let mut document = document.cloned();
+    for refreshed in entries {
+        let target = match (&refreshed.path, document.as_mut()) {
+            (EntryPath::Root, Some(root)) => Some(root),
+            (EntryPath::Location(location), Some(root)) => match root.get_mut(location) {
+                Some(Value::Object(entry)) => Some(entry),
+                _ => {
+                    root.insert(location.clone(), Value::Object(refreshed.entry.clone()));
+                    None
+                }
+            },
+            (EntryPath::Root, None) => {
+                document = Some(refreshed.entry.clone());
+                None
+            }
+            (EntryPath::Location(location), None) => {
+                let mut root = Map::new();
+                root.insert(location.clone(), Value::Object(refreshed.entry.clone()));
+                document = Some(root);
+                None
+            }
+        };
+        if let Some(target) = target {
+            for (key, value) in &refreshed.fields {
+                target.insert(key.clone(), value.clone());
             }
         }
     }
-    document
+    document.unwrap_or_default()
+}
+
+/// Until when the token endpoint may take, if this invocation has the time to call it and then
+/// store a new pair; `None` if it does not.
+fn refresh_window(budget: &Budget) -> Option<tokio::time::Instant> {
+    let now = tokio::time::Instant::now();
+    let call_until = budget
+        .deadline()
+        .min(now.checked_add(TOKEN_CALL_TIMEOUT).unwrap_or(now));
+    match budget.hard_deadline().instant() {
+        None => Some(call_until),
+        Some(hard) => call_until
+            .checked_add(WRITE_BACK_TIME)
+            .filter(|stored_by| *stored_by <= hard)
+            .map(|_| call_until),
+    }
 }
 
 fn lease(state: &SecretState, token: Token) -> LeasedToken {
@@ -455,33 +550,71 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn refreshed(path: EntryPath, fields: Value, entry: Value) -> Refreshed {
+        Refreshed {
+            path,
+            fields: fields.as_object().unwrap().clone(),
+            entry: entry.as_object().unwrap().clone(),
+        }
+    }
+
     #[test]
-    fn merging_keeps_other_locations_and_replaces_only_ours() {
-        let document = json!({"L1": {"access_token": "a1", "refresh_token": "r1"}, "L2": "pit-2"});
-        let ours = json!({"access_token": "a1b", "refresh_token": "r1b"})
-            .as_object()
-            .unwrap()
-            .clone();
-        let merged = merged(
-            document.as_object(),
-            &[(EntryPath::Location("L1".into()), ours)],
+    fn merging_applies_only_the_refreshed_fields_and_keeps_every_other_entry_and_edit() {
+        let stored = json!({"L1": {"access_token": "a1", "refresh_token": "r1", "client_secret": "rotated"},
+                            "L2": "pit-2"});
+        let ours = refreshed(
+            EntryPath::Location("L1".into()),
+            json!({"access_token": "a1b", "refresh_token": "r1b", "expires_at": 9}),
+            json!({"access_token": "a1b", "refresh_token": "r1b", "expires_at": 9, "client_secret": "old"}),
         );
+        let merged = merged(stored.as_object(), &[ours]);
         assert_eq!(
             Value::Object(merged),
-            json!({"L1": {"access_token": "a1b", "refresh_token": "r1b"}, "L2": "pit-2"})
+            json!({"L1": {"access_token": "a1b", "refresh_token": "r1b", "client_secret": "rotated", "expires_at": 9},
+                   "L2": "pit-2"})
         );
     }
 
     #[test]
-    fn merging_a_root_entry_replaces_the_document() {
-        let ours = json!({"access_token": "a2", "refresh_token": "r2", "client_id": "c"})
-            .as_object()
-            .unwrap()
-            .clone();
-        let merged = merged(
-            json!({"access_token": "a1"}).as_object(),
-            &[(EntryPath::Root, ours.clone())],
+    fn merging_writes_the_whole_entry_where_the_stored_one_is_gone() {
+        let ours = refreshed(
+            EntryPath::Location("L1".into()),
+            json!({"access_token": "a1b"}),
+            json!({"access_token": "a1b", "client_id": "c"}),
         );
-        assert_eq!(merged, ours);
+        let merged = merged(json!({"L2": "pit-2"}).as_object(), &[ours]);
+        assert_eq!(
+            Value::Object(merged),
+            json!({"L2": "pit-2", "L1": {"access_token": "a1b", "client_id": "c"}})
+        );
+        let root = refreshed(
+            EntryPath::Root,
+            json!({"access_token": "a2"}),
+            json!({"access_token": "a2", "client_id": "c"}),
+        );
+        assert_eq!(
+            Value::Object(super::merged(None, &[root])),
+            json!({"access_token": "a2", "client_id": "c"})
+        );
+    }
+
+    #[test]
+    fn refreshes_only_with_the_time_to_store_the_new_pair() {
+        use crate::deadline::Deadline;
+        let roomy = Budget::new(
+            Duration::from_secs(10),
+            Deadline::after(Duration::from_secs(29)),
+        );
+        assert!(refresh_window(&roomy).is_some());
+        let tight = Budget::new(
+            Duration::from_secs(10),
+            Deadline::after(Duration::from_secs(10)),
+        );
+        assert!(
+            refresh_window(&tight).is_none(),
+            "5 s for the call and 12 s to store it"
+        );
+        let local = Budget::new(Duration::from_secs(10), Deadline::NONE);
+        assert!(refresh_window(&local).is_some());
     }
 }

@@ -220,14 +220,16 @@ async fn answers_502_when_the_refresh_token_is_refused_and_no_newer_pair_appears
 
 #[tokio::test]
 async fn maps_token_endpoint_failures_to_the_contract() {
-    for (failure, status, expected_code) in [
-        (401u16, 502u16, "upstream_auth_failed"),
-        (422, 502, "upstream_auth_failed"),
-        (503, 503, "upstream_unavailable"),
-        (429, 503, "upstream_unavailable"),
+    // An expired access token must be refreshed: every failure answers the request. (A refused
+    // refresh also fails a still-valid one: that is no passing cause.)
+    for (failure, expires_at, status, expected_code) in [
+        (401u16, now() + 10, 502u16, "upstream_auth_failed"),
+        (422, now() - 5, 502, "upstream_auth_failed"),
+        (503, now() - 5, 503, "upstream_unavailable"),
+        (429, now() - 5, 503, "upstream_unavailable"),
     ] {
         let t = app_with_pair(
-            oauth_entry("access-0", "refresh-0", now() + 10),
+            oauth_entry("access-0", "refresh-0", expires_at),
             ("access-0", "refresh-0"),
             Setup::default(),
         )
@@ -252,8 +254,14 @@ async fn maps_token_endpoint_failures_to_the_contract() {
     assert_eq!((response.status, code(&response)), (500, "config_error"));
 }
 
-/// A Secrets Manager endpoint in front of moto that fails PutSecretValue while told to.
+/// A Secrets Manager endpoint in front of moto that fails PutSecretValue with a 500 while told to.
 async fn flaky_writes() -> (String, Arc<AtomicBool>) {
+    failing_writes(500, "InternalServiceError").await
+}
+
+/// A Secrets Manager endpoint in front of moto that fails PutSecretValue with `status` and the
+/// error type `error` while told to.
+async fn failing_writes(status: u16, error: &'static str) -> (String, Arc<AtomicBool>) {
     let fail = Arc::new(AtomicBool::new(true));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
@@ -275,11 +283,10 @@ async fn flaky_writes() -> (String, Arc<AtomicBool>) {
                     .unwrap_or("")
                     .to_owned();
                 if target.ends_with("PutSecretValue") && failing.load(Ordering::SeqCst) {
+                    let body = format!(r#"{{"__type":"{error}","message":"simulated"}}"#);
                     let mut response =
-                        http::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(
-                            br#"{"__type":"InternalServiceError","message":"simulated"}"#,
-                        )));
-                    *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                        http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+                    *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
                     return Ok::<_, std::convert::Infallible>(response);
                 }
                 let mut forward = client
@@ -441,7 +448,7 @@ async fn concurrent_instances_racing_on_one_expired_pair_all_succeed_with_one_re
 #[tokio::test]
 async fn a_token_endpoint_that_times_out_is_unavailable_and_counts_against_the_budget() {
     let t = app_with_pair(
-        oauth_entry("access-0", "refresh-0", now() + 10),
+        oauth_entry("access-0", "refresh-0", now() - 5),
         ("access-0", "refresh-0"),
         Setup {
             env: vec![("UPSTREAM_TIMEOUT_MS", "500".into())],
@@ -455,4 +462,134 @@ async fn a_token_endpoint_that_times_out_is_unavailable_and_counts_against_the_b
     let response = answered_within(Duration::from_secs(3), t.invoke(EV_PATH_PARAMS)).await;
     assert_eq!(response.status, 503, "{}", response.text);
     assert_eq!(code(&response), "upstream_unavailable");
+}
+
+#[tokio::test]
+async fn the_versions_quota_is_a_failed_write_kept_for_later_not_a_configuration_error() {
+    let (endpoint, fail_writes) = failing_writes(400, "LimitExceededException").await;
+    let t = app_with_pair(
+        oauth_entry("access-0", "refresh-0", now() - 5),
+        ("access-0", "refresh-0"),
+        Setup {
+            secrets_endpoint: Some(endpoint),
+            ..Setup::default()
+        },
+    )
+    .await;
+    let response = t.invoke(EV_PATH_PARAMS).await;
+    assert_eq!(
+        (response.status, code(&response)),
+        (503, "secret_unavailable"),
+        "{}",
+        response.text
+    );
+    assert!(t.highlevel.finalize_requests().is_empty());
+    fail_writes.store(false, Ordering::SeqCst);
+    assert_eq!(t.invoke(EV_PATH_PARAMS).await.status, 200);
+    assert_eq!(
+        refreshes(&t),
+        (1, 0),
+        "the kept pair was written, not refreshed again"
+    );
+    assert_eq!(
+        stored(&t.token_secret_id).await["refresh_token"],
+        live(&t, LOCATION).1.as_str()
+    );
+}
+
+#[tokio::test]
+async fn a_write_after_an_operators_edit_keeps_the_edit_and_applies_only_the_new_tokens() {
+    let secret = json!({
+        LOCATION: oauth_entry("access-0", "refresh-0", now() - 5),
+        OTHER_LOCATION: "pit-other",
+    });
+    let t = spawn_oauth_app(
+        secret,
+        &[(LOCATION, "access-0", "refresh-0")],
+        Setup::default(),
+    )
+    .await;
+    t.highlevel
+        .token_endpoint(slow_token_endpoint(Duration::from_millis(600)));
+    // While the token endpoint answers, the operator rotates the client secret and adds a
+    // location.
+    let secret_id = t.token_secret_id.clone();
+    let operator = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut edited = stored(&secret_id).await;
+        edited[LOCATION]["client_secret"] = json!("client-secret-rotated");
+        edited["NewLocation01"] = json!("pit-new");
+        put_secret(&secret_id, &edited.to_string()).await;
+    });
+    let response = t.invoke(EV_PATH_PARAMS).await;
+    operator.await.unwrap();
+    assert_eq!(response.status, 200, "{}", response.text);
+    let after = stored(&t.token_secret_id).await;
+    let (access, refresh) = live(&t, LOCATION);
+    assert_eq!(after[LOCATION]["access_token"], access.as_str());
+    assert_eq!(after[LOCATION]["refresh_token"], refresh.as_str());
+    assert_eq!(after[LOCATION]["client_secret"], "client-secret-rotated");
+    assert_eq!(after["NewLocation01"], "pit-new");
+    assert_eq!(after[OTHER_LOCATION], "pit-other");
+}
+
+#[tokio::test]
+async fn a_proactive_refresh_that_fails_for_a_passing_cause_uses_the_still_valid_token() {
+    for failure in [503u16, 429] {
+        let t = app_with_pair(
+            oauth_entry("access-0", "refresh-0", now() + 60),
+            ("access-0", "refresh-0"),
+            Setup::default(),
+        )
+        .await;
+        t.highlevel.token_endpoint(TokenEndpoint {
+            failure: Some(failure),
+            ..TokenEndpoint::default()
+        });
+        let response = t.invoke(EV_PATH_PARAMS).await;
+        assert_eq!(response.status, 200, "{failure}: {}", response.text);
+        assert_eq!(t.bearer_tokens(), ["access-0"]);
+        assert_eq!(
+            stored(&t.token_secret_id).await["refresh_token"],
+            "refresh-0"
+        );
+    }
+}
+
+#[tokio::test]
+async fn spends_no_refresh_token_without_the_time_to_store_the_new_pair() {
+    // Ten seconds left: not enough for the token call (5 s) and storing the pair (12 s).
+    let short = Duration::from_secs(10);
+
+    // Still valid, inside the skew: used as it is.
+    let t = app_with_pair(
+        oauth_entry("access-0", "refresh-0", now() + 60),
+        ("access-0", "refresh-0"),
+        Setup::default(),
+    )
+    .await;
+    let response = t.invoke_with_deadline(EV_PATH_PARAMS, short).await;
+    assert_eq!(response.status, 200, "{}", response.text);
+    assert_eq!(refreshes(&t), (0, 0), "the refresh token was not spent");
+
+    // Expired: the refresh is needed now, so the caller is asked to come back shortly.
+    let t = app_with_pair(
+        oauth_entry("access-0", "refresh-0", now() - 5),
+        ("access-0", "refresh-0"),
+        Setup::default(),
+    )
+    .await;
+    let response = t.invoke_with_deadline(EV_PATH_PARAMS, short).await;
+    assert_eq!(
+        (response.status, code(&response)),
+        (503, "upstream_unavailable"),
+        "{}",
+        response.text
+    );
+    assert_eq!(response.headers["retry-after"], "1");
+    assert_eq!(refreshes(&t), (0, 0));
+    assert!(t.highlevel.finalize_requests().is_empty());
+    // With the time, the same request refreshes.
+    assert_eq!(t.invoke(EV_PATH_PARAMS).await.status, 200);
+    assert_eq!(refreshes(&t), (1, 0));
 }
