@@ -73,7 +73,7 @@ impl App {
             InboundAuthConfig::Secret { secret_id } => InboundAuth::Secret {
                 secret_id,
                 client: secrets_client()?,
-                cache: SingleFlightCache::new(ttl),
+                cache: SingleFlightCache::new(ttl, crate::auth::FAILED_READ_TTL),
             },
             InboundAuthConfig::Disabled => InboundAuth::Disabled,
         };

@@ -8,12 +8,19 @@ mod keys;
 
 pub use keys::{Credential, InboundKeys, Proof};
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use http::HeaderMap;
 
 use crate::aws::secrets_manager::{ReadError, SecretsClient};
 use crate::cache::SingleFlightCache;
 use crate::deadline::{unix_seconds, Deadline};
 use crate::error::Error;
+
+/// How long a failed read of the inbound-auth secret is answered again without reading: while
+/// it keeps failing, an instance reads it at most once a second.
+pub(crate) const FAILED_READ_TTL: Duration = Duration::from_secs(1);
 
 /// Inbound authentication as configured.
 pub(crate) enum InboundAuth {
@@ -25,8 +32,8 @@ pub(crate) enum InboundAuth {
         secret_id: String,
         /// The Secrets Manager client.
         client: SecretsClient,
-        /// The parsed keys, for `SECRET_CACHE_TTL_SECS`.
-        cache: SingleFlightCache<InboundKeys>,
+        /// The parsed keys, for `SECRET_CACHE_TTL_SECS`; a failed read, for a second.
+        cache: SingleFlightCache<InboundKeys, Arc<ReadError>>,
     },
 }
 
@@ -48,10 +55,12 @@ impl InboundAuth {
             return Ok(Credential::unauthenticated());
         };
         let load = cache.get(secret_id, || async {
-            let read = client.read(secret_id, deadline).await?;
-            InboundKeys::parse(read.text.expose()).map_err(|problem| ReadError::Config {
-                id: secret_id.clone(),
-                problem,
+            let read = client.read(secret_id, deadline).await.map_err(Arc::new)?;
+            InboundKeys::parse(read.text.expose()).map_err(|problem| {
+                Arc::new(ReadError::Config {
+                    id: secret_id.clone(),
+                    problem,
+                })
             })
         });
         // Waiting for another request's read counts against this request's deadline too.
@@ -63,7 +72,7 @@ impl InboundAuth {
                     "the Lambda deadline came before the inbound-auth secret was read".into(),
                 )
             })?
-            .map_err(|error| error.into_error("the inbound-auth secret"))?;
+            .map_err(|error| error.to_error("the inbound-auth secret"))?;
         if keys.is_empty() {
             tracing::warn!(secret_id = %secret_id, "the inbound-auth secret lists no API keys and no webhook secrets: every caller is refused");
         }

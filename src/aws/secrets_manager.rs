@@ -48,6 +48,16 @@ pub(crate) enum ReadError {
 impl ReadError {
     /// The contract's answer when `what` (e.g. "the token secret") cannot be read: 503 for a
     /// passing fault, 500 for anything the operator must fix.
+    /// The same answer as [`ReadError::into_error`] for a failure kept a moment to be answered
+    /// again (the cause as text, for the log).
+    pub(crate) fn to_error(&self, what: &str) -> Error {
+        let cause = crate::error::chain(self);
+        match self {
+            ReadError::Transient { .. } => Error::SecretUnavailable(cause.into()),
+            _ => Error::config(format!("{what} cannot be used"), Some(cause.into())),
+        }
+    }
+
     pub(crate) fn into_error(self, what: &str) -> Error {
         match self {
             ReadError::Transient { .. } => Error::SecretUnavailable(Box::new(self)),

@@ -27,7 +27,7 @@ use super::secret::{EntryPath, TokenSecret};
 use super::template::{resolve, LOCATION_PLACEHOLDER};
 use super::token::Token;
 use crate::aws::secrets_manager::{ReadError, SecretsClient, WriteError};
-use crate::cache::KeyedLocks;
+use crate::cache::{Forgettable, KeyedLocks};
 use crate::deadline::{unix_seconds, Budget, Deadline};
 use crate::error::{chain, Error};
 use crate::highlevel::{Exchange, HighLevel};
@@ -46,6 +46,9 @@ const TOKEN_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_BACK_TIME: Duration = SecretsClient::OPERATION_TIMEOUT.saturating_mul(2);
 /// `Retry-After` for a refresh that is needed now but has no time left in this invocation.
 const NO_TIME_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How long a location without a secret of its own is answered 403 without reading again
+/// (at most the cache TTL).
+const UNKNOWN_LOCATION_TTL: Duration = Duration::from_secs(60);
 
 /// A token handed out, with the generation of the secret read it came from: after a 401, a
 /// request whose token is older than what the store now holds takes the newer one instead of
@@ -84,6 +87,16 @@ struct SecretState {
     loaded: Option<Loaded>,
     /// Refreshed entries not yet written back: never dropped until written.
     unwritten: Vec<Refreshed>,
+    /// When the secret was last found not to exist (a `{locationId}` template naming an
+    /// unknown location): answered 403 again for a while without reading.
+    missing_since: Option<Instant>,
+}
+
+impl Forgettable for SecretState {
+    /// A state holding an unwritten pair is never dropped: it may be the only live pair.
+    fn forgettable(&self) -> bool {
+        self.unwritten.is_empty()
+    }
 }
 
 /// A refreshed entry waiting to be stored.
@@ -142,7 +155,7 @@ impl SecretStore {
             .as_ref()
             .is_some_and(|l| l.loaded_at.elapsed() < self.ttl);
         if !fresh {
-            state.loaded = Some(self.read_for(&id, location, budget).await?);
+            self.read_into(&id, &mut state, location, budget).await?;
         }
         let (token, oauth) = entry(&state, location)?;
         let now = unix_seconds();
@@ -192,7 +205,7 @@ impl SecretStore {
             let (token, _) = entry(&state, location)?;
             return Ok(lease(&state, token));
         }
-        state.loaded = Some(self.read_for(&id, location, budget).await?);
+        self.read_into(&id, &mut state, location, budget).await?;
         let (token, oauth) = entry(&state, location)?;
         if oauth.is_some() && token == refused.token {
             tracing::info!(location_id = %location, "HighLevel refused the OAuth access token; refreshing");
@@ -225,7 +238,7 @@ impl SecretStore {
         budget: &Budget,
     ) -> Result<LeasedToken, Error> {
         // Another instance may have refreshed already: read again before spending the refresh token.
-        state.loaded = Some(self.read_for(id, location, budget).await?);
+        self.read_into(id, state, location, budget).await?;
         let (token, oauth) = entry(state, location)?;
         let Some(oauth) = oauth else {
             return Ok(lease(state, token));
@@ -318,7 +331,7 @@ impl SecretStore {
         tracing::warn!(location_id = %location, "the token endpoint refused the refresh token; looking for a newer pair");
         let started = Instant::now();
         loop {
-            state.loaded = Some(self.read_for(id, location, budget).await?);
+            self.read_into(id, state, location, budget).await?;
             let (token, oauth) = entry(state, location)?;
             if oauth.is_some_and(|o| o.refresh_token != spent.refresh_token) {
                 tracing::info!(location_id = %location, "using the OAuth pair another instance stored");
@@ -398,17 +411,32 @@ impl SecretStore {
         error
     }
 
-    /// Reads the secret `id` for `location`. Under a `{locationId}` template a secret that does
-    /// not exist means an unknown location (403); any other failure is the contract's 500/503.
-    async fn read_for(
+    /// Reads the secret `id` for `location` into `state`. Under a `{locationId}` template a
+    /// secret that does not exist means an unknown location (403), remembered for a while so
+    /// repeated requests for it do not each read Secrets Manager; any other failure is the
+    /// contract's 500/503.
+    async fn read_into(
         &self,
         id: &str,
+        state: &mut SecretState,
         location: &LocationId,
         budget: &Budget,
-    ) -> Result<Loaded, Error> {
+    ) -> Result<(), Error> {
+        let remembered = UNKNOWN_LOCATION_TTL.min(self.ttl);
+        if state
+            .missing_since
+            .is_some_and(|since| since.elapsed() < remembered)
+        {
+            return Err(Error::LocationNotAllowed(location.clone()));
+        }
         match self.read(id, budget.hard_deadline()).await {
-            Ok(loaded) => Ok(loaded),
+            Ok(loaded) => {
+                state.loaded = Some(loaded);
+                state.missing_since = None;
+                Ok(())
+            }
             Err(ReadError::NotFound { .. }) if self.secret_id.contains(LOCATION_PLACEHOLDER) => {
+                state.missing_since = Some(Instant::now());
                 Err(Error::LocationNotAllowed(location.clone()))
             }
             Err(error) => Err(error.into_error("the token secret")),

@@ -271,3 +271,94 @@ async fn an_unreachable_secrets_manager_is_transient() {
     assert_eq!(response.status, 503, "{}", response.text);
     assert_eq!(code(&response), "secret_unavailable");
 }
+
+/// The path-parameter event for another location.
+fn for_location(location: &str) -> String {
+    edit(EV_PATH_PARAMS, |v| {
+        v["pathParameters"]["locationId"] = serde_json::json!(location);
+        v["rawPath"] = serde_json::json!(format!("/locations/{location}/csv/{CSV}/finalize"));
+    })
+}
+
+#[tokio::test]
+async fn remembers_an_unknown_location_instead_of_reading_for_it_on_every_request() {
+    let t = spawn_app_with(Setup {
+        per_location: true,
+        ..Setup::default()
+    })
+    .await;
+    for _ in 0..5 {
+        let response = t.invoke(&for_location("UnknownLocation01")).await;
+        assert_eq!(
+            (response.status, code(&response)),
+            (403, "location_not_allowed")
+        );
+    }
+    assert_eq!(
+        t.reads.count(),
+        2,
+        "the auth secret and one read for the unknown location"
+    );
+    for location in ["UnknownLocation02", "UnknownLocation03"] {
+        assert_eq!(t.invoke(&for_location(location)).await.status, 403);
+    }
+    assert_eq!(t.reads.count(), 4, "each unknown location is read once");
+    t.highlevel_answers(highlevel_ok());
+    assert_eq!(
+        t.invoke(EV_PATH_PARAMS).await.status,
+        200,
+        "known locations are served"
+    );
+}
+
+#[tokio::test]
+async fn remembers_an_unknown_location_no_longer_than_the_cache_ttl() {
+    let t = spawn_app_with(Setup {
+        per_location: true,
+        env: vec![("SECRET_CACHE_TTL_SECS", "0".into())],
+        ..Setup::default()
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(
+            t.invoke(&for_location("UnknownLocation04")).await.status,
+            403
+        );
+    }
+    assert_eq!(
+        t.reads.count(),
+        6,
+        "with no cache, every request reads both secrets"
+    );
+}
+
+#[tokio::test]
+async fn reads_a_failing_inbound_auth_secret_at_most_once_a_second() {
+    let t = spawn_app_with(Setup {
+        auth_secret: None,
+        ..Setup::default()
+    })
+    .await;
+    for _ in 0..10 {
+        let response = t.invoke(EV_PATH_PARAMS).await;
+        assert_eq!((response.status, code(&response)), (500, "config_error"));
+    }
+    assert_eq!(
+        t.reads.count(),
+        1,
+        "one read for ten requests within a second"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    put_secret(
+        &t.auth_secret_id,
+        &format!(r#"{{"apiKeys":["{API_KEY}"]}}"#),
+    )
+    .await;
+    t.highlevel_answers(highlevel_ok());
+    let response = t.invoke(EV_PATH_PARAMS).await;
+    assert_eq!(
+        response.status, 200,
+        "the fixed secret is read again after a second"
+    );
+    assert_eq!(t.reads.count(), 3);
+}
