@@ -112,16 +112,12 @@ impl<T: Default + Forgettable> Default for KeyedLocks<T> {
 }
 
 /// What a key of the cache holds: nothing yet, a value, or a recent failure.
+#[derive(Default)]
 enum Entry<T, E> {
+    #[default]
     Empty,
     Loaded { value: Arc<T>, at: Instant },
     Failed { error: E, at: Instant },
-}
-
-impl<T, E> Default for Entry<T, E> {
-    fn default() -> Self {
-        Entry::Empty
-    }
 }
 
 impl<T, E> Forgettable for Entry<T, E> {
