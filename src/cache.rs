@@ -116,8 +116,14 @@ impl<T: Default + Forgettable> Default for KeyedLocks<T> {
 enum Entry<T, E> {
     #[default]
     Empty,
-    Loaded { value: Arc<T>, at: Instant },
-    Failed { error: E, at: Instant },
+    Loaded {
+        value: Arc<T>,
+        at: Instant,
+    },
+    Failed {
+        error: E,
+        at: Instant,
+    },
 }
 
 impl<T, E> Forgettable for Entry<T, E> {

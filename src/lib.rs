@@ -25,7 +25,8 @@
 //! - [`aws`]: the AWS SDK clients (Secrets Manager) and their error classification.
 //! - [`cache`]: one async lock per key, and the TTL cache built on it.
 //! - [`deadline`]: the Lambda deadline, the HighLevel budget and the clock.
-//! - [`config`]: every setting, read once from the environment and typed.
+//! - [`config`]: every setting, read once from the environment and typed; [`logging`]: the
+//!   Lambda binary's log set-up, which never lets a crate log a raw event.
 //! - [`error`]: the one error type and its status/code map; [`upstream`]: HighLevel's answer
 //!   as the caller sees it; [`ids`]: the id newtypes that cannot hold an unsafe id;
 //!   [`redact`]: [`redact::Redacted`], which prints `[redacted]` for every secret.
@@ -48,6 +49,7 @@ pub mod ids;
 pub mod lambda;
 #[cfg(feature = "local")]
 pub mod local;
+pub mod logging;
 pub(crate) mod redact;
 pub mod service;
 pub mod tokens;

@@ -231,3 +231,75 @@ fn drain(output: Option<tokio::process::ChildStdout>) -> tokio::task::JoinHandle
         text
     })
 }
+
+#[tokio::test]
+async fn logs_no_credential_of_any_kind_even_at_trace() {
+    const TOKEN_SENTINEL: &str = "pit-SENTINEL-bin-token-5521";
+    const KEY_SENTINEL: &str = "SENTINEL-bin-api-key-3380";
+    const WEBHOOK_BYTES_B64: &str = "U0VOVElORUwtYmluLXdlYmhvb2stc2VjcmV0";
+    let webhook_secret = format!("whsec_{WEBHOOK_BYTES_B64}");
+    let highlevel = highlevel().await;
+    let base = unique("ghl-trace");
+    let (token_id, auth_id) = (format!("{base}/token"), format!("{base}/inbound"));
+    put_secret(&token_id, TOKEN_SENTINEL).await;
+    put_secret(
+        &auth_id,
+        &serde_json::json!({"apiKeys": [KEY_SENTINEL], "webhookSecrets": [webhook_secret]})
+            .to_string(),
+    )
+    .await;
+    let runtime = RuntimeApi::start().await.unwrap();
+    let mut child = bootstrap(
+        &runtime.address(),
+        &[
+            ("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto_endpoint()),
+            ("GHL_TOKEN_SECRET_ID", &token_id),
+            ("INBOUND_AUTH_SECRET_ID", &auth_id),
+            ("GHL_API_BASE_URL", &highlevel.base_url()),
+            ("AWS_LAMBDA_LOG_LEVEL", "TRACE"),
+            ("AWS_ACCESS_KEY_ID", "AKIASENTINEL0000KEY"),
+            ("AWS_SECRET_ACCESS_KEY", "SENTINEL-aws-secret-access-key"),
+            ("AWS_SESSION_TOKEN", "SENTINEL-aws-session-token"),
+        ],
+    );
+    let stdout = drain(child.stdout.take());
+    let timeout = Duration::from_secs(15);
+    let with_key =
+        |key: &str| with_header(&without_credentials(EV_PATH_PARAMS), "x-api-key", Some(key));
+    let signed_event = signed(EV_WORKFLOW, &webhook_secret, now_unix());
+    let signature = serde_json::from_str::<Value>(&signed_event).unwrap()["headers"]
+        ["webhook-signature"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("v1,")
+        .to_owned();
+    for (event, status) in [
+        (with_key(KEY_SENTINEL), 200),
+        (signed_event, 200),
+        (with_key("SENTINEL-wrong-presented-key"), 401),
+    ] {
+        let (got, body) = response_of(&runtime.invoke(&event, timeout).await);
+        assert_eq!(got, status, "{body}");
+    }
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+    let logs = stdout.await.unwrap();
+    assert!(
+        logs.contains("\"TRACE\""),
+        "TRACE lines were written: the check means something"
+    );
+    for secret in [
+        TOKEN_SENTINEL,
+        KEY_SENTINEL,
+        WEBHOOK_BYTES_B64,
+        signature.as_str(),
+        "SENTINEL",
+    ] {
+        let lines: Vec<&str> = logs.lines().filter(|line| line.contains(secret)).collect();
+        assert!(
+            lines.is_empty(),
+            "log lines hold {secret}: {}",
+            lines.join("\n")
+        );
+    }
+}

@@ -20,7 +20,7 @@ fn main() -> Result<(), lambda_http::Error> {
 }
 
 async fn serve() -> Result<(), lambda_http::Error> {
-    lambda_http::tracing::init_default_subscriber();
+    ghl_csv_finalize::logging::init();
     let config = Config::from_env().inspect_err(|error| {
         tracing::error!(variable = error.var, "{error}");
     })?;

@@ -613,13 +613,14 @@ impl std::io::Write for Captured {
     }
 }
 
-/// Captures every crate's JSON log lines up to `level` on this thread.
+/// Captures every crate's JSON log lines up to `level` on this thread, through the Lambda
+/// binary's own filter (which holds back the crates that would log raw payloads).
 pub fn capture_logs(level: tracing::Level) -> (Captured, tracing::subscriber::DefaultGuard) {
     let logs = Captured::default();
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
         .json()
-        .with_max_level(level)
+        .with_env_filter(ghl_csv_finalize::logging::filter(level.as_str()))
         .with_writer(move || writer.clone())
         .finish();
     (logs, tracing::subscriber::set_default(subscriber))
