@@ -20,7 +20,12 @@ const EVENT: &str = include_str!("../events/apigw-v2-highlevel-workflow.json");
 
 fn hot_path(c: &mut Criterion) {
     let base = url::Url::parse("https://services.leadconnectorhq.com").unwrap();
-    let highlevel = HighLevel::new(http::HeaderValue::from_static("2021-07-28"), &base).unwrap();
+    let highlevel = HighLevel::new(
+        ghl_csv_finalize::https::client().unwrap(),
+        http::HeaderValue::from_static("2021-07-28"),
+        &base,
+    )
+    .unwrap();
     let token = Token::parse("pit-bench-token").unwrap();
     c.bench_function("event -> request -> outbound -> envelope", |b| {
         b.iter(|| {

@@ -182,6 +182,9 @@ async fn create_secrets(moto: &str) {
     use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
     let config = aws_sdk_secretsmanager::config::Builder::new()
         .behavior_version(BehaviorVersion::latest())
+        .http_client(ghl_csv_finalize::aws::sdk_http_client(
+            ghl_csv_finalize::https::client().expect("the HTTPS client builds"),
+        ))
         .region(Region::new("us-east-1"))
         .endpoint_url(moto)
         .credentials_provider(Credentials::new("bench", "bench", None, None, "bench"))
@@ -280,7 +283,7 @@ async fn main() {
     println!("| figure | ghl-csv-finalize | no-op floor | ratio / budget |");
     println!("|---|---|---|---|");
     println!(
-        "| init, median of {colds} (spawn → first /next) | {} | {} | {:.1}× (budget ≤ 3×) |",
+        "| init, median of {colds} (spawn → first /next) | {} | {} | {:.1}× (budget ≤ 2×) |",
         ms(ours_init),
         ms(floor_init),
         ours_init.as_secs_f64() / floor_init.as_secs_f64()
@@ -315,7 +318,7 @@ async fn main() {
         per_warm(conns_before, conns_after)
     );
     println!(
-        "| stripped binary | {:.2} MB | — | budget ≤ 6 MB |",
+        "| stripped binary | {:.2} MB | — | budget ≤ 6.5 MB |",
         size as f64 / 1e6
     );
 }

@@ -28,25 +28,24 @@ pub struct App {
 
 impl App {
     /// Builds the clients, with a Secrets Manager client from the full AWS configuration chain
-    /// when a secret is configured.
+    /// when a secret is configured (the local tools).
     pub async fn build(config: Config) -> Result<Self, BuildError> {
-        let needs_secrets = matches!(
-            config.token_source,
-            TokenSourceConfig::SecretsManager { .. }
-        ) || matches!(config.inbound_auth, InboundAuthConfig::Secret { .. });
-        let secrets = if needs_secrets {
-            Some(SecretsClient::from_env().await)
+        let http = crate::https::client().map_err(BuildError)?;
+        let secrets = if config.reads_secrets() {
+            Some(SecretsClient::from_env(&http).await)
         } else {
             None
         };
-        Self::build_with(config, secrets).await
+        Self::build_with(config, http, secrets).await
     }
 
-    /// Builds the app around a given Secrets Manager client, required when a secret is
-    /// configured (`None` otherwise). The Lambda binary passes a client built from Lambda's
-    /// environment alone; [`App::build`] one from the full AWS configuration chain.
+    /// Builds the app around the one HTTPS client `http` and a Secrets Manager client sending
+    /// through it, required when a secret is configured (`None` otherwise). The Lambda binary
+    /// passes one built from Lambda's environment alone; [`App::build`] one from the full AWS
+    /// configuration chain.
     pub async fn build_with(
         config: Config,
+        http: reqwest::Client,
         secrets: Option<SecretsClient>,
     ) -> Result<Self, BuildError> {
         let secrets_client = || {
@@ -55,8 +54,8 @@ impl App {
             })
         };
         let ttl = config.secret_cache_ttl;
-        let highlevel =
-            HighLevel::new(config.api_version.clone(), &config.api_base_url).map_err(BuildError)?;
+        let highlevel = HighLevel::new(http, config.api_version.clone(), &config.api_base_url)
+            .map_err(BuildError)?;
         let tokens = match config.token_source {
             TokenSourceConfig::SecretsManager { secret_id } => {
                 TokenSource::SecretsManager(Box::new(SecretStore::new(

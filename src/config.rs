@@ -95,6 +95,12 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether a secret is read from Secrets Manager (the token or the inbound-auth keys).
+    pub fn reads_secrets(&self) -> bool {
+        matches!(self.token_source, TokenSourceConfig::SecretsManager { .. })
+            || matches!(self.inbound_auth, InboundAuthConfig::Secret { .. })
+    }
+
     /// Reads the configuration from the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())

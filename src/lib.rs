@@ -22,7 +22,8 @@
 //! - [`tokens`]: where HighLevel tokens come from: the [`tokens::Token`] type, the secret's
 //!   forms, OAuth refresh, and the Secrets Manager store that is safe across instances.
 //! - [`highlevel`]: HighLevel's API: the HTTP client, the retry policy and the attempt loop.
-//! - [`aws`]: the AWS SDK clients (Secrets Manager) and their error classification.
+//! - [`aws`]: the AWS SDK clients (Secrets Manager), sending through [`https`], and their error
+//!   classification; [`https`]: the one HTTPS client (reqwest on rustls, roots chosen once).
 //! - [`cache`]: one async lock per key, and the TTL cache built on it.
 //! - [`deadline`]: the Lambda deadline, the HighLevel budget and the clock.
 //! - [`config`]: every setting, read once from the environment and typed; [`logging`]: the
@@ -45,6 +46,7 @@ pub(crate) mod deadline;
 pub mod error;
 pub mod highlevel;
 pub mod http;
+pub mod https;
 pub mod ids;
 pub mod lambda;
 #[cfg(feature = "local")]

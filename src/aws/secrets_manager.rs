@@ -13,6 +13,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
 use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
+use super::http_client::sdk_http_client;
 use crate::deadline::Deadline;
 use crate::error::{BoxError, Error};
 use crate::redact::Redacted;
@@ -73,10 +74,11 @@ pub struct SecretsClient {
 }
 
 impl SecretsClient {
-    /// Builds the client from the standard AWS environment, with timeouts short enough to leave
-    /// the HighLevel call its budget.
-    pub async fn from_env() -> Self {
+    /// Builds the client from the standard AWS environment (profiles, SSO, …), sending through
+    /// `http`, with timeouts short enough to leave the HighLevel call its budget.
+    pub async fn from_env(http: &reqwest::Client) -> Self {
         let sdk_config = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(sdk_http_client(http.clone()))
             .timeout_config(Self::timeouts())
             .load()
             .await;
@@ -87,10 +89,11 @@ impl SecretsClient {
     /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN`, and an optional
     /// `AWS_ENDPOINT_URL_SECRETS_MANAGER` (or `AWS_ENDPOINT_URL`). Unlike [`Self::from_env`],
     /// it reads no files and links no profile, SSO or STS code: the Lambda binary uses it.
-    pub fn from_lambda_env() -> Self {
+    pub fn from_lambda_env(http: &reqwest::Client) -> Self {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let mut builder = aws_sdk_secretsmanager::config::Builder::new()
             .behavior_version(BehaviorVersion::latest())
+            .http_client(sdk_http_client(http.clone()))
             .timeout_config(Self::timeouts())
             .credentials_provider(
                 aws_config::environment::EnvironmentVariableCredentialsProvider::new(),

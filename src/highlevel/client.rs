@@ -4,8 +4,6 @@
 //! [`Exchange`]: an answer, a failure that provably never reached HighLevel (safe to retry), a
 //! failure after the request went out (not safe to retry), or the deadline.
 
-use std::time::Duration;
-
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE, RETRY_AFTER};
 use serde_json::Value;
 use tokio::time::Instant;
@@ -57,16 +55,13 @@ pub struct HighLevel {
 }
 
 impl HighLevel {
-    /// Builds the client for `base_url` (`GHL_API_BASE_URL`) and API `version`. No redirects
-    /// are followed: a redirect would carry the bearer token somewhere the operator did not
-    /// configure.
-    pub fn new(version: HeaderValue, base_url: &Url) -> Result<Self, BoxError> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(3))
-            .pool_idle_timeout(Duration::from_secs(50))
-            .user_agent(concat!("ghl-csv-finalize/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+    /// The client for `base_url` (`GHL_API_BASE_URL`) and API `version`, sending through `http`
+    /// (the function's one HTTPS client, which follows no redirects).
+    pub fn new(
+        http: reqwest::Client,
+        version: HeaderValue,
+        base_url: &Url,
+    ) -> Result<Self, BoxError> {
         let token_url = join(base_url, "oauth/token")?;
         Ok(Self {
             http,
@@ -243,6 +238,7 @@ mod tests {
 
     fn client(base: &str) -> HighLevel {
         HighLevel::new(
+            crate::https::client().unwrap(),
             HeaderValue::from_static("2021-07-28"),
             &Url::parse(base).unwrap(),
         )

@@ -109,10 +109,26 @@ impl Intercept for ReadCounter {
     }
 }
 
-/// A real SDK client for `endpoint`, with test credentials and our production timeouts.
+/// The one HTTPS client, as the function builds it.
+pub fn https_client() -> reqwest::Client {
+    ghl_csv_finalize::https::client().expect("the HTTPS client builds")
+}
+
+/// A real SDK client for `endpoint`, sending through the function's HTTPS client, with test
+/// credentials and our production timeouts.
 pub fn sdk_client(endpoint: &str, counter: Option<ReadCounter>) -> aws_sdk_secretsmanager::Client {
+    sdk_client_through(https_client(), endpoint, counter)
+}
+
+/// [`sdk_client`] sending through `http`.
+pub fn sdk_client_through(
+    http: reqwest::Client,
+    endpoint: &str,
+    counter: Option<ReadCounter>,
+) -> aws_sdk_secretsmanager::Client {
     let mut builder = aws_sdk_secretsmanager::config::Builder::new()
         .behavior_version(BehaviorVersion::latest())
+        .http_client(ghl_csv_finalize::aws::sdk_http_client(http))
         .region(Region::new("us-east-1"))
         .endpoint_url(endpoint)
         .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
@@ -270,8 +286,13 @@ pub async fn spawn_app_with(setup: Setup) -> TestApp {
     let endpoint = setup
         .secrets_endpoint
         .unwrap_or_else(|| moto_endpoint().to_owned());
-    let client = SecretsClient::from_client(sdk_client(&endpoint, Some(reads.clone())));
-    let app = App::build_with(config, Some(client))
+    let http = https_client();
+    let client = SecretsClient::from_client(sdk_client_through(
+        http.clone(),
+        &endpoint,
+        Some(reads.clone()),
+    ));
+    let app = App::build_with(config, http, Some(client))
         .await
         .expect("app builds");
     TestApp {
