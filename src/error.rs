@@ -92,7 +92,32 @@ pub enum Error {
     /// The deadline passed before HighLevel answered; the import may or may not be finalized.
     #[error("HighLevel did not answer before the deadline")]
     UpstreamTimeout,
+
+    /// No such finalization record (or not one this caller may see).
+    #[error("no finalization record with this id")]
+    NotFound,
+
+    /// A request with the same idempotency key is running: retry in a moment.
+    #[error("a request with the same idempotency key is in progress; retry shortly")]
+    RequestInProgress,
+
+    /// The idempotency key was used for another locationId, csvId or userId.
+    #[error("this idempotency key was already used for another {0}")]
+    IdempotencyKeyReused(&'static str),
+
+    /// The finalization records are unavailable: retry later (nothing was finalized).
+    #[error("the finalization records are unavailable; nothing was finalized")]
+    StoreUnavailable(#[source] BoxError),
+
+    /// The queue could not take the request: retry later (nothing was queued).
+    #[error("the queue is unavailable; nothing was queued")]
+    QueueUnavailable(#[source] BoxError),
 }
+
+/// `Retry-After` for a request whose key is in progress.
+pub const IN_PROGRESS_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// `Retry-After` when the records or the queue fail.
+pub const STORE_RETRY_AFTER: Duration = Duration::from_secs(2);
 
 impl Error {
     /// A 400 for one field.
@@ -142,6 +167,12 @@ impl Error {
                 None => StatusCode::BAD_GATEWAY,
             },
             Error::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Error::NotFound => StatusCode::NOT_FOUND,
+            Error::RequestInProgress => StatusCode::CONFLICT,
+            Error::IdempotencyKeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::StoreUnavailable(_) | Error::QueueUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -160,6 +191,11 @@ impl Error {
             Error::UpstreamAuthFailed(_) => "upstream_auth_failed",
             Error::UpstreamUnavailable { .. } => "upstream_unavailable",
             Error::UpstreamTimeout => "upstream_timeout",
+            Error::NotFound => "not_found",
+            Error::RequestInProgress => "request_in_progress",
+            Error::IdempotencyKeyReused(_) => "idempotency_key_reused",
+            Error::StoreUnavailable(_) => "store_unavailable",
+            Error::QueueUnavailable(_) => "queue_unavailable",
         }
     }
 
@@ -180,6 +216,7 @@ impl Error {
     pub fn field(&self) -> Option<&'static str> {
         match self {
             Error::InvalidRequest { field, .. } => *field,
+            Error::IdempotencyKeyReused(field) => Some(field),
             _ => None,
         }
     }
@@ -197,6 +234,8 @@ impl Error {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::UpstreamUnavailable { retry_after, .. } => *retry_after,
+            Error::RequestInProgress => Some(IN_PROGRESS_RETRY_AFTER),
+            Error::StoreUnavailable(_) | Error::QueueUnavailable(_) => Some(STORE_RETRY_AFTER),
             _ => None,
         }
     }
@@ -293,6 +332,23 @@ mod tests {
                 "upstream_unavailable",
             ),
             (Error::UpstreamTimeout, 504, "upstream_timeout"),
+            (Error::NotFound, 404, "not_found"),
+            (Error::RequestInProgress, 409, "request_in_progress"),
+            (
+                Error::IdempotencyKeyReused("csvId"),
+                422,
+                "idempotency_key_reused",
+            ),
+            (
+                Error::StoreUnavailable("down".into()),
+                503,
+                "store_unavailable",
+            ),
+            (
+                Error::QueueUnavailable("down".into()),
+                503,
+                "queue_unavailable",
+            ),
             (
                 Error::SecretUnavailable("throttled".into()),
                 503,

@@ -52,6 +52,8 @@ pub mod lambda;
 #[cfg(feature = "local")]
 pub mod local;
 pub mod logging;
+pub mod queue;
+pub mod records;
 pub(crate) mod redact;
 pub mod service;
 pub mod tokens;

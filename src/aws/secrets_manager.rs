@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
-use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 
 use super::http_client::sdk_http_client;
+use super::Fault;
 use crate::deadline::Deadline;
 use crate::error::{BoxError, Error};
 use crate::redact::Redacted;
@@ -47,8 +48,6 @@ pub(crate) enum ReadError {
 }
 
 impl ReadError {
-    /// The contract's answer when `what` (e.g. "the token secret") cannot be read: 503 for a
-    /// passing fault, 500 for anything the operator must fix.
     /// The same answer as [`ReadError::into_error`] for a failure kept a moment to be answered
     /// again (the cause as text, for the log).
     pub(crate) fn to_error(&self, what: &str) -> Error {
@@ -59,6 +58,8 @@ impl ReadError {
         }
     }
 
+    /// The contract's answer when `what` (e.g. "the token secret") cannot be read: 503 for a
+    /// passing fault, 500 for anything the operator must fix.
     pub(crate) fn into_error(self, what: &str) -> Error {
         match self {
             ReadError::Transient { .. } => Error::SecretUnavailable(Box::new(self)),
@@ -241,33 +242,9 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let id = id.to_owned();
-    let transient = |error: SdkError<E>| ReadError::Transient {
-        id: id.clone(),
-        source: DisplayErrorContext(error).to_string().into(),
-    };
-    match &error {
-        SdkError::ServiceError(context) => {
-            let code = context.err().code().unwrap_or("Unknown");
-            let status = context.raw().status().as_u16();
-            if code == "ResourceNotFoundException" {
-                ReadError::NotFound { id }
-            } else if status == 429
-                || status >= 500
-                || code.contains("Throttl")
-                || code == "InternalServiceError"
-            {
-                transient(error)
-            } else {
-                ReadError::Config {
-                    problem: format!("Secrets Manager answered {code}"),
-                    id,
-                }
-            }
-        }
-        SdkError::ConstructionFailure(_) => ReadError::Config {
-            problem: DisplayErrorContext(error).to_string(),
-            id,
-        },
-        _ => transient(error),
+    match super::classify(error) {
+        Fault::Missing => ReadError::NotFound { id },
+        Fault::Lasting(problem) => ReadError::Config { id, problem },
+        Fault::Passing(source) => ReadError::Transient { id, source },
     }
 }

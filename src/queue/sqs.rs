@@ -1,0 +1,61 @@
+//! The SQS queue (`QUEUE_URL`): the receiver sends, the worker's messages come back after the
+//! visibility it sets. Lambda's event source mapping receives and deletes; a message received
+//! `QUEUE_MAX_RECEIVES` times goes to the dead-letter queue by the redrive policy.
+
+use std::time::Duration;
+
+use aws_sdk_sqs::error::SdkError;
+
+use super::{Message, QueueError, MAX_VISIBILITY};
+use crate::aws::{classify, Fault};
+
+/// The queue, through one SDK client built once per instance.
+#[derive(Debug, Clone)]
+pub struct SqsQueue {
+    client: aws_sdk_sqs::Client,
+    url: String,
+}
+
+impl SqsQueue {
+    /// The queue at `url` through `client`.
+    pub fn new(client: aws_sdk_sqs::Client, url: String) -> Self {
+        Self { client, url }
+    }
+
+    /// Sends one message.
+    pub async fn send(&self, message: &Message) -> Result<(), QueueError> {
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(message.to_json())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| fault(e, &self.url))
+    }
+
+    /// Makes a received message visible again after `delay` (at most 12 hours).
+    pub async fn delay(&self, receipt_handle: &str, delay: Duration) -> Result<(), QueueError> {
+        let seconds = delay.min(MAX_VISIBILITY).as_secs();
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(i32::try_from(seconds).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| fault(e, &self.url))
+    }
+}
+
+fn fault<E>(error: SdkError<E>, url: &str) -> QueueError
+where
+    E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match classify(error) {
+        Fault::Passing(source) => QueueError::Unavailable(source),
+        Fault::Missing => QueueError::Config(format!("queue {url} does not exist")),
+        Fault::Lasting(problem) => QueueError::Config(format!("queue {url}: {problem}")),
+    }
+}

@@ -1,0 +1,176 @@
+//! Finalization records: one per finalize, shared by every instance, so a finalize happens once
+//! however often it is delivered, and an operator can look up what became of it.
+//!
+//! - [`record`]: the record, its id and the pure rules (what a record found means).
+//! - [`dynamodb`]: the table (`IDEMPOTENCY_TABLE`), written with conditional writes.
+//! - [`memory`]: the same in memory, for the local tools.
+//!
+//! [`Records`] builds the three moves every front needs on four conditional primitives (create
+//! unless live, replace a version, write as the owner, read), so both stores behave alike.
+
+pub mod dynamodb;
+pub mod memory;
+pub mod record;
+
+pub use record::{key_for, FinalizationId, Found, Record, RecordedError, Status};
+
+use crate::error::{BoxError, Error};
+use crate::service::FinalizeRequest;
+
+/// Why the store could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Unreachable, throttling or failing: retry later.
+    #[error("the finalization records are unavailable for now")]
+    Unavailable(#[source] BoxError),
+    /// Access denied, a missing table, an item that does not read: the operator must fix it.
+    #[error("the finalization records cannot be used: {0}")]
+    Config(String),
+}
+
+impl From<StoreError> for Error {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(_) => Error::StoreUnavailable(Box::new(error)),
+            StoreError::Config(_) => Error::config(
+                "the finalization records cannot be used",
+                Some(Box::new(error) as _),
+            ),
+        }
+    }
+}
+
+/// Where records live.
+pub enum Records {
+    /// A DynamoDB table.
+    DynamoDb(dynamodb::DynamoRecords),
+    /// This process's memory (local tools).
+    Memory(memory::MemoryRecords),
+}
+
+/// What starting a finalize under a record came to.
+#[derive(Debug)]
+pub enum Begun {
+    /// This request now holds the record (written as given).
+    Started(Record),
+    /// Another record stands in the way: what it means.
+    Found(Found, Option<Record>),
+}
+
+/// What a worker's claim on a queued record came to.
+#[derive(Debug)]
+pub enum Claimed {
+    /// This worker now holds the record.
+    Held(Record),
+    /// Already finalized: the message is done.
+    Finalized,
+    /// Held by another live invocation until this time (Unix ms): come back later.
+    Busy(u64),
+}
+
+impl Records {
+    /// Writes `fresh` for `request` unless a live record has its id: then says what that one
+    /// means, or takes it over when it failed or its holder's invocation is over.
+    pub async fn begin(
+        &self,
+        fresh: Record,
+        request: &FinalizeRequest,
+        now_ms: u64,
+    ) -> Result<Begun, StoreError> {
+        let Some(existing) = self.create(&fresh, now_ms).await? else {
+            return Ok(Begun::Started(fresh));
+        };
+        match existing.judge(request, now_ms) {
+            Found::TakeOver | Found::Absent => {
+                let taken = Record {
+                    created_at_ms: existing.created_at_ms,
+                    attempts: existing.attempts,
+                    version: existing.version + 1,
+                    ..fresh
+                };
+                if self.replace(&taken, existing.version).await? {
+                    Ok(Begun::Started(taken))
+                } else {
+                    // Someone else took it over a moment ago.
+                    Ok(Begun::Found(Found::Pending, None))
+                }
+            }
+            found => Ok(Begun::Found(found, Some(existing))),
+        }
+    }
+
+    /// Writes what became of a record this request holds (its owner unchanged).
+    pub async fn finish(&self, record: &Record) -> Result<(), StoreError> {
+        let record = Record {
+            version: record.version + 1,
+            ..record.clone()
+        };
+        if !self.write_owned(&record).await? {
+            tracing::warn!(finalization_id = %record.id, "the record was taken over before its result was written");
+        }
+        Ok(())
+    }
+
+    /// A worker's claim on the record of a queued message: created from the message when it is
+    /// gone (expired while queued), refused while another live invocation holds it.
+    pub async fn claim(&self, fresh: Record, now_ms: u64) -> Result<Claimed, StoreError> {
+        let Some(existing) = self.get(&fresh.id).await? else {
+            return Ok(match self.create(&fresh, now_ms).await? {
+                None => Claimed::Held(fresh),
+                Some(other) => Claimed::Busy(other.lock_until_ms.unwrap_or(now_ms)),
+            });
+        };
+        let expired = existing.expires_at.saturating_mul(1000) <= now_ms;
+        let locked = existing.status == Status::InProgress
+            && existing.lock_until_ms.is_some_and(|until| until > now_ms);
+        if existing.status == Status::Finalized && !expired {
+            return Ok(Claimed::Finalized);
+        }
+        if locked && !expired {
+            return Ok(Claimed::Busy(existing.lock_until_ms.unwrap_or(now_ms)));
+        }
+        let held = Record {
+            created_at_ms: existing.created_at_ms,
+            attempts: existing.attempts,
+            version: existing.version + 1,
+            ..fresh
+        };
+        Ok(if self.replace(&held, existing.version).await? {
+            Claimed::Held(held)
+        } else {
+            Claimed::Busy(now_ms)
+        })
+    }
+
+    /// The record with `id`, if there is one (expired or not).
+    pub async fn get(&self, id: &FinalizationId) -> Result<Option<Record>, StoreError> {
+        match self {
+            Records::DynamoDb(table) => table.get(id).await,
+            Records::Memory(memory) => Ok(memory.get(id)),
+        }
+    }
+
+    /// Creates `record` unless a live one has its id; `Some(existing)` when one does.
+    async fn create(&self, record: &Record, now_ms: u64) -> Result<Option<Record>, StoreError> {
+        match self {
+            Records::DynamoDb(table) => table.create(record, now_ms).await,
+            Records::Memory(memory) => Ok(memory.create(record, now_ms)),
+        }
+    }
+
+    /// Replaces the record whose version is `seen`; false if it changed meanwhile.
+    async fn replace(&self, record: &Record, seen: u64) -> Result<bool, StoreError> {
+        match self {
+            Records::DynamoDb(table) => table.replace(record, seen).await,
+            Records::Memory(memory) => Ok(memory.replace(record, seen)),
+        }
+    }
+
+    /// Writes the record if `record.owner` still holds it; false if not.
+    async fn write_owned(&self, record: &Record) -> Result<bool, StoreError> {
+        match self {
+            Records::DynamoDb(table) => table.write_owned(record).await,
+            Records::Memory(memory) => Ok(memory.write_owned(record)),
+        }
+    }
+}

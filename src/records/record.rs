@@ -1,0 +1,420 @@
+//! A finalization record and the pure rules around it: which key a request has, what a record
+//! found for it means, and how it reads as JSON.
+//!
+//! Every finalize has one record, shared by every instance, under an id derived from its key:
+//! the `webhook-id` header when the request carries one, else an `Idempotency-Key` header, else
+//! the csvId itself (a CSV is finalized once) — always scoped to the location.
+
+use aws_lc_rs::digest;
+use http::HeaderMap;
+use serde_json::{json, Value};
+
+use crate::error::Error;
+use crate::ids::{CsvId, LocationId, UserId};
+use crate::service::FinalizeRequest;
+
+/// Longest `Idempotency-Key` or `webhook-id` accepted.
+pub const MAX_KEY_LEN: usize = 255;
+
+/// Where a record is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Accepted in queue mode, waiting for the worker.
+    Queued,
+    /// Being finalized now, by the holder of its lock.
+    InProgress,
+    /// Failed for a passing cause; the queue brings it back.
+    Retrying,
+    /// HighLevel accepted it; later requests get the stored answer.
+    Finalized,
+    /// Failed; a retry runs again.
+    Failed,
+}
+
+impl Status {
+    /// As stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::InProgress => "in_progress",
+            Status::Retrying => "retrying",
+            Status::Finalized => "finalized",
+            Status::Failed => "failed",
+        }
+    }
+
+    /// From its stored form.
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "queued" => Status::Queued,
+            "in_progress" => Status::InProgress,
+            "retrying" => Status::Retrying,
+            "finalized" => Status::Finalized,
+            "failed" => Status::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// A record's id: `fz_` and 32 hex digits, derived from the location and the key. Safe in a
+/// URL path; holds no part of the key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FinalizationId(String);
+
+impl FinalizationId {
+    /// Parses an id as it comes in a status route.
+    pub fn parse(text: &str) -> Option<Self> {
+        let hex = text.strip_prefix("fz_")?;
+        (hex.len() == 32 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+            .then(|| Self(text.to_owned()))
+    }
+
+    /// The id of the key `kind:key` for `location`.
+    fn derive(location: &LocationId, kind: &str, key: &str) -> Self {
+        let mut context = digest::Context::new(&digest::SHA256);
+        for part in ["finalization-v1", location.as_str(), kind, key] {
+            context.update(part.as_bytes());
+            context.update(b"\n");
+        }
+        let hex: String = context.finish().as_ref()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Self(format!("fz_{hex}"))
+    }
+
+    /// As a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for FinalizationId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The record id for a request: from `webhook-id`, else `Idempotency-Key`, else the csvId,
+/// scoped to the location. A key header that is not 1–255 visible ASCII characters is a 400.
+pub fn key_for(request: &FinalizeRequest, headers: &HeaderMap) -> Result<FinalizationId, Error> {
+    for (header, kind) in [("webhook-id", "webhook"), ("idempotency-key", "key")] {
+        if let Some(value) = headers.get(header) {
+            let key = value
+                .to_str()
+                .ok()
+                .map(str::trim)
+                .filter(|k| (1..=MAX_KEY_LEN).contains(&k.len()))
+                .filter(|k| k.bytes().all(|b| b.is_ascii_graphic()))
+                .ok_or_else(|| {
+                    Error::invalid_field(
+                        if kind == "webhook" {
+                            "webhook-id"
+                        } else {
+                            "Idempotency-Key"
+                        },
+                        "an idempotency key must be 1 to 255 visible ASCII characters",
+                    )
+                })?;
+            return Ok(FinalizationId::derive(&request.location_id, kind, key));
+        }
+    }
+    Ok(FinalizationId::derive(
+        &request.location_id,
+        "csv",
+        request.csv_id.as_str(),
+    ))
+}
+
+/// The error a failed or retrying record holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedError {
+    /// The contract's code.
+    pub code: String,
+    /// The message the caller was given.
+    pub message: String,
+}
+
+/// One finalization record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// Its id (the table's partition key).
+    pub id: FinalizationId,
+    /// The location.
+    pub location_id: LocationId,
+    /// The CSV import.
+    pub csv_id: CsvId,
+    /// The user, if one was named.
+    pub user_id: Option<UserId>,
+    /// Where it is in its life.
+    pub status: Status,
+    /// Finalize requests sent to HighLevel, over every try.
+    pub attempts: u32,
+    /// When it was first written (Unix milliseconds).
+    pub created_at_ms: u64,
+    /// When it last changed (Unix milliseconds).
+    pub updated_at_ms: u64,
+    /// The request (Lambda request id) holding it while it runs, or that queued it.
+    pub owner: Option<String>,
+    /// Until when the owner's lock holds (Unix milliseconds): its invocation's deadline.
+    pub lock_until_ms: Option<u64>,
+    /// When it stops counting (Unix seconds; the table's TTL attribute).
+    pub expires_at: u64,
+    /// HighLevel's last answer (`{"status", "body"}`), if one came: once finalized, what a
+    /// replay answers with.
+    pub upstream: Option<Value>,
+    /// Why it failed, while failed or retrying.
+    pub error: Option<RecordedError>,
+    /// Bumped on every write: a takeover is conditional on the version it saw.
+    pub version: u64,
+}
+
+/// What a record found for a request means.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Found {
+    /// None, or one past its expiry: the request goes ahead.
+    Absent,
+    /// The same key with another csvId or userId (the field named): 422.
+    KeyReused(&'static str),
+    /// Already finalized: answer again what the record holds.
+    Finalized,
+    /// Being handled (running under a live lock, queued or retrying): 409 for a synchronous
+    /// caller, the record's 202 for a queued one.
+    Pending,
+    /// Failed, or held under a lock whose invocation is over: take it over.
+    TakeOver,
+}
+
+impl Record {
+    /// The first field in which `request` differs from this record's finalize, if any.
+    pub fn differs_from(&self, request: &FinalizeRequest) -> Option<&'static str> {
+        if self.location_id != request.location_id {
+            Some(LocationId::FIELD)
+        } else if self.csv_id != request.csv_id {
+            Some(CsvId::FIELD)
+        } else if self.user_id != request.user_id {
+            Some(UserId::FIELD)
+        } else {
+            None
+        }
+    }
+
+    /// What this record means for `request` at `now_ms`.
+    pub fn judge(&self, request: &FinalizeRequest, now_ms: u64) -> Found {
+        if self.expires_at.saturating_mul(1000) <= now_ms {
+            return Found::Absent;
+        }
+        if let Some(field) = self.differs_from(request) {
+            return Found::KeyReused(field);
+        }
+        match self.status {
+            Status::Finalized => Found::Finalized,
+            Status::InProgress | Status::Queued
+                if self.lock_until_ms.is_some_and(|until| until <= now_ms) =>
+            {
+                // Its holder's invocation ended before it finished (or, for `queued`, before
+                // it confirmed the message was sent).
+                Found::TakeOver
+            }
+            Status::InProgress if self.lock_until_ms.is_none() => Found::TakeOver,
+            Status::InProgress | Status::Queued | Status::Retrying => Found::Pending,
+            Status::Failed => Found::TakeOver,
+        }
+    }
+
+    /// The record as the status route shows it.
+    pub fn to_json(&self) -> Value {
+        let mut shown = json!({
+            "finalizationId": self.id.as_str(),
+            "status": self.status.as_str(),
+            "locationId": self.location_id.as_str(),
+            "csvId": self.csv_id.as_str(),
+            "attempts": self.attempts,
+            "createdAt": rfc3339(self.created_at_ms),
+            "updatedAt": rfc3339(self.updated_at_ms),
+        });
+        if let Some(upstream) = &self.upstream {
+            shown["upstream"] = upstream.clone();
+        }
+        if let Some(error) = &self.error {
+            shown["error"] = json!({"code": error.code, "message": error.message});
+        }
+        shown
+    }
+}
+
+/// `2026-12-02T09:15:03.123Z` for Unix milliseconds.
+pub fn rfc3339(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let (days, day_secs) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        day_secs / 3600,
+        day_secs % 3600 / 60,
+        day_secs % 60,
+        unix_ms % 1000
+    )
+}
+
+/// Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm, for dates from 1970).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn request(csv: &str, user: Option<&str>) -> FinalizeRequest {
+        FinalizeRequest {
+            location_id: LocationId::parse("L1").unwrap(),
+            csv_id: CsvId::parse(csv).unwrap(),
+            user_id: user.map(|u| UserId::parse(u).unwrap()),
+        }
+    }
+
+    fn record(status: Status) -> Record {
+        let r = request("C1", None);
+        Record {
+            id: FinalizationId::derive(&r.location_id, "csv", "C1"),
+            location_id: r.location_id,
+            csv_id: r.csv_id,
+            user_id: None,
+            status,
+            attempts: 1,
+            created_at_ms: 1_000,
+            updated_at_ms: 2_000,
+            owner: Some("req-1".into()),
+            lock_until_ms: Some(10_000),
+            expires_at: 100,
+            upstream: None,
+            error: None,
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn keys_come_from_webhook_id_then_idempotency_key_then_the_csv_id() {
+        let r = request("C1", None);
+        let mut headers = HeaderMap::new();
+        let by_csv = key_for(&r, &headers).unwrap();
+        headers.insert("idempotency-key", HeaderValue::from_static("k-1"));
+        let by_key = key_for(&r, &headers).unwrap();
+        headers.insert("webhook-id", HeaderValue::from_static("msg_1"));
+        let by_webhook = key_for(&r, &headers).unwrap();
+        assert!(by_csv != by_key && by_key != by_webhook && by_csv != by_webhook);
+        assert_eq!(
+            by_webhook,
+            key_for(&request("C2", None), &headers).unwrap(),
+            "the key decides"
+        );
+        let other_location = FinalizeRequest {
+            location_id: LocationId::parse("L2").unwrap(),
+            ..request("C1", None)
+        };
+        assert_ne!(
+            key_for(&other_location, &headers).unwrap(),
+            by_webhook,
+            "scoped to the location"
+        );
+        assert!(FinalizationId::parse(by_csv.as_str()).is_some());
+    }
+
+    #[test]
+    fn refuses_a_key_that_is_empty_too_long_or_not_visible_ascii() {
+        let r = request("C1", None);
+        for bad in ["", " ", &"k".repeat(256), "a b", "é"] {
+            let mut headers = HeaderMap::new();
+            if let Ok(value) = HeaderValue::from_str(bad) {
+                headers.insert("idempotency-key", value);
+                let error = key_for(&r, &headers).unwrap_err();
+                assert_eq!(error.field(), Some("Idempotency-Key"), "{bad:?}");
+            }
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "idempotency-key",
+            HeaderValue::from_str(&"k".repeat(255)).unwrap(),
+        );
+        assert!(key_for(&r, &headers).is_ok());
+    }
+
+    #[test]
+    fn parses_only_well_formed_ids() {
+        assert!(FinalizationId::parse("fz_0123456789abcdef0123456789abcdef").is_some());
+        for bad in [
+            "",
+            "fz_",
+            "fz_0123",
+            "xx_0123456789abcdef0123456789abcdef",
+            "fz_0123456789ABCDEF0123456789abcdef",
+            "fz_../../../etc/passwd00000000000",
+        ] {
+            assert!(FinalizationId::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn judges_a_record_by_its_status_lock_and_expiry() {
+        let r = request("C1", None);
+        assert_eq!(record(Status::Finalized).judge(&r, 5_000), Found::Finalized);
+        assert_eq!(record(Status::InProgress).judge(&r, 5_000), Found::Pending);
+        assert_eq!(
+            record(Status::InProgress).judge(&r, 10_000),
+            Found::TakeOver,
+            "the lock ended"
+        );
+        assert_eq!(record(Status::Failed).judge(&r, 5_000), Found::TakeOver);
+        assert_eq!(
+            record(Status::Queued).judge(&r, 5_000),
+            Found::Pending,
+            "being sent"
+        );
+        assert_eq!(
+            record(Status::Queued).judge(&r, 10_000),
+            Found::TakeOver,
+            "never confirmed sent"
+        );
+        let sent = Record {
+            lock_until_ms: None,
+            ..record(Status::Queued)
+        };
+        assert_eq!(
+            sent.judge(&r, 50_000),
+            Found::Pending,
+            "sent, waiting for the worker"
+        );
+        assert_eq!(record(Status::Retrying).judge(&r, 50_000), Found::Pending);
+        assert_eq!(
+            record(Status::Finalized).judge(&r, 100_000),
+            Found::Absent,
+            "expired"
+        );
+        assert_eq!(
+            record(Status::Finalized).judge(&request("C1", Some("U1")), 5_000),
+            Found::KeyReused("userId")
+        );
+        assert_eq!(
+            record(Status::Failed).judge(&request("C2", None), 5_000),
+            Found::KeyReused("csvId")
+        );
+    }
+
+    #[test]
+    fn shows_times_as_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_796_202_903_123), "2026-12-02T09:15:03.123Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+}
