@@ -55,7 +55,7 @@ fn hot_path(c: &mut Criterion) {
                 false,
             );
             let outcome = Outcome::Finalized { reply, attempts: 1 };
-            let envelope = response::outcome(&parsed, &outcome, "bench");
+            let envelope = response::outcome(&parsed, &outcome, None, "bench");
             std::hint::black_box((call, headers, envelope));
         })
     });

@@ -1,17 +1,27 @@
-//! The function assembled: clients built once at start, the service, and its fronts.
+//! The function assembled: clients built once at start, delivery around the service, and its
+//! fronts.
 //!
-//! [`App::build`] makes every client once per instance (Secrets Manager, HighLevel) and wires
-//! them into the [`FinalizeService`] and the [`HttpFront`]; [`App::handle`] answers one HTTP
-//! request with them. Nothing is read from Secrets Manager until a request needs it.
+//! [`App::build`] makes every client once per instance (the AWS clients the configuration
+//! needs, HighLevel) and wires them into the [`FinalizeService`], [`Delivery`] and the
+//! [`HttpFront`]; [`App::handle`] answers one HTTP request with them, [`App::work`] one SQS
+//! batch. Nothing is read from Secrets Manager until a request needs it.
 
+use std::sync::Arc;
+
+use lambda_http::lambda_runtime::Context;
 use lambda_http::{Body, Request, Response};
+use serde_json::Value;
 
 use crate::auth::InboundAuth;
-use crate::aws::SecretsClient;
+use crate::aws::AwsClients;
 use crate::cache::SingleFlightCache;
-use crate::config::{Config, InboundAuthConfig, TokenSourceConfig};
+use crate::config::{Config, InboundAuthConfig, QueueConfig, RecordsConfig, TokenSourceConfig};
+use crate::delivery::{Delivery, DeliverySettings};
 use crate::highlevel::HighLevel;
 use crate::http::HttpFront;
+use crate::queue::memory::MemoryQueue;
+use crate::queue::{sqs::SqsQueue, Queue};
+use crate::records::{dynamodb::DynamoRecords, memory::MemoryRecords, Records};
 use crate::service::{FinalizeService, Settings};
 use crate::tokens::{SecretStore, TokenSource};
 
@@ -20,38 +30,43 @@ use crate::tokens::{SecretStore, TokenSource};
 #[error("cannot build the app")]
 pub struct BuildError(#[source] crate::error::BoxError);
 
-/// The function: the finalize service and the HTTP front, created once per instance.
+impl BuildError {
+    fn missing(client: &str) -> Self {
+        BuildError(
+            format!("the configuration uses {client} but no {client} client was given").into(),
+        )
+    }
+}
+
+/// The function: delivery around the finalize service, and the fronts, created once per
+/// instance.
 pub struct App {
-    service: FinalizeService,
+    delivery: Delivery,
     http: HttpFront,
+    memory_queue: Option<Arc<MemoryQueue>>,
 }
 
 impl App {
-    /// Builds the clients, with a Secrets Manager client from the full AWS configuration chain
-    /// when a secret is configured (the local tools).
+    /// Builds the clients, the AWS ones from the full AWS configuration chain (the local tools).
     pub async fn build(config: Config) -> Result<Self, BuildError> {
         let http = crate::https::client().map_err(BuildError)?;
-        let secrets = if config.reads_secrets() {
-            Some(SecretsClient::from_env(&http).await)
-        } else {
-            None
-        };
-        Self::build_with(config, http, secrets).await
+        let aws = AwsClients::from_env(&http, &config).await;
+        Self::build_with(config, http, aws).await
     }
 
-    /// Builds the app around the one HTTPS client `http` and a Secrets Manager client sending
-    /// through it, required when a secret is configured (`None` otherwise). The Lambda binary
-    /// passes one built from Lambda's environment alone; [`App::build`] one from the full AWS
-    /// configuration chain.
+    /// Builds the app around the one HTTPS client `http` and the AWS clients `aws` (each
+    /// required when the configuration uses its service). The Lambda binary passes clients
+    /// built from Lambda's environment alone; [`App::build`] from the full chain; tests their
+    /// own, pointed at moto.
     pub async fn build_with(
         config: Config,
         http: reqwest::Client,
-        secrets: Option<SecretsClient>,
+        aws: AwsClients,
     ) -> Result<Self, BuildError> {
         let secrets_client = || {
-            secrets.clone().ok_or_else(|| {
-                BuildError("a secret is configured but no Secrets Manager client was given".into())
-            })
+            aws.secrets
+                .clone()
+                .ok_or_else(|| BuildError::missing("Secrets Manager"))
         };
         let ttl = config.secret_cache_ttl;
         let highlevel = HighLevel::new(http, config.api_version.clone(), &config.api_base_url)
@@ -76,7 +91,34 @@ impl App {
             },
             InboundAuthConfig::Disabled => InboundAuth::Disabled,
         };
-        tracing::info!(token_source = %tokens.describe(), api = %config.api_base_url, "ready");
+        let delivery = &config.delivery;
+        let records = match &delivery.records {
+            RecordsConfig::None => None,
+            RecordsConfig::Table(table) => Some(Records::DynamoDb(DynamoRecords::new(
+                aws.dynamodb
+                    .clone()
+                    .ok_or_else(|| BuildError::missing("DynamoDB"))?,
+                table.clone(),
+            ))),
+            RecordsConfig::Memory => Some(Records::Memory(MemoryRecords::new())),
+        };
+        let memory_queue = matches!(delivery.queue, QueueConfig::Memory)
+            .then(|| Arc::new(MemoryQueue::new(delivery.max_receives)));
+        let queue = match &delivery.queue {
+            QueueConfig::None => None,
+            QueueConfig::Sqs(url) => Some(Queue::Sqs(SqsQueue::new(
+                aws.sqs.clone().ok_or_else(|| BuildError::missing("SQS"))?,
+                url.clone(),
+            ))),
+            QueueConfig::Memory => memory_queue.clone().map(Queue::Memory),
+        };
+        tracing::info!(
+            token_source = %tokens.describe(),
+            api = %config.api_base_url,
+            records = records.as_ref().map_or("none", Records::describe),
+            mode = if queue.is_some() { "queue" } else { "sync" },
+            "ready"
+        );
         let http = HttpFront::new(auth, config.default_user_id);
         if !http.authenticates() {
             tracing::warn!("inbound authentication is DISABLED (ALLOW_UNAUTHENTICATED=true): anyone who can reach this function can call it");
@@ -90,12 +132,45 @@ impl App {
                 dry_run: config.dry_run,
             },
         );
-        Ok(Self { service, http })
+        let settings = DeliverySettings {
+            record_ttl: delivery.record_ttl,
+            max_receives: delivery.max_receives,
+        };
+        Ok(Self {
+            delivery: Delivery::new(service, records, queue, settings),
+            http,
+            memory_queue,
+        })
     }
 
     /// Answers one HTTP request (a Lambda HTTP event or a local one). Never fails: every
     /// outcome is a response.
     pub async fn handle(&self, request: Request) -> Response<Body> {
-        self.http.handle(&self.service, request).await
+        self.http.handle(&self.delivery, request).await
+    }
+
+    /// Works one SQS event (queue mode's worker) and answers with its batch item failures.
+    /// Never fails: a message that cannot be handled now is reported, so SQS keeps it.
+    pub async fn work(
+        &self,
+        event: Value,
+        context: &Context,
+    ) -> aws_lambda_events::sqs::SqsBatchResponse {
+        crate::worker::handle(&self.delivery, event, context).await
+    }
+
+    /// The in-memory queue of `serve --queue` and `demo --queue`, for their local worker.
+    pub fn memory_queue(&self) -> Option<Arc<MemoryQueue>> {
+        self.memory_queue.clone()
+    }
+
+    /// Works one batch from the in-memory queue, putting back what should come later.
+    #[cfg(feature = "local")]
+    pub async fn work_memory_batch(
+        &self,
+        queue: &MemoryQueue,
+        batch: Vec<crate::queue::memory::Held>,
+    ) {
+        crate::local::worker::work_batch(&self.delivery, queue, batch).await;
     }
 }

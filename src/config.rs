@@ -24,6 +24,11 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 pub const DEFAULT_SECRET_CACHE_TTL_SECS: u64 = 300;
 /// Default margin before expiry at which an OAuth access token is refreshed.
 pub const DEFAULT_OAUTH_REFRESH_SKEW_SECS: u64 = 300;
+/// Default time a finalization record counts (and a finalized one is replayed).
+pub const DEFAULT_IDEMPOTENCY_TTL_SECS: u64 = 86_400;
+/// Default receives of a queued message before it goes to the dead-letter queue (the redrive
+/// policy's `maxReceiveCount`).
+pub const DEFAULT_QUEUE_MAX_RECEIVES: u32 = 10;
 
 /// A bad or missing setting, naming the environment variable.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +73,99 @@ pub enum InboundAuthConfig {
     Disabled,
 }
 
+/// Where finalization records are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordsConfig {
+    /// None: every request is new, and the status route answers 404.
+    None,
+    /// The DynamoDB table `IDEMPOTENCY_TABLE`.
+    Table(String),
+    /// This process's memory (the local tools).
+    Memory,
+}
+
+/// Whether finalizes are queued, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueConfig {
+    /// Synchronous: the request finalizes and answers with the outcome.
+    None,
+    /// The SQS queue `QUEUE_URL`: the receiver answers 202, the worker finalizes.
+    Sqs(String),
+    /// A queue in this process's memory, with its worker (`serve --queue`, `demo --queue`).
+    Memory,
+}
+
+/// How finalizes are delivered: records and the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryConfig {
+    /// `IDEMPOTENCY_TABLE`.
+    pub records: RecordsConfig,
+    /// `IDEMPOTENCY_TTL_SECS`: how long a record counts.
+    pub record_ttl: Duration,
+    /// `QUEUE_URL`.
+    pub queue: QueueConfig,
+    /// `QUEUE_MAX_RECEIVES`: the receive on which a transient failure becomes `failed`.
+    pub max_receives: u32,
+}
+
+impl DeliveryConfig {
+    /// Records and a queue in memory, for the local tools' `--queue`.
+    pub fn in_memory(queue: bool) -> Self {
+        Self {
+            records: RecordsConfig::Memory,
+            record_ttl: Duration::from_secs(DEFAULT_IDEMPOTENCY_TTL_SECS),
+            queue: if queue {
+                QueueConfig::Memory
+            } else {
+                QueueConfig::None
+            },
+            max_receives: DEFAULT_QUEUE_MAX_RECEIVES,
+        }
+    }
+
+    fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let records = match get("IDEMPOTENCY_TABLE") {
+            Some(table) => RecordsConfig::Table(table.trim().to_owned()),
+            None => RecordsConfig::None,
+        };
+        let queue = match get("QUEUE_URL") {
+            Some(url) => {
+                let url = url.trim().to_owned();
+                Url::parse(&url)
+                    .ok()
+                    .filter(|u| u.scheme() == "https" || is_loopback(u))
+                    .ok_or_else(|| {
+                        ConfigError::new("QUEUE_URL", "must be the queue's https URL")
+                    })?;
+                if records == RecordsConfig::None {
+                    return Err(ConfigError::new(
+                        "QUEUE_URL",
+                        "needs IDEMPOTENCY_TABLE: queue mode keeps a record of every finalize",
+                    ));
+                }
+                QueueConfig::Sqs(url)
+            }
+            None => QueueConfig::None,
+        };
+        Ok(Self {
+            records,
+            record_ttl: Duration::from_secs(parse_number(
+                "IDEMPOTENCY_TTL_SECS",
+                get("IDEMPOTENCY_TTL_SECS"),
+                DEFAULT_IDEMPOTENCY_TTL_SECS,
+                60..=31_536_000,
+            )?),
+            queue,
+            max_receives: parse_number(
+                "QUEUE_MAX_RECEIVES",
+                get("QUEUE_MAX_RECEIVES"),
+                DEFAULT_QUEUE_MAX_RECEIVES.into(),
+                1..=1000,
+            )? as u32,
+        })
+    }
+}
+
 /// Every setting of the function.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -89,6 +187,8 @@ pub struct Config {
     pub secret_cache_ttl: Duration,
     /// `OAUTH_REFRESH_SKEW_SECS`: refresh an OAuth access token this long before it expires.
     pub oauth_refresh_skew: Duration,
+    /// Finalization records and queue mode.
+    pub delivery: DeliveryConfig,
     /// Do everything but call HighLevel; answer with the request that would be sent.
     /// Set by the command-line tool's `--dry-run`, never from the Lambda environment.
     pub dry_run: bool,
@@ -206,6 +306,7 @@ impl Config {
                 DEFAULT_OAUTH_REFRESH_SKEW_SECS,
                 0..=43_200,
             )?),
+            delivery: DeliveryConfig::from_lookup(get)?,
             dry_run: false,
         })
     }
@@ -371,11 +472,41 @@ mod tests {
             ("GHL_API_VERSION", "2021\n07"),
             ("GHL_DEFAULT_USER_ID", "a/b"),
             ("ALLOW_UNAUTHENTICATED", "yes"),
+            ("IDEMPOTENCY_TTL_SECS", "0"),
+            ("QUEUE_MAX_RECEIVES", "0"),
+            ("QUEUE_URL", "http://sqs.eu-west-1.amazonaws.com/1/q"),
         ] {
             let mut vars = MINIMAL.to_vec();
             vars.push((var, value));
             assert_eq!(config(&vars).unwrap_err().var, var, "{var}={value}");
         }
+    }
+
+    #[test]
+    fn delivery_is_synchronous_without_records_unless_configured() {
+        let c = config(&MINIMAL).unwrap();
+        assert_eq!(c.delivery.records, RecordsConfig::None);
+        assert_eq!(c.delivery.queue, QueueConfig::None);
+        assert_eq!(c.delivery.record_ttl, Duration::from_secs(86_400));
+        assert_eq!(c.delivery.max_receives, 10);
+        let mut vars = MINIMAL.to_vec();
+        vars.push(("IDEMPOTENCY_TABLE", "ghl-finalizations"));
+        vars.push(("QUEUE_URL", "https://sqs.eu-west-1.amazonaws.com/123/ghl"));
+        let c = config(&vars).unwrap();
+        assert_eq!(
+            c.delivery.records,
+            RecordsConfig::Table("ghl-finalizations".into())
+        );
+        assert!(matches!(c.delivery.queue, QueueConfig::Sqs(_)));
+    }
+
+    #[test]
+    fn refuses_queue_mode_without_an_idempotency_table() {
+        let mut vars = MINIMAL.to_vec();
+        vars.push(("QUEUE_URL", "https://sqs.eu-west-1.amazonaws.com/123/ghl"));
+        let err = config(&vars).unwrap_err();
+        assert_eq!(err.var, "QUEUE_URL");
+        assert!(err.to_string().contains("IDEMPOTENCY_TABLE"), "{err}");
     }
 
     #[test]

@@ -230,6 +230,22 @@ impl Error {
         }
     }
 
+    /// Whether the same finalize may succeed later unchanged: HighLevel overloaded, failing or
+    /// silent (a timed-out attempt included), a secret, the records or the queue unavailable.
+    /// The queue worker retries these and gives up at once on the rest (a rejected request, a
+    /// refused token, a location without a token, a configuration fault).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::SecretUnavailable(_)
+                | Error::UpstreamUnavailable { .. }
+                | Error::UpstreamTimeout
+                | Error::RequestInProgress
+                | Error::StoreUnavailable(_)
+                | Error::QueueUnavailable(_)
+        )
+    }
+
     /// The `Retry-After` to send, in whole seconds.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -360,6 +376,29 @@ mod tests {
             assert_eq!(error.status().as_u16(), status, "{error:?}");
             assert_eq!(error.code(), code, "{error:?}");
         }
+    }
+
+    #[test]
+    fn only_passing_faults_are_worth_retrying_from_the_queue() {
+        let transient = [
+            Error::SecretUnavailable("throttled".into()),
+            Error::UpstreamUnavailable {
+                reply: Some(reply(500)),
+                retry_after: None,
+                source: None,
+            },
+            Error::UpstreamTimeout,
+            Error::StoreUnavailable("down".into()),
+        ];
+        let permanent = [
+            Error::UpstreamRejected(reply(422)),
+            Error::UpstreamAuthFailed(reply(403)),
+            Error::LocationNotAllowed(LocationId::parse("L1").unwrap()),
+            Error::config("no table", None),
+            Error::invalid_body("bad"),
+        ];
+        assert!(transient.iter().all(Error::is_transient));
+        assert!(!permanent.iter().any(Error::is_transient));
     }
 
     #[test]

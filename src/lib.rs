@@ -43,6 +43,7 @@ pub mod aws;
 pub(crate) mod cache;
 pub mod config;
 pub(crate) mod deadline;
+pub mod delivery;
 pub mod error;
 pub mod highlevel;
 pub mod http;
@@ -58,6 +59,7 @@ pub(crate) mod redact;
 pub mod service;
 pub mod tokens;
 pub mod upstream;
+pub mod worker;
 
 pub use app::App;
 pub use config::Config;

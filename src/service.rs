@@ -58,13 +58,27 @@ pub enum Outcome {
         error: Error,
         /// Finalize requests that reached the wire.
         attempts: u32,
+        /// HighLevel's own word on when to come back, if it gave one.
+        upstream_wait: Option<Duration>,
     },
 }
 
 impl Outcome {
     /// A failure before anything was sent to HighLevel.
     fn not_sent(error: Error) -> Self {
-        Outcome::Failed { error, attempts: 0 }
+        Outcome::Failed {
+            error,
+            attempts: 0,
+            upstream_wait: None,
+        }
+    }
+
+    /// Why it failed, if it did.
+    pub fn error(&self) -> Option<&Error> {
+        match self {
+            Outcome::Failed { error, .. } => Some(error),
+            _ => None,
+        }
     }
 
     /// Finalize requests sent to HighLevel.
@@ -81,7 +95,11 @@ impl From<highlevel::Attempted> for Outcome {
         let attempts = attempted.attempts;
         match attempted.result {
             Ok(reply) => Outcome::Finalized { reply, attempts },
-            Err(error) => Outcome::Failed { error, attempts },
+            Err(error) => Outcome::Failed {
+                error,
+                attempts,
+                upstream_wait: attempted.upstream_wait,
+            },
         }
     }
 }
@@ -115,6 +133,16 @@ impl FinalizeService {
             max_attempts: settings.max_attempts,
             dry_run: settings.dry_run,
         }
+    }
+
+    /// `UPSTREAM_TIMEOUT_MS`: how long a finalize may take once HighLevel is called.
+    pub(crate) fn upstream_timeout(&self) -> Duration {
+        self.upstream_timeout
+    }
+
+    /// Whether HighLevel is never called (`--dry-run`).
+    pub(crate) fn dry_run(&self) -> bool {
+        self.dry_run
     }
 
     /// Finalizes the import `request` names, within the invocation's deadline.

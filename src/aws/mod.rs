@@ -2,12 +2,18 @@
 //! failures sorted into what the caller should do.
 //!
 //! - [`http_client`]: the SDK's HTTP client, sending through the function's one reqwest client.
+//! - [`clients`]: the clients a configuration needs (and only those), built once.
 //! - [`secrets_manager`]: token and inbound-auth secrets (read, and conditional writes of
 //!   refreshed OAuth pairs).
+//!
+//! DynamoDB and SQS are used through their SDK clients by [`crate::records`] and
+//! [`crate::queue`], with the same [`classify`].
 
+pub mod clients;
 pub mod http_client;
 pub(crate) mod secrets_manager;
 
+pub use clients::AwsClients;
 pub use http_client::sdk_http_client;
 pub use secrets_manager::SecretsClient;
 

@@ -1,19 +1,15 @@
 //! Reading and writing secrets in AWS Secrets Manager, and telling lasting faults from passing
 //! ones.
 //!
-//! The SDK client is built once per instance ([`SecretsClient::from_env`]) and honours the
-//! usual AWS environment, including `AWS_ENDPOINT_URL_SECRETS_MANAGER` (used by the tests to
-//! reach a moto server on loopback). [`SecretsClient::read`] gives up at the invocation's
+//! The SDK client is built once per instance ([`super::AwsClients`]) and honours
+//! `AWS_ENDPOINT_URL_SECRETS_MANAGER` (used by the tests to reach a moto server on loopback). [`SecretsClient::read`] gives up at the invocation's
 //! deadline and sorts every failure into [`ReadError`]: a missing secret, a configuration fault,
 //! or a transient one.
 
 use std::time::Duration;
 
-use aws_config::timeout::TimeoutConfig;
-use aws_config::BehaviorVersion;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 
-use super::http_client::sdk_http_client;
 use super::Fault;
 use crate::deadline::Deadline;
 use crate::error::{BoxError, Error};
@@ -75,58 +71,13 @@ pub struct SecretsClient {
 }
 
 impl SecretsClient {
-    /// Builds the client from the standard AWS environment (profiles, SSO, …), sending through
-    /// `http`, with timeouts short enough to leave the HighLevel call its budget.
-    pub async fn from_env(http: &reqwest::Client) -> Self {
-        let sdk_config = aws_config::defaults(BehaviorVersion::latest())
-            .http_client(sdk_http_client(http.clone()))
-            .timeout_config(Self::timeouts())
-            .load()
-            .await;
-        Self::from_client(aws_sdk_secretsmanager::Client::new(&sdk_config))
-    }
-
-    /// Builds the client from only what Lambda provides: `AWS_REGION`, the credentials in
-    /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN`, and an optional
-    /// `AWS_ENDPOINT_URL_SECRETS_MANAGER` (or `AWS_ENDPOINT_URL`). Unlike [`Self::from_env`],
-    /// it reads no files and links no profile, SSO or STS code: the Lambda binary uses it.
-    pub fn from_lambda_env(http: &reqwest::Client) -> Self {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        let mut builder = aws_sdk_secretsmanager::config::Builder::new()
-            .behavior_version(BehaviorVersion::latest())
-            .http_client(sdk_http_client(http.clone()))
-            .timeout_config(Self::timeouts())
-            .credentials_provider(
-                aws_config::environment::EnvironmentVariableCredentialsProvider::new(),
-            );
-        if let Some(region) = var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")) {
-            builder = builder.region(aws_sdk_secretsmanager::config::Region::new(region));
-        }
-        if let Some(endpoint) =
-            var("AWS_ENDPOINT_URL_SECRETS_MANAGER").or_else(|| var("AWS_ENDPOINT_URL"))
-        {
-            builder = builder.endpoint_url(endpoint);
-        }
-        Self::from_client(aws_sdk_secretsmanager::Client::from_conf(builder.build()))
-    }
-
     /// Wraps a client configured elsewhere (tests add an endpoint and interceptors).
     pub fn from_client(client: aws_sdk_secretsmanager::Client) -> Self {
         Self { client }
     }
 
-    /// The timeouts used for Secrets Manager calls: short, so that a slow secret read still
-    /// leaves the HighLevel call its budget.
-    pub fn timeouts() -> TimeoutConfig {
-        TimeoutConfig::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .operation_attempt_timeout(Duration::from_secs(3))
-            .operation_timeout(Self::OPERATION_TIMEOUT)
-            .build()
-    }
-
     /// The longest one call (a read or a write, its retries included) may take.
-    pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(6);
+    pub const OPERATION_TIMEOUT: Duration = super::clients::OPERATION_TIMEOUT;
 
     /// Reads a secret's SecretString with the id of the version read, giving up (as a transient
     /// fault) at `deadline` so the function still answers in time.

@@ -1,6 +1,6 @@
 //! The Lambda entry point: read the configuration, build the app, serve invocations.
 
-use ghl_csv_finalize::aws::SecretsClient;
+use ghl_csv_finalize::aws::AwsClients;
 use ghl_csv_finalize::{https, lambda, App, Config};
 
 fn main() -> Result<(), lambda_http::Error> {
@@ -16,10 +16,8 @@ async fn serve() -> Result<(), lambda_http::Error> {
         tracing::error!(variable = error.var, "{error}");
     })?;
     let http = https::client()?;
-    // Lambda's environment holds everything the Secrets Manager client needs.
-    let secrets = config
-        .reads_secrets()
-        .then(|| SecretsClient::from_lambda_env(&http));
-    let app = App::build_with(config, http, secrets).await?;
+    // Lambda's environment holds everything the AWS clients need.
+    let aws = AwsClients::from_lambda_env(&http, &config);
+    let app = App::build_with(config, http, aws).await?;
     lambda::run(&app).await
 }

@@ -1,8 +1,10 @@
 //! `ghl-csv-finalize`: the same handler outside Lambda.
 //!
 //! - `demo`: the quick start — a sample HighLevel workflow webhook through the real handler,
-//!   over real HTTP to a local HighLevel stand-in, offline, with built-in settings.
-//! - `serve`: the handler as a plain HTTP server (for curl, or a tunnel from an automation platform).
+//!   over real HTTP to a local HighLevel stand-in, offline, with built-in settings; `--queue`
+//!   runs it through queue mode (receiver, in-memory queue, worker).
+//! - `serve`: the handler as a plain HTTP server (for curl, or a tunnel from an automation
+//!   platform); `--queue` adds queue mode with an in-memory queue and its worker.
 //! - `invoke EVENT.json`: one Lambda event file through the handler.
 //! - `finalize --location L --csv C`: the direct call for an operator.
 //! - `standin`: the local HighLevel stand-in on its own.
@@ -17,9 +19,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use ghl_csv_finalize::config::{DeliveryConfig, RecordsConfig};
 use ghl_csv_finalize::ids::{CsvId, LocationId, UserId};
 use ghl_csv_finalize::local::server::LocalServer;
 use ghl_csv_finalize::local::standin::{Behaviour, Faults, StandIn};
+use ghl_csv_finalize::local::worker;
 use ghl_csv_finalize::{App, Config};
 use lambda_http::Body;
 use serde_json::{json, Value};
@@ -47,6 +51,9 @@ enum Command {
         /// A Lambda event file to send instead of the built-in HighLevel workflow sample
         #[arg(long)]
         event: Option<PathBuf>,
+        /// Go through queue mode: 202 from the receiver, then the worker finalizes
+        #[arg(long)]
+        queue: bool,
     },
     /// Serve the function's handler over plain HTTP
     Serve {
@@ -56,6 +63,9 @@ enum Command {
         /// Do everything but call HighLevel; answer with the request that would be sent
         #[arg(long)]
         dry_run: bool,
+        /// Queue mode: answer 202 and finalize from an in-memory queue (records in memory)
+        #[arg(long, conflicts_with = "dry_run")]
+        queue: bool,
     },
     /// Run one Lambda event file through the handler and print the response
     Invoke {
@@ -139,8 +149,12 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command) -> Result<ExitCode, String> {
     match command {
-        Command::Demo { event } => demo(event).await,
-        Command::Serve { addr, dry_run } => serve(addr, dry_run).await,
+        Command::Demo { event, queue } => demo(event, queue).await,
+        Command::Serve {
+            addr,
+            dry_run,
+            queue,
+        } => serve(addr, dry_run, queue).await,
         Command::Invoke { event, dry_run } => {
             let event = std::fs::read_to_string(&event)
                 .map_err(|e| format!("cannot read {}: {e}", event.display()))?;
@@ -244,9 +258,19 @@ fn pretty(bytes: &[u8]) -> String {
         .unwrap_or_else(|| String::from_utf8_lossy(bytes).into_owned())
 }
 
-async fn serve(addr: SocketAddr, dry_run: bool) -> Result<ExitCode, String> {
-    let app = Arc::new(build(env_config(dry_run, false)?).await?);
-    let server = LocalServer::start(app, addr)
+async fn serve(addr: SocketAddr, dry_run: bool, queue: bool) -> Result<ExitCode, String> {
+    let mut config = env_config(dry_run, false)?;
+    if queue {
+        config.delivery = DeliveryConfig::in_memory(true);
+    } else if config.delivery.records == RecordsConfig::None {
+        // Without a table, duplicates are still caught within this process.
+        config.delivery = DeliveryConfig::in_memory(false);
+    }
+    let app = Arc::new(build(config).await?);
+    let worker = app
+        .memory_queue()
+        .map(|memory| tokio::spawn(worker::run(Arc::clone(&app), memory)));
+    let server = LocalServer::start(Arc::clone(&app), addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     println!(
@@ -254,6 +278,8 @@ async fn serve(addr: SocketAddr, dry_run: bool) -> Result<ExitCode, String> {
         server.address(),
         if dry_run {
             " (dry run: HighLevel is never called)"
+        } else if queue {
+            " (queue mode: requests are answered 202 and finalized by the in-memory worker)"
         } else {
             ""
         }
@@ -261,6 +287,9 @@ async fn serve(addr: SocketAddr, dry_run: bool) -> Result<ExitCode, String> {
     shutdown_signal().await;
     eprintln!("shutting down: finishing requests in flight");
     server.stop(Duration::from_secs(10)).await;
+    if let Some(worker) = worker {
+        worker.abort();
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -279,8 +308,10 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// The quick start: built-in settings, a stand-in HighLevel, one sample event.
-async fn demo(event: Option<PathBuf>) -> Result<ExitCode, String> {
+/// The quick start: built-in settings, a stand-in HighLevel, one sample event. With `queue`,
+/// the event goes through queue mode: the receiver answers 202, the worker finalizes from the
+/// in-memory queue, and the status route shows the record.
+async fn demo(event: Option<PathBuf>, queue: bool) -> Result<ExitCode, String> {
     let (name, event) = match &event {
         Some(path) => (
             path.display().to_string(),
@@ -302,16 +333,34 @@ async fn demo(event: Option<PathBuf>) -> Result<ExitCode, String> {
     .await
     .map_err(|e| format!("cannot start the HighLevel stand-in: {e}"))?;
     let base_url = standin.base_url();
-    let config = Config::local(DEMO_TOKEN, &base_url).map_err(|e| e.to_string())?;
-    let app = build(config).await?;
+    let mut config = Config::local(DEMO_TOKEN, &base_url).map_err(|e| e.to_string())?;
+    config.delivery = DeliveryConfig::in_memory(queue);
+    let app = Arc::new(build(config).await?);
 
     println!("ghl-csv-finalize demo: offline, no AWS or HighLevel account needed");
     println!("  HighLevel stand-in:  {base_url}");
     println!("  token source:        GHL_TOKEN (a built-in demo token)");
     println!("  event:               {name}");
+    if queue {
+        println!("  mode:                queue (in-memory queue and records, one worker)");
+    }
     println!();
     let response = app.handle(parse_event(&event)?).await;
-    let status = response.status();
+    let mut status = response.status();
+    let mut body = response.body().as_ref().to_vec();
+    if let Some(memory) = app.memory_queue() {
+        println!("What the receiver answered ({status}):");
+        println!("{}", pretty(&body));
+        println!();
+        let worker = tokio::spawn(worker::run(Arc::clone(&app), memory));
+        let id = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v["finalizationId"].as_str().map(str::to_owned));
+        if let Some(id) = id {
+            (status, body) = wait_for_record(&app, &id).await?;
+        }
+        worker.abort();
+    }
 
     println!("What HighLevel received:");
     let received = standin.received();
@@ -327,12 +376,44 @@ async fn demo(event: Option<PathBuf>) -> Result<ExitCode, String> {
         println!("  -> HighLevel answered {}", request.status);
     }
     println!();
-    println!("What the function answered ({status}):");
-    println!("{}", pretty(response.body().as_ref()));
+    if queue {
+        println!("What the status route answers (GET /finalizations/{{id}}, {status}):");
+    } else {
+        println!("What the function answered ({status}):");
+    }
+    println!("{}", pretty(&body));
     standin.stop().await;
-    Ok(if status.is_success() {
+    let finalized = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .is_some_and(|v| v["ok"] == true && (!queue || v["finalization"]["status"] == "finalized"));
+    Ok(if status.is_success() && finalized {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Asks the status route until the record of `id` is finalized or failed (10 s at most).
+async fn wait_for_record(app: &App, id: &str) -> Result<(http::StatusCode, Vec<u8>), String> {
+    let started = std::time::Instant::now();
+    loop {
+        let request = http::Request::get(format!("/finalizations/{id}"))
+            .body(Body::Empty)
+            .map_err(|e| e.to_string())?;
+        let response = app.handle(request).await;
+        let status = response.status();
+        let body = response.body().as_ref().to_vec();
+        let settled = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .is_some_and(|v| {
+                matches!(
+                    v["finalization"]["status"].as_str(),
+                    Some("finalized" | "failed")
+                )
+            });
+        if settled || started.elapsed() > Duration::from_secs(10) {
+            return Ok((status, body));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -24,6 +24,9 @@ pub struct Attempted {
     pub result: Result<UpstreamReply, Error>,
     /// Finalize requests put on the wire, the retry after a re-authentication included.
     pub attempts: u32,
+    /// HighLevel's own word on when to come back (the last `Retry-After` it sent), if any:
+    /// the queue worker sets a message's visibility to it.
+    pub upstream_wait: Option<Duration>,
 }
 
 impl HighLevel {
@@ -47,6 +50,7 @@ impl HighLevel {
         let mut sent = 0u32; // every request put on the wire
         let mut counted = 0u32; // those that count against MAX_ATTEMPTS
         let mut free_attempt = false; // the one retry after a re-authentication
+        let mut upstream_wait = None; // HighLevel's last Retry-After
         let result = loop {
             if Instant::now() >= deadline {
                 break Err(Error::UpstreamTimeout);
@@ -81,6 +85,7 @@ impl HighLevel {
                         let delay = retry_after
                             .as_deref()
                             .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
+                        upstream_wait = delay;
                         (Retryable::Answered(reply), delay)
                     }
                 },
@@ -104,6 +109,7 @@ impl HighLevel {
         Attempted {
             result,
             attempts: sent,
+            upstream_wait,
         }
     }
 }

@@ -17,22 +17,32 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
 /// What a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
+pub enum Route<'a> {
     /// `GET …/healthz`: liveness, no auth, no I/O.
     Health,
     /// `POST` on any path: finalize a CSV import.
     Finalize,
+    /// `GET …/finalizations/{finalizationId}`: read a record (the id as given, unchecked).
+    Finalization(&'a str),
 }
 
 /// Picks the route from the method and path, or answers 405.
-pub fn route(method: &Method, path: &str) -> Result<Route, Error> {
+pub fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, Error> {
+    let path = path.trim_end_matches('/');
     if method == Method::POST {
-        Ok(Route::Finalize)
-    } else if method == Method::GET && path.trim_end_matches('/').ends_with("/healthz") {
-        Ok(Route::Health)
-    } else {
-        Err(Error::MethodNotAllowed)
+        return Ok(Route::Finalize);
     }
+    if method == Method::GET {
+        if path.ends_with("/healthz") {
+            return Ok(Route::Health);
+        }
+        if let Some((rest, id)) = path.rsplit_once('/') {
+            if rest.ends_with("/finalizations") || rest == "finalizations" {
+                return Ok(Route::Finalization(id));
+            }
+        }
+    }
+    Err(Error::MethodNotAllowed)
 }
 
 /// Answers 413 when the body exceeds [`MAX_BODY_BYTES`].
@@ -456,6 +466,26 @@ mod tests {
             route(&Method::DELETE, "/x"),
             Err(Error::MethodNotAllowed)
         ));
+    }
+
+    #[test]
+    fn routes_get_on_a_finalization_to_the_status_route() {
+        assert_eq!(
+            route(&Method::GET, "/Prod/finalizations/fz_1/").unwrap(),
+            Route::Finalization("fz_1")
+        );
+        for path in [
+            "/finalizations",
+            "/finalizations/",
+            "/myfinalizations/fz_1",
+            "/finalizations/fz_1/x",
+        ] {
+            assert!(route(&Method::GET, path).is_err(), "{path}");
+        }
+        assert_eq!(
+            route(&Method::POST, "/finalizations/fz_1").unwrap(),
+            Route::Finalize
+        );
     }
 
     #[test]

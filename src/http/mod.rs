@@ -2,8 +2,9 @@
 //!
 //! [`HttpFront::handle`] runs the contract's checks in order — method (405), body size (413),
 //! authentication (401), content type (415), body and fields (400) — hands a
-//! [`FinalizeRequest`] to the [`FinalizeService`], and turns what happened into the response and
-//! the request's log line, each in one place.
+//! [`FinalizeRequest`] to [`Delivery`] (which runs, replays or queues it), and turns what
+//! happened into the response and the request's log line, each in one place. The status route
+//! (`GET …/finalizations/{id}`) is checked the same way and reads a record.
 //!
 //! - [`event`]: Lambda HTTP events to `http::Request` and back, in each origin's format.
 //! - [`inbound`]: pure parsing of method, path, query string and body.
@@ -21,9 +22,11 @@ use lambda_http::{Body, Request, RequestExt, Response};
 
 use crate::auth::{Credential, InboundAuth, Proof};
 use crate::deadline::{unix_now, Deadline};
+use crate::delivery::{Delivery, Submission, Submitted};
 use crate::error::{chain, Error};
 use crate::ids::UserId;
-use crate::service::{FinalizeRequest, FinalizeService, Invocation, Outcome};
+use crate::records::{key_for, FinalizationId, Record};
+use crate::service::{FinalizeRequest, Invocation};
 use event::{InvalidBase64Body, MalformedEvent, PathParams};
 use inbound::{Route, Sources};
 
@@ -31,8 +34,10 @@ use inbound::{Route, Sources};
 enum Accepted {
     /// `GET …/healthz`.
     Health,
-    /// A finalize request for the service.
-    Finalize(FinalizeRequest),
+    /// A finalize request, with its record's id when records are kept.
+    Finalize(FinalizeRequest, Option<FinalizationId>),
+    /// `GET …/finalizations/{id}` by a caller who may see the locations it may act for.
+    Lookup(FinalizationId),
 }
 
 /// The checks in front of the service, and what they need.
@@ -45,10 +50,12 @@ pub(crate) struct HttpFront {
 enum Handled {
     /// `GET …/healthz`.
     Health,
-    /// A check refused the request before the service saw it.
+    /// A check refused the request before delivery saw it.
     Refused(Error),
-    /// The service ran.
-    Finalize(FinalizeRequest, Outcome),
+    /// Delivery handled it.
+    Finalize(FinalizeRequest, Submitted),
+    /// The status route found the record.
+    Found(Record),
 }
 
 impl HttpFront {
@@ -66,32 +73,37 @@ impl HttpFront {
     }
 
     /// Answers one request. Never fails: every outcome is a response.
-    pub(crate) async fn handle(
-        &self,
-        service: &FinalizeService,
-        request: Request,
-    ) -> Response<Body> {
+    pub(crate) async fn handle(&self, delivery: &Delivery, request: Request) -> Response<Body> {
         let started = Instant::now();
         let invocation = invocation_of(&request);
         let mut credential = None;
         let handled = match self
-            .accept(&request, invocation.deadline, &mut credential)
+            .accept(&request, delivery, invocation.deadline, &mut credential)
             .await
         {
             Ok(Accepted::Health) => Handled::Health,
-            Ok(Accepted::Finalize(finalize)) => {
-                let outcome = service.finalize(&finalize, &invocation).await;
-                Handled::Finalize(finalize, outcome)
+            Ok(Accepted::Finalize(finalize, key)) => {
+                let submitted = delivery.submit(&finalize, key, &invocation).await;
+                Handled::Finalize(finalize, submitted)
+            }
+            Ok(Accepted::Lookup(id)) => {
+                let caller = credential.as_ref();
+                let may_see = |location: &_| caller.is_none_or(|c| c.allows(location));
+                match delivery.lookup(&id, may_see).await {
+                    Ok(record) => Handled::Found(record),
+                    Err(error) => Handled::Refused(error),
+                }
             }
             Err(error) => Handled::Refused(error),
         };
         let request_id = invocation.request_id.as_str();
         let response = match &handled {
             Handled::Health => response::health(request_id),
-            Handled::Refused(error) => response::error(error, 0, request_id),
-            Handled::Finalize(finalize, outcome) => {
-                response::outcome(finalize, outcome, request_id)
+            Handled::Refused(error) => response::error(error, 0, None, request_id),
+            Handled::Finalize(finalize, submitted) => {
+                response::submitted(finalize, submitted, request_id)
             }
+            Handled::Found(record) => response::finalization(record, request_id),
         };
         let credential = credential.as_ref().map_or("none", |c| c.name.as_str());
         log(
@@ -105,11 +117,13 @@ impl HttpFront {
     }
 
     /// The contract's checks, in its order: method (405), body size (413), authentication
-    /// (401), content type (415), body and fields (400), the credential's locations (403).
-    /// The credential that authenticated the caller is left in `credential`, for the log.
+    /// (401), content type (415), body, fields and idempotency key (400), the credential's
+    /// locations (403). The credential that authenticated the caller is left in `credential`,
+    /// for the log and the status route.
     async fn accept(
         &self,
         request: &Request,
+        delivery: &Delivery,
         deadline: Deadline,
         credential: &mut Option<Credential>,
     ) -> Result<Accepted, Error> {
@@ -121,7 +135,8 @@ impl HttpFront {
                 Error::invalid_body(malformed.problem.clone())
             });
         }
-        if inbound::route(request.method(), request.uri().path())? == Route::Health {
+        let route = inbound::route(request.method(), request.uri().path())?;
+        if route == Route::Health {
             return Ok(Accepted::Health);
         }
         let body = request.body().as_ref();
@@ -131,6 +146,12 @@ impl HttpFront {
                 .authenticate(request.headers(), body, deadline)
                 .await?,
         );
+        if let Route::Finalization(id) = route {
+            // An id that is not one of ours names no record.
+            return FinalizationId::parse(id)
+                .map(Accepted::Lookup)
+                .ok_or(Error::NotFound);
+        }
         if request.extensions().get::<InvalidBase64Body>().is_some() {
             return Err(Error::invalid_body(
                 "the event's body is marked base64 but is not valid base64",
@@ -153,13 +174,17 @@ impl HttpFront {
             Proof::Signature => inbound::parse_signed(sources)?,
             Proof::ApiKey | Proof::None => inbound::parse(sources)?,
         };
-        if !caller.allows(&finalize.location_id) {
-            return Err(Error::CredentialNotAllowed(finalize.location_id));
-        }
         if finalize.user_id.is_none() {
             finalize.user_id = self.default_user_id.clone();
         }
-        Ok(Accepted::Finalize(finalize))
+        let key = delivery
+            .keeps_records()
+            .then(|| key_for(&finalize, request.headers()))
+            .transpose()?;
+        if !caller.allows(&finalize.location_id) {
+            return Err(Error::CredentialNotAllowed(finalize.location_id));
+        }
+        Ok(Accepted::Finalize(finalize, key))
     }
 }
 
@@ -194,20 +219,21 @@ fn log(
     status: u16,
     started: Instant,
 ) {
-    let (request, attempts, error) = match handled {
-        Handled::Health => (None, 0, None),
-        Handled::Refused(error) => (None, 0, Some(error)),
-        Handled::Finalize(request, outcome) => (
+    let (request, finalization_id, attempts, replayed, error) = match handled {
+        Handled::Health => (None, None, 0, false, None),
+        Handled::Refused(error) => (None, None, 0, false, Some(error)),
+        Handled::Found(record) => (None, Some(&record.id), 0, false, None),
+        Handled::Finalize(request, submitted) => (
             Some(request),
-            outcome.attempts(),
-            match outcome {
-                Outcome::Failed { error, .. } => Some(error),
-                _ => None,
-            },
+            submitted.finalization_id.as_ref(),
+            submitted.attempts(),
+            matches!(submitted.result, Submission::Replayed(_)),
+            submitted.error(),
         ),
     };
     let location_id = request.map(|r| r.location_id.as_str()).unwrap_or("");
     let csv_id = request.map(|r| r.csv_id.as_str()).unwrap_or("");
+    let finalization_id = finalization_id.map(FinalizationId::as_str).unwrap_or("");
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let request_id = invocation.request_id.as_str();
     match error {
@@ -217,17 +243,19 @@ fn log(
             status,
             location_id,
             csv_id,
+            finalization_id,
             attempts,
+            replayed,
             elapsed_ms,
             "request finished"
         ),
         Some(error) if status >= 500 => tracing::error!(
-            request_id, credential, status, code = error.code(), location_id, csv_id, attempts,
-            elapsed_ms, cause = %chain(error), "request failed"
+            request_id, credential, status, code = error.code(), location_id, csv_id,
+            finalization_id, attempts, elapsed_ms, cause = %chain(error), "request failed"
         ),
         Some(error) => tracing::warn!(
-            request_id, credential, status, code = error.code(), location_id, csv_id, attempts,
-            elapsed_ms, message = %error, "request refused"
+            request_id, credential, status, code = error.code(), location_id, csv_id,
+            finalization_id, attempts, elapsed_ms, message = %error, "request refused"
         ),
     }
 }

@@ -1,33 +1,60 @@
 //! The contract's JSON envelope, for every answer the HTTP front gives.
 
 use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
-use http::{HeaderValue, StatusCode};
+use http::{HeaderName, HeaderValue, StatusCode};
 use lambda_http::{Body, Response};
 use serde_json::{json, Map, Value};
 
+use crate::delivery::{Submission, Submitted};
 use crate::error::Error;
 use crate::highlevel::retry::retry_after_header;
+use crate::records::{Record, Status};
 use crate::service::{FinalizeRequest, Outcome};
+
+/// The header that marks an answer given again from a finalized record.
+pub const REPLAYED_HEADER: HeaderName = HeaderName::from_static("idempotent-replayed");
 
 /// `200 {"ok":true,"requestId":…}` for `GET …/healthz`.
 pub fn health(request_id: &str) -> Response<Body> {
     respond(StatusCode::OK, json!({"ok": true, "requestId": request_id}))
 }
 
-/// The answer to a finalize request that reached the service.
-pub fn outcome(request: &FinalizeRequest, outcome: &Outcome, request_id: &str) -> Response<Body> {
+/// `200 {"ok":true,"finalization":{…}}` for `GET …/finalizations/{id}`.
+pub fn finalization(record: &Record, request_id: &str) -> Response<Body> {
+    respond(
+        StatusCode::OK,
+        json!({"ok": true, "finalization": record.to_json(), "requestId": request_id}),
+    )
+}
+
+/// The answer to a finalize request that reached delivery: the outcome, the stored answer
+/// again, 202 for a queued one, or why its record refused it — with its `finalizationId`.
+pub(crate) fn submitted(
+    request: &FinalizeRequest,
+    submitted: &Submitted,
+    request_id: &str,
+) -> Response<Body> {
+    let id = submitted.finalization_id.as_ref().map(|id| id.as_str());
+    match &submitted.result {
+        Submission::Ran(ran) => outcome(request, ran, id, request_id),
+        Submission::Replayed(record) => replayed(record, request_id),
+        Submission::Queued(status) => queued(request, *status, id, request_id),
+        Submission::Refused(refusal) => error(refusal, 0, id, request_id),
+    }
+}
+
+/// The answer to a finalize request that ran.
+pub fn outcome(
+    request: &FinalizeRequest,
+    outcome: &Outcome,
+    finalization_id: Option<&str>,
+    request_id: &str,
+) -> Response<Body> {
     match outcome {
-        Outcome::Finalized { reply, attempts } => respond(
-            StatusCode::OK,
-            json!({
-                "ok": true,
-                "locationId": request.location_id.as_str(),
-                "csvId": request.csv_id.as_str(),
-                "attempts": attempts,
-                "upstream": reply.to_json(),
-                "requestId": request_id,
-            }),
-        ),
+        Outcome::Finalized { reply, attempts } => {
+            let body = finalized_body(request, *attempts, reply.to_json(), finalization_id);
+            respond(StatusCode::OK, with_request_id(body, request_id))
+        }
         Outcome::DryRun { would_send } => respond(
             StatusCode::OK,
             json!({
@@ -40,13 +67,82 @@ pub fn outcome(request: &FinalizeRequest, outcome: &Outcome, request_id: &str) -
                 "requestId": request_id,
             }),
         ),
-        Outcome::Failed { error: e, attempts } => error(e, *attempts, request_id),
+        Outcome::Failed {
+            error: e, attempts, ..
+        } => error(e, *attempts, finalization_id, request_id),
     }
+}
+
+/// The 200 a finalize answered with, as stored and replayed.
+fn finalized_body(
+    request: &FinalizeRequest,
+    attempts: u32,
+    upstream: Value,
+    finalization_id: Option<&str>,
+) -> Map<String, Value> {
+    let mut body = Map::new();
+    body.insert("ok".into(), json!(true));
+    body.insert("locationId".into(), json!(request.location_id.as_str()));
+    body.insert("csvId".into(), json!(request.csv_id.as_str()));
+    body.insert("attempts".into(), json!(attempts));
+    body.insert("upstream".into(), upstream);
+    if let Some(id) = finalization_id {
+        body.insert("finalizationId".into(), json!(id));
+    }
+    body
+}
+
+/// The stored success again: the same status and body, `"replayed": true`, the
+/// `idempotent-replayed` header and this request's own `requestId`.
+fn replayed(record: &Record, request_id: &str) -> Response<Body> {
+    let request = FinalizeRequest {
+        location_id: record.location_id.clone(),
+        csv_id: record.csv_id.clone(),
+        user_id: record.user_id.clone(),
+    };
+    let upstream = record.upstream.clone().unwrap_or(Value::Null);
+    let mut body = finalized_body(
+        &request,
+        record.attempts,
+        upstream,
+        Some(record.id.as_str()),
+    );
+    body.insert("replayed".into(), json!(true));
+    let mut response = respond(StatusCode::OK, with_request_id(body, request_id));
+    response
+        .headers_mut()
+        .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    response
+}
+
+/// `202 {"ok":true,"status":…}`: accepted in queue mode, or still being handled.
+fn queued(
+    request: &FinalizeRequest,
+    status: Status,
+    finalization_id: Option<&str>,
+    request_id: &str,
+) -> Response<Body> {
+    respond(
+        StatusCode::ACCEPTED,
+        json!({
+            "ok": true,
+            "status": status.as_str(),
+            "locationId": request.location_id.as_str(),
+            "csvId": request.csv_id.as_str(),
+            "finalizationId": finalization_id,
+            "requestId": request_id,
+        }),
+    )
 }
 
 /// `{"ok":false,"error":{…}}` with the status, code and headers the error calls for.
 /// `attempts` is included once a request has been sent to HighLevel.
-pub fn error(error: &Error, attempts: u32, request_id: &str) -> Response<Body> {
+pub fn error(
+    error: &Error,
+    attempts: u32,
+    finalization_id: Option<&str>,
+    request_id: &str,
+) -> Response<Body> {
     let mut detail = Map::new();
     detail.insert("code".into(), json!(error.code()));
     detail.insert("message".into(), json!(error.public_message()));
@@ -62,8 +158,10 @@ pub fn error(error: &Error, attempts: u32, request_id: &str) -> Response<Body> {
     if attempts > 0 {
         body.insert("attempts".into(), json!(attempts));
     }
-    body.insert("requestId".into(), json!(request_id));
-    let mut response = respond(error.status(), Value::Object(body));
+    if let Some(id) = finalization_id {
+        body.insert("finalizationId".into(), json!(id));
+    }
+    let mut response = respond(error.status(), with_request_id(body, request_id));
     let headers = response.headers_mut();
     if let Some(delay) = error.retry_after() {
         headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_header(delay)));
@@ -72,6 +170,11 @@ pub fn error(error: &Error, attempts: u32, request_id: &str) -> Response<Body> {
         headers.insert(ALLOW, HeaderValue::from_static("POST, GET"));
     }
     response
+}
+
+fn with_request_id(mut body: Map<String, Value>, request_id: &str) -> Value {
+    body.insert("requestId".into(), json!(request_id));
+    Value::Object(body)
 }
 
 fn respond(status: StatusCode, body: Value) -> Response<Body> {
@@ -98,6 +201,7 @@ mod tests {
         let response = error(
             &Error::invalid_field("csvId", "csvId is required"),
             0,
+            None,
             "req-1",
         );
         assert_eq!(response.status(), 400);
@@ -119,7 +223,7 @@ mod tests {
             retry_after: Some(Duration::from_secs(7)),
             source: None,
         };
-        let response = error(&overloaded, 3, "req-2");
+        let response = error(&overloaded, 3, None, "req-2");
         assert_eq!(response.status(), 503);
         assert_eq!(response.headers()["retry-after"], "7");
         let body = body_of(&response);
@@ -163,18 +267,108 @@ mod tests {
         let failed = outcome_response(&Outcome::Failed {
             error: Error::UpstreamTimeout,
             attempts: 1,
+            upstream_wait: None,
         });
         assert_eq!(failed.status(), 504);
         assert_eq!(body_of(&failed)["attempts"], 1);
     }
 
     fn outcome_response(result: &Outcome) -> Response<Body> {
-        outcome(&request(), result, "r")
+        outcome(&request(), result, None, "r")
+    }
+
+    fn record() -> Record {
+        Record {
+            id: crate::records::FinalizationId::parse("fz_0123456789abcdef0123456789abcdef")
+                .unwrap(),
+            location_id: crate::ids::LocationId::parse("L1").unwrap(),
+            csv_id: crate::ids::CsvId::parse("C1").unwrap(),
+            user_id: None,
+            status: Status::Finalized,
+            attempts: 1,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            owner: None,
+            lock_until_ms: None,
+            expires_at: 1,
+            upstream: Some(json!({"status": 200, "body": {"success": true}})),
+            error: None,
+            version: 2,
+        }
+    }
+
+    #[test]
+    fn a_replay_gives_the_stored_answer_again_marked_as_such() {
+        let first = Submitted {
+            finalization_id: Some(record().id),
+            result: Submission::Ran(Outcome::Finalized {
+                reply: UpstreamReply::new(200, json!({"success": true}), false),
+                attempts: 1,
+            }),
+        };
+        let first = body_of(&submitted(&request(), &first, "r1"));
+        let again = submitted(
+            &request(),
+            &Submitted {
+                finalization_id: Some(record().id),
+                result: Submission::Replayed(record()),
+            },
+            "r2",
+        );
+        assert_eq!(again.status(), 200);
+        assert_eq!(again.headers()["idempotent-replayed"], "true");
+        let mut again = body_of(&again);
+        assert_eq!(
+            (again["replayed"].take(), again["requestId"].take()),
+            (json!(true), json!("r2"))
+        );
+        let mut first = first;
+        first["requestId"].take();
+        let (Value::Object(mut a), Value::Object(b)) = (again, first) else {
+            unreachable!()
+        };
+        a.remove("replayed");
+        assert_eq!(
+            Value::Object(a),
+            Value::Object(b),
+            "the same body otherwise"
+        );
+    }
+
+    #[test]
+    fn a_queued_request_is_accepted_with_its_finalization_id() {
+        let queued = Submitted {
+            finalization_id: Some(record().id),
+            result: Submission::Queued(Status::Queued),
+        };
+        let response = submitted(&request(), &queued, "r");
+        assert_eq!(response.status(), 202);
+        assert_eq!(
+            body_of(&response),
+            json!({"ok": true, "status": "queued", "locationId": "L1", "csvId": "C1",
+                   "finalizationId": "fz_0123456789abcdef0123456789abcdef", "requestId": "r"})
+        );
+        let refused = Submitted {
+            finalization_id: Some(record().id),
+            result: Submission::Refused(Error::RequestInProgress),
+        };
+        let response = submitted(&request(), &refused, "r");
+        assert_eq!(
+            (
+                response.status().as_u16(),
+                &response.headers()["retry-after"]
+            ),
+            (409, &HeaderValue::from_static("1"))
+        );
+        assert_eq!(
+            body_of(&response)["finalizationId"],
+            "fz_0123456789abcdef0123456789abcdef"
+        );
     }
 
     #[test]
     fn renders_the_allow_header_on_405() {
-        let response = error(&Error::MethodNotAllowed, 0, "r");
+        let response = error(&Error::MethodNotAllowed, 0, None, "r");
         assert_eq!(response.headers()["allow"], "POST, GET");
     }
 }

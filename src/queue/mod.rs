@@ -8,6 +8,7 @@
 pub mod memory;
 pub mod sqs;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -110,8 +111,8 @@ impl From<QueueError> for Error {
 pub enum Queue {
     /// An SQS queue.
     Sqs(sqs::SqsQueue),
-    /// This process's memory (local tools).
-    Memory(memory::MemoryQueue),
+    /// This process's memory (local tools), shared with the local worker that drains it.
+    Memory(Arc<memory::MemoryQueue>),
 }
 
 impl Queue {
@@ -123,6 +124,15 @@ impl Queue {
                 queue.send(message.to_json());
                 Ok(())
             }
+        }
+    }
+
+    /// Makes a received SQS message (by its receipt handle) visible again after `delay`. The
+    /// in-memory queue's worker puts its messages back itself.
+    pub async fn delay(&self, receipt_handle: &str, delay: Duration) -> Result<(), QueueError> {
+        match self {
+            Queue::Sqs(queue) => queue.delay(receipt_handle, delay).await,
+            Queue::Memory(_) => Ok(()),
         }
     }
 }

@@ -50,6 +50,7 @@ pub enum Records {
 
 /// What starting a finalize under a record came to.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // short-lived; boxing the common case buys nothing
 pub enum Begun {
     /// This request now holds the record (written as given).
     Started(Record),
@@ -59,6 +60,7 @@ pub enum Begun {
 
 /// What a worker's claim on a queued record came to.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // short-lived; boxing the common case buys nothing
 pub enum Claimed {
     /// This worker now holds the record.
     Held(Record),
@@ -69,6 +71,14 @@ pub enum Claimed {
 }
 
 impl Records {
+    /// Where the records live, for the start-up log line.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Records::DynamoDb(_) => "dynamodb",
+            Records::Memory(_) => "memory",
+        }
+    }
+
     /// Writes `fresh` for `request` unless a live record has its id: then says what that one
     /// means, or takes it over when it failed or its holder's invocation is over.
     pub async fn begin(

@@ -132,7 +132,7 @@ pub fn sdk_client_through(
         .region(Region::new("us-east-1"))
         .endpoint_url(endpoint)
         .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
-        .timeout_config(SecretsClient::timeouts());
+        .timeout_config(ghl_csv_finalize::aws::clients::timeouts());
     if let Some(counter) = counter {
         builder = builder.interceptor(counter);
     }
@@ -292,7 +292,11 @@ pub async fn spawn_app_with(setup: Setup) -> TestApp {
         &endpoint,
         Some(reads.clone()),
     ));
-    let app = App::build_with(config, http, Some(client))
+    let aws = ghl_csv_finalize::aws::AwsClients {
+        secrets: Some(client),
+        ..Default::default()
+    };
+    let app = App::build_with(config, http, aws)
         .await
         .expect("app builds");
     TestApp {

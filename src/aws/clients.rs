@@ -1,0 +1,134 @@
+//! The AWS SDK clients a configuration needs, built once per instance and only those: a
+//! synchronous deployment without records builds no DynamoDB or SQS client, so it pays nothing
+//! for them at cold start.
+//!
+//! Every client sends through the function's one HTTPS client and uses short timeouts, so a
+//! slow AWS call still leaves the HighLevel call its budget.
+
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_secretsmanager::config::{Region, SharedCredentialsProvider};
+
+use super::http_client::sdk_http_client;
+use super::SecretsClient;
+use crate::config::{Config, QueueConfig, RecordsConfig};
+
+/// The clients, each present when the configuration uses its service.
+#[derive(Debug, Clone, Default)]
+pub struct AwsClients {
+    /// Secrets Manager: the token and inbound-auth secrets.
+    pub secrets: Option<SecretsClient>,
+    /// DynamoDB: the finalization records (`IDEMPOTENCY_TABLE`).
+    pub dynamodb: Option<aws_sdk_dynamodb::Client>,
+    /// SQS: queue mode (`QUEUE_URL`).
+    pub sqs: Option<aws_sdk_sqs::Client>,
+}
+
+/// Which services a configuration calls.
+#[derive(Debug, Clone, Copy)]
+struct Needs {
+    secrets: bool,
+    dynamodb: bool,
+    sqs: bool,
+}
+
+impl Needs {
+    fn of(config: &Config) -> Self {
+        Self {
+            secrets: config.reads_secrets(),
+            dynamodb: matches!(config.delivery.records, RecordsConfig::Table(_)),
+            sqs: matches!(config.delivery.queue, QueueConfig::Sqs(_)),
+        }
+    }
+
+    fn any(self) -> bool {
+        self.secrets || self.dynamodb || self.sqs
+    }
+}
+
+impl AwsClients {
+    /// The clients `config` needs, from only what Lambda provides: `AWS_REGION`, the
+    /// credentials in `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN`, and
+    /// optional endpoints (`AWS_ENDPOINT_URL_SECRETS_MANAGER`, `_DYNAMODB`, `_SQS`, or
+    /// `AWS_ENDPOINT_URL`). It reads no files and links no profile, SSO or STS code: the Lambda
+    /// binary uses it.
+    pub fn from_lambda_env(http: &reqwest::Client, config: &Config) -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let needs = Needs::of(config);
+        if !needs.any() {
+            return Self::default();
+        }
+        let mut shared = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .http_client(sdk_http_client(http.clone()))
+            .timeout_config(timeouts())
+            .credentials_provider(SharedCredentialsProvider::new(
+                aws_config::environment::EnvironmentVariableCredentialsProvider::new(),
+            ));
+        if let Some(region) = var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")) {
+            shared = shared.region(Region::new(region));
+        }
+        let shared = shared.build();
+        let endpoint = |service: &str| {
+            var(&format!("AWS_ENDPOINT_URL_{service}")).or_else(|| var("AWS_ENDPOINT_URL"))
+        };
+        Self::with_endpoints(&shared, needs, endpoint)
+    }
+
+    /// The clients `config` needs, from the standard AWS configuration chain (profiles, SSO,
+    /// `AWS_ENDPOINT_URL_<SERVICE>`, …): the local tools use it.
+    pub async fn from_env(http: &reqwest::Client, config: &Config) -> Self {
+        let needs = Needs::of(config);
+        if !needs.any() {
+            return Self::default();
+        }
+        let shared = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(sdk_http_client(http.clone()))
+            .timeout_config(timeouts())
+            .load()
+            .await;
+        // The chain has already applied any service endpoint.
+        Self::with_endpoints(&shared, needs, |_| None)
+    }
+
+    fn with_endpoints(
+        shared: &SdkConfig,
+        needs: Needs,
+        endpoint: impl Fn(&str) -> Option<String>,
+    ) -> Self {
+        Self {
+            secrets: needs.secrets.then(|| {
+                let mut builder = aws_sdk_secretsmanager::config::Builder::from(shared);
+                builder.set_endpoint_url(endpoint("SECRETS_MANAGER"));
+                let config = builder.build();
+                SecretsClient::from_client(aws_sdk_secretsmanager::Client::from_conf(config))
+            }),
+            dynamodb: needs.dynamodb.then(|| {
+                let mut builder = aws_sdk_dynamodb::config::Builder::from(shared);
+                builder.set_endpoint_url(endpoint("DYNAMODB"));
+                let config = builder.build();
+                aws_sdk_dynamodb::Client::from_conf(config)
+            }),
+            sqs: needs.sqs.then(|| {
+                let mut builder = aws_sdk_sqs::config::Builder::from(shared);
+                builder.set_endpoint_url(endpoint("SQS"));
+                let config = builder.build();
+                aws_sdk_sqs::Client::from_conf(config)
+            }),
+        }
+    }
+}
+
+/// The longest one AWS call (its retries included) may take.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(6);
+
+/// Short timeouts for every AWS call, so that a slow one still leaves HighLevel its budget.
+pub fn timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .operation_attempt_timeout(Duration::from_secs(3))
+        .operation_timeout(OPERATION_TIMEOUT)
+        .build()
+}
