@@ -4,6 +4,8 @@
 
 #[path = "api/helpers.rs"]
 mod helpers;
+#[path = "api/stores.rs"]
+mod stores;
 
 use std::process::Stdio;
 use std::time::Duration;

@@ -38,6 +38,8 @@ pub const EV_HEALTHZ: &str = include_str!("../../events/apigw-v2-healthz.json");
 pub const EV_FUNCTION_URL: &str = include_str!("../../events/function-url.json");
 pub const EV_REST: &str = include_str!("../../events/apigw-v1-rest-query.json");
 pub const EV_ALB: &str = include_str!("../../events/alb.json");
+pub const EV_STATUS: &str = include_str!("../../events/apigw-v2-finalization-status.json");
+pub const EV_SQS: &str = include_str!("../../events/sqs-batch.json");
 
 /// Every finalize event in `events/`, by file name.
 pub const FINALIZE_EVENTS: [(&str, &str); 8] = [
@@ -199,6 +201,12 @@ pub struct Setup {
     pub standin: Behaviour,
     /// Use this existing token secret id instead of creating one (apps sharing a secret).
     pub existing_token_secret_id: Option<String>,
+    /// Keep finalization records in a new DynamoDB table (`IDEMPOTENCY_TABLE`).
+    pub records: bool,
+    /// Queue mode: a new SQS queue with a dead-letter queue (`QUEUE_URL`); implies `records`.
+    pub queue: bool,
+    /// DynamoDB and SQS endpoint; defaults to moto (a fault proxy in front of it, say).
+    pub aws_endpoint: Option<String>,
 }
 
 impl Default for Setup {
@@ -215,6 +223,9 @@ impl Default for Setup {
             api_base_url: None,
             standin: Behaviour::default(),
             existing_token_secret_id: None,
+            records: false,
+            queue: false,
+            aws_endpoint: None,
         }
     }
 }
@@ -225,6 +236,41 @@ pub struct TestApp {
     pub reads: ReadCounter,
     pub token_secret_id: String,
     pub auth_secret_id: String,
+    /// The records table, when kept.
+    pub table: Option<String>,
+    /// The queue and its dead-letter queue, in queue mode.
+    pub queues: Option<crate::stores::Queues>,
+    /// What another instance of the same deployment is built from.
+    instance: Instance,
+}
+
+/// The configuration and endpoints of a deployment, to build more instances of it.
+#[derive(Clone)]
+struct Instance {
+    env: HashMap<&'static str, String>,
+    secrets_endpoint: String,
+    aws_endpoint: String,
+}
+
+impl Instance {
+    async fn build(&self, reads: Option<ReadCounter>) -> App {
+        let config = Config::from_lookup(|name| self.env.get(name).cloned())
+            .expect("valid test configuration");
+        let http = https_client();
+        let secrets = SecretsClient::from_client(sdk_client_through(
+            http.clone(),
+            &self.secrets_endpoint,
+            reads,
+        ));
+        let aws = ghl_csv_finalize::aws::AwsClients {
+            secrets: Some(secrets),
+            dynamodb: Some(crate::stores::dynamodb_client(&self.aws_endpoint)),
+            sqs: Some(crate::stores::sqs_client(&self.aws_endpoint)),
+        };
+        App::build_with(config, http, aws)
+            .await
+            .expect("app builds")
+    }
 }
 
 /// A finished response, parsed.
@@ -277,38 +323,59 @@ pub async fn spawn_app_with(setup: Setup) -> TestApp {
     } else {
         env.insert("INBOUND_AUTH_SECRET_ID", auth_secret_id.clone());
     }
+    let max_receives = setup
+        .env
+        .iter()
+        .find(|(key, _)| *key == "QUEUE_MAX_RECEIVES")
+        .map_or(10, |(_, value)| value.parse().expect("a number"));
     for (key, value) in setup.env {
         env.insert(key, value);
     }
-    let config =
-        Config::from_lookup(|name| env.get(name).cloned()).expect("valid test configuration");
-    let reads = ReadCounter::default();
-    let endpoint = setup
-        .secrets_endpoint
-        .unwrap_or_else(|| moto_endpoint().to_owned());
-    let http = https_client();
-    let client = SecretsClient::from_client(sdk_client_through(
-        http.clone(),
-        &endpoint,
-        Some(reads.clone()),
-    ));
-    let aws = ghl_csv_finalize::aws::AwsClients {
-        secrets: Some(client),
-        ..Default::default()
+    let table = if setup.records || setup.queue {
+        let table = unique("ghl-records");
+        crate::stores::create_table(&table).await;
+        env.insert("IDEMPOTENCY_TABLE", table.clone());
+        Some(table)
+    } else {
+        None
     };
-    let app = App::build_with(config, http, aws)
-        .await
-        .expect("app builds");
+    let queues = if setup.queue {
+        let queues = crate::stores::create_queues(&unique("ghl-queue"), max_receives).await;
+        env.insert("QUEUE_URL", queues.url.clone());
+        Some(queues)
+    } else {
+        None
+    };
+    let reads = ReadCounter::default();
+    let instance = Instance {
+        env,
+        secrets_endpoint: setup
+            .secrets_endpoint
+            .unwrap_or_else(|| moto_endpoint().to_owned()),
+        aws_endpoint: setup
+            .aws_endpoint
+            .unwrap_or_else(|| moto_endpoint().to_owned()),
+    };
+    let app = instance.build(Some(reads.clone())).await;
     TestApp {
         app,
         highlevel,
         reads,
         token_secret_id,
         auth_secret_id,
+        table,
+        queues,
+        instance,
     }
 }
 
 impl TestApp {
+    /// Another instance of the same deployment: its own clients and caches, the same secrets,
+    /// table, queue and HighLevel.
+    pub async fn another_instance(&self) -> App {
+        self.instance.build(None).await
+    }
+
     /// HighLevel answers every finalize request with `answer`.
     pub fn highlevel_answers(&self, answer: Scripted) {
         self.highlevel.script([answer]);
@@ -330,17 +397,7 @@ impl TestApp {
     }
 
     pub async fn send(&self, request: Request) -> TestResponse {
-        let response = self.app.handle(request).await;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let text = String::from_utf8(response.body().to_vec()).expect("responses are UTF-8");
-        let body = serde_json::from_str(&text).expect("responses are JSON");
-        TestResponse {
-            status,
-            headers,
-            body,
-            text,
-        }
+        send_to(&self.app, request).await
     }
 
     /// Every request HighLevel received (finalize and token endpoint).
@@ -351,6 +408,21 @@ impl TestApp {
     /// The bearer tokens of the finalize requests HighLevel received, in order.
     pub fn bearer_tokens(&self) -> Vec<String> {
         self.highlevel.finalize_tokens()
+    }
+}
+
+/// Sends `request` to `app` (one instance of a deployment) and reads the answer.
+pub async fn send_to(app: &App, request: Request) -> TestResponse {
+    let response = app.handle(request).await;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = String::from_utf8(response.body().to_vec()).expect("responses are UTF-8");
+    let body = serde_json::from_str(&text).expect("responses are JSON");
+    TestResponse {
+        status,
+        headers,
+        body,
+        text,
     }
 }
 
