@@ -1,6 +1,7 @@
 //! Checks on `template.yaml` that cfn-lint cannot make under the SAM transform: runtime,
-//! architecture, build method, timeout against the upstream budget, routes, least privilege,
-//! and that every environment variable it sets is one the function reads.
+//! architecture, build method, timeout against the upstream budget, routes, least privilege
+//! for the receiver and the worker, the records table and the queues, and that every
+//! environment variable it sets is one the function reads.
 
 use serde_norway::Value;
 
@@ -12,6 +13,10 @@ fn template() -> Value {
 
 fn function(t: &Value) -> &Value {
     &t["Resources"]["FinalizeFunction"]
+}
+
+fn worker(t: &Value) -> &Value {
+    &t["Resources"]["WorkerFunction"]
 }
 
 /// A `!Ref X` tag's target.
@@ -26,18 +31,20 @@ fn reference(value: &Value) -> Option<&str> {
 fn runs_on_provided_al2023_built_by_cargo_lambda_as_bootstrap() {
     let t = template();
     assert_eq!(t["Transform"], "AWS::Serverless-2016-10-31");
-    let f = function(&t);
-    assert_eq!(f["Properties"]["Runtime"], "provided.al2023");
-    assert_eq!(f["Properties"]["Handler"], "bootstrap");
-    assert_eq!(f["Metadata"]["BuildMethod"], "rust-cargolambda");
-    assert_eq!(f["Metadata"]["BuildProperties"]["Binary"], "bootstrap");
-    assert_eq!(f["Properties"]["LoggingConfig"]["LogFormat"], "JSON");
+    let globals = &t["Globals"]["Function"];
+    assert_eq!(globals["Runtime"], "provided.al2023");
+    assert_eq!(globals["Handler"], "bootstrap");
+    for f in [function(&t), worker(&t)] {
+        assert_eq!(f["Metadata"]["BuildMethod"], "rust-cargolambda");
+        assert_eq!(f["Metadata"]["BuildProperties"]["Binary"], "bootstrap");
+        assert_eq!(f["Properties"]["LoggingConfig"]["LogFormat"], "JSON");
+    }
 }
 
 #[test]
 fn defaults_to_arm64_and_offers_x86_64() {
     let t = template();
-    let architectures = function(&t)["Properties"]["Architectures"]
+    let architectures = t["Globals"]["Function"]["Architectures"]
         .as_sequence()
         .unwrap();
     assert_eq!(architectures.len(), 1);
@@ -71,7 +78,7 @@ fn the_function_timeout_exceeds_the_largest_upstream_budget() {
 }
 
 #[test]
-fn routes_the_two_finalize_forms_and_the_health_check() {
+fn routes_the_two_finalize_forms_the_health_check_and_the_status_route() {
     let t = template();
     let events = function(&t)["Properties"]["Events"].as_mapping().unwrap();
     let mut routes: Vec<(String, String)> = events
@@ -88,6 +95,10 @@ fn routes_the_two_finalize_forms_and_the_health_check() {
     assert_eq!(
         routes,
         [
+            (
+                "GET".to_owned(),
+                "/finalizations/{finalizationId}".to_owned()
+            ),
             ("GET".to_owned(), "/healthz".to_owned()),
             ("POST".to_owned(), "/finalize".to_owned()),
             (
@@ -98,9 +109,14 @@ fn routes_the_two_finalize_forms_and_the_health_check() {
     );
 }
 
-/// The policy statements, with the condition guarding each (`None` when unconditional).
+/// The receiver's policy statements, with the condition guarding each (`None` when
+/// unconditional).
 fn statements(t: &Value) -> Vec<(Option<String>, Value)> {
-    let policies = function(t)["Properties"]["Policies"].as_sequence().unwrap();
+    statements_of(function(t))
+}
+
+fn statements_of(function: &Value) -> Vec<(Option<String>, Value)> {
+    let policies = function["Properties"]["Policies"].as_sequence().unwrap();
     let mut out = Vec::new();
     for policy in policies {
         for statement in policy["Statement"].as_sequence().unwrap() {
@@ -116,37 +132,131 @@ fn statements(t: &Value) -> Vec<(Option<String>, Value)> {
     out
 }
 
-#[test]
-fn grants_get_secret_value_and_put_secret_value_only_in_oauth_mode() {
-    let t = template();
-    let statements = statements(&t);
-    assert!(!statements.is_empty());
-    for (condition, statement) in &statements {
-        let action = statement["Action"].as_str().unwrap();
-        match action {
-            "secretsmanager:GetSecretValue" => {}
-            "secretsmanager:PutSecretValue" => {
-                assert_eq!(condition.as_deref(), Some("OAuthEnabled"))
-            }
-            other => panic!("unexpected action {other}"),
+/// Every action a function's statements allow, with the statement's condition.
+fn actions(statements: Vec<(Option<String>, Value)>) -> Vec<(Option<String>, String)> {
+    let mut out = Vec::new();
+    for (condition, statement) in statements {
+        assert_ne!(statement["Resource"].as_str(), Some("*"), "no wildcard resource");
+        let listed = match &statement["Action"] {
+            Value::String(one) => vec![one.clone()],
+            Value::Sequence(many) => many.iter().map(|a| a.as_str().unwrap().to_owned()).collect(),
+            other => panic!("unexpected action {other:?}"),
+        };
+        for action in listed {
+            out.push((condition.clone(), action));
         }
-        assert_ne!(
-            statement["Resource"].as_str(),
-            Some("*"),
-            "no wildcard resource"
-        );
     }
-    assert_eq!(
-        t["Conditions"]["OAuthEnabled"],
-        serde_norway::from_str::<Value>("!Equals [!Ref OAuthMode, \"true\"]").unwrap()
-    );
+    out.sort();
+    out
+}
+
+fn owned(pairs: &[(Option<&str>, &str)]) -> Vec<(Option<String>, String)> {
+    pairs
+        .iter()
+        .map(|(c, a)| (c.map(str::to_owned), (*a).to_owned()))
+        .collect()
+}
+
+#[test]
+fn the_receiver_reads_tokens_only_in_sync_mode_and_only_sends_to_the_queue() {
+    let t = template();
+    let granted = actions(statements(&t));
+    let expected = owned(&[
+        (Some("HasInboundAuthSecret"), "secretsmanager:GetSecretValue"),
+        (Some("KeepRecords"), "dynamodb:GetItem"),
+        (Some("KeepRecords"), "dynamodb:PutItem"),
+        (Some("OAuthAndSync"), "secretsmanager:PutSecretValue"),
+        (Some("QueueMode"), "sqs:SendMessage"),
+        (Some("SyncMode"), "secretsmanager:GetSecretValue"),
+    ]);
+    assert_eq!(granted, expected);
     assert_eq!(t["Parameters"]["OAuthMode"]["Default"], "false");
+}
+
+#[test]
+fn the_worker_only_reads_tokens_writes_records_and_receives_deletes_or_delays_messages() {
+    let t = template();
+    assert_eq!(worker(&t)["Condition"], "QueueMode");
+    let granted = actions(statements_of(worker(&t)));
+    let expected = owned(&[
+        (None, "dynamodb:GetItem"),
+        (None, "dynamodb:PutItem"),
+        (None, "secretsmanager:GetSecretValue"),
+        (None, "sqs:ChangeMessageVisibility"),
+        (None, "sqs:DeleteMessage"),
+        (None, "sqs:GetQueueAttributes"),
+        (None, "sqs:ReceiveMessage"),
+        (Some("OAuthAndQueue"), "secretsmanager:PutSecretValue"),
+    ]);
+    assert_eq!(granted, expected, "no inbound-auth secret, no SendMessage");
+}
+
+#[test]
+fn keeps_records_in_an_on_demand_table_with_ttl_and_point_in_time_recovery_by_default() {
+    let t = template();
+    assert_eq!(t["Parameters"]["IdempotencyEnabled"]["Default"], "true");
+    let table = &t["Resources"]["FinalizationsTable"];
+    assert_eq!(table["Type"], "AWS::DynamoDB::Table");
+    assert_eq!(table["Condition"], "KeepRecords");
+    let p = &table["Properties"];
+    assert_eq!(p["BillingMode"], "PAY_PER_REQUEST");
+    assert_eq!(p["KeySchema"][0]["AttributeName"], "pk");
+    assert_eq!(p["KeySchema"][0]["KeyType"], "HASH");
+    assert_eq!(p["AttributeDefinitions"][0]["AttributeType"], "S");
+    assert_eq!(p["TimeToLiveSpecification"]["AttributeName"], "expires_at");
+    assert_eq!(p["TimeToLiveSpecification"]["Enabled"], true);
+    assert_eq!(p["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"], true);
+    let keep: Value = serde_norway::from_str(
+        r#"!Or [!Equals [!Ref IdempotencyEnabled, "true"], !Condition QueueMode]"#,
+    )
+    .unwrap();
+    assert_eq!(t["Conditions"]["KeepRecords"], keep, "queue mode always keeps records");
+    assert_eq!(
+        t["Parameters"]["IdempotencyTtlSecs"]["Default"].as_u64(),
+        Some(ghl_csv_finalize::config::DEFAULT_IDEMPOTENCY_TTL_SECS)
+    );
+}
+
+#[test]
+fn queue_mode_has_a_queue_a_dead_letter_queue_and_a_worker_reporting_batch_item_failures() {
+    let t = template();
+    assert_eq!(t["Parameters"]["DeliveryMode"]["Default"], "sync");
+    let queue = &t["Resources"]["FinalizeQueue"]["Properties"];
+    let redrive = &queue["RedrivePolicy"];
+    assert_eq!(reference(&redrive["maxReceiveCount"]), Some("QueueMaxReceives"));
+    assert_eq!(
+        t["Parameters"]["QueueMaxReceives"]["Default"].as_u64(),
+        Some(ghl_csv_finalize::config::DEFAULT_QUEUE_MAX_RECEIVES.into())
+    );
+    let Value::Tagged(target) = &redrive["deadLetterTargetArn"] else { panic!("a !GetAtt") };
+    assert_eq!((target.tag.to_string().as_str(), target.value.as_str()), ("!GetAtt", Some("FinalizeDeadLetterQueue.Arn")));
+    assert_eq!(reference(&queue["MessageRetentionPeriod"]), Some("QueueRetentionSecs"));
+    assert_eq!(t["Parameters"]["QueueRetentionSecs"]["Default"].as_u64(), Some(4 * 86_400));
+    let dead = &t["Resources"]["FinalizeDeadLetterQueue"]["Properties"];
+    assert_eq!(dead["MessageRetentionPeriod"].as_u64(), Some(14 * 86_400), "two weeks to redrive");
+
+    let event = &worker(&t)["Properties"]["Events"]["Queue"];
+    assert_eq!(event["Type"], "SQS");
+    assert_eq!(event["Properties"]["FunctionResponseTypes"][0], "ReportBatchItemFailures");
+    assert_eq!(reference(&event["Properties"]["ScalingConfig"]["MaximumConcurrency"]), Some("WorkerMaxConcurrency"));
+    assert_eq!(reference(&event["Properties"]["BatchSize"]), Some("WorkerBatchSize"));
+    let env = &t["Globals"]["Function"]["Environment"]["Variables"];
+    assert_eq!(reference(&env["QUEUE_MAX_RECEIVES"]), Some("QueueMaxReceives"), "the worker knows its last receive");
+}
+
+#[test]
+fn a_message_never_comes_back_while_a_worker_still_works_on_it() {
+    let t = template();
+    let visibility = t["Resources"]["FinalizeQueue"]["Properties"]["VisibilityTimeout"].as_u64().unwrap();
+    let timeout = t["Globals"]["Function"]["Timeout"].as_u64().unwrap();
+    assert!(visibility >= 6 * timeout, "AWS advises six times the function timeout: {visibility} < 6 x {timeout}");
+    assert!(visibility <= 43_200);
 }
 
 #[test]
 fn sets_only_variables_the_function_reads() {
     let t = template();
-    let variables = function(&t)["Properties"]["Environment"]["Variables"]
+    let variables = t["Globals"]["Function"]["Environment"]["Variables"]
         .as_mapping()
         .unwrap();
     let known = [
@@ -161,6 +271,10 @@ fn sets_only_variables_the_function_reads() {
         "MAX_ATTEMPTS",
         "SECRET_CACHE_TTL_SECS",
         "OAUTH_REFRESH_SKEW_SECS",
+        "IDEMPOTENCY_TABLE",
+        "IDEMPOTENCY_TTL_SECS",
+        "QUEUE_URL",
+        "QUEUE_MAX_RECEIVES",
     ];
     let source = include_str!("../src/config.rs");
     for name in variables.keys().map(|k| k.as_str().unwrap()) {
@@ -255,7 +369,11 @@ fn grants_the_token_secrets_exactly_as_the_template_names_them_and_nothing_wider
         serde_norway::from_str(r#"!Join ["*", !Split ["{locationId}", !Ref TokenSecretName]]"#)
             .unwrap();
     let mut token_statements = 0;
-    for (_, statement) in statements(&t) {
+    let secret_statements = statements(&t)
+        .into_iter()
+        .chain(statements_of(worker(&t)))
+        .filter(|(_, s)| s["Action"].as_str().is_some_and(|a| a.starts_with("secretsmanager:")));
+    for (_, statement) in secret_statements {
         let (pattern, name) = sub_pattern(&statement["Resource"]);
         match statement["Sid"].as_str().unwrap() {
             "ReadTokenSecrets" | "WriteRefreshedTokens" => {
@@ -270,7 +388,7 @@ fn grants_the_token_secrets_exactly_as_the_template_names_them_and_nothing_wider
             other => panic!("unexpected statement {other}"),
         }
     }
-    assert_eq!(token_statements, 2);
+    assert_eq!(token_statements, 4, "read and write, in the receiver and the worker");
 }
 
 #[test]
