@@ -305,3 +305,80 @@ async fn logs_no_credential_of_any_kind_even_at_trace() {
         );
     }
 }
+
+#[tokio::test]
+async fn queue_mode_runs_receiver_and_worker_from_one_binary_configured_by_environment_only() {
+    let highlevel = highlevel().await;
+    let base = unique("ghl-bin-queue");
+    let (token_id, auth_id) = (format!("{base}/token"), format!("{base}/inbound"));
+    put_secret(&token_id, TOKEN).await;
+    put_secret(&auth_id, &format!(r#"{{"apiKeys":["{API_KEY}"]}}"#)).await;
+    let table = unique("ghl-bin-records");
+    stores::create_table(&table).await;
+    let queues = stores::create_queues(&unique("ghl-bin-queue"), 10).await;
+    let env = [
+        ("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto_endpoint()),
+        ("AWS_ENDPOINT_URL_DYNAMODB", moto_endpoint()),
+        ("AWS_ENDPOINT_URL_SQS", moto_endpoint()),
+        ("GHL_TOKEN_SECRET_ID", &token_id),
+        ("INBOUND_AUTH_SECRET_ID", &auth_id),
+        ("GHL_API_BASE_URL", &highlevel.base_url()),
+        ("IDEMPOTENCY_TABLE", &table),
+        ("QUEUE_URL", &queues.url),
+    ];
+    let timeout = Duration::from_secs(15);
+    // The receiver and the worker: two instances of the same binary, as the template deploys.
+    let receiver_api = RuntimeApi::start().await.unwrap();
+    let mut receiver = bootstrap(&receiver_api.address(), &env);
+    let (status, body) = response_of(&receiver_api.invoke(EV_PATH_PARAMS, timeout).await);
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (202, Some("queued")),
+        "{body}"
+    );
+    assert!(highlevel.received().is_empty());
+
+    let worker_api = RuntimeApi::start().await.unwrap();
+    let mut worker = bootstrap(&worker_api.address(), &env);
+    let sqs = stores::sqs_client(moto_endpoint());
+    let received = sqs
+        .receive_message()
+        .queue_url(&queues.url)
+        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap();
+    let message = &received[0];
+    let event = serde_json::json!({"Records": [{
+        "messageId": message.message_id, "receiptHandle": message.receipt_handle,
+        "body": message.body, "attributes": {"ApproximateReceiveCount": "1"},
+        "messageAttributes": {}, "eventSource": "aws:sqs", "eventSourceARN": queues.arn,
+        "awsRegion": "us-east-1"}]});
+    let answer = worker_api
+        .invoke(&event.to_string(), timeout)
+        .await
+        .expect("the worker answered");
+    assert_eq!(answer.kind, "response", "{}", answer.body);
+    assert_eq!(
+        serde_json::from_str::<Value>(&answer.body).unwrap(),
+        serde_json::json!({"batchItemFailures": []})
+    );
+    assert_eq!(
+        highlevel.finalize_tokens(),
+        [TOKEN],
+        "finalized once, by the worker"
+    );
+
+    let status_event = stores::status_event(body["finalizationId"].as_str().unwrap());
+    let (status, record) = response_of(&receiver_api.invoke(&status_event, timeout).await);
+    assert_eq!(
+        (status, record["finalization"]["status"].as_str()),
+        (200, Some("finalized")),
+        "{record}"
+    );
+    for child in [&mut receiver, &mut worker] {
+        child.start_kill().unwrap();
+    }
+}

@@ -136,10 +136,17 @@ fn statements_of(function: &Value) -> Vec<(Option<String>, Value)> {
 fn actions(statements: Vec<(Option<String>, Value)>) -> Vec<(Option<String>, String)> {
     let mut out = Vec::new();
     for (condition, statement) in statements {
-        assert_ne!(statement["Resource"].as_str(), Some("*"), "no wildcard resource");
+        assert_ne!(
+            statement["Resource"].as_str(),
+            Some("*"),
+            "no wildcard resource"
+        );
         let listed = match &statement["Action"] {
             Value::String(one) => vec![one.clone()],
-            Value::Sequence(many) => many.iter().map(|a| a.as_str().unwrap().to_owned()).collect(),
+            Value::Sequence(many) => many
+                .iter()
+                .map(|a| a.as_str().unwrap().to_owned())
+                .collect(),
             other => panic!("unexpected action {other:?}"),
         };
         for action in listed {
@@ -162,7 +169,10 @@ fn the_receiver_reads_tokens_only_in_sync_mode_and_only_sends_to_the_queue() {
     let t = template();
     let granted = actions(statements(&t));
     let expected = owned(&[
-        (Some("HasInboundAuthSecret"), "secretsmanager:GetSecretValue"),
+        (
+            Some("HasInboundAuthSecret"),
+            "secretsmanager:GetSecretValue",
+        ),
         (Some("KeepRecords"), "dynamodb:GetItem"),
         (Some("KeepRecords"), "dynamodb:PutItem"),
         (Some("OAuthAndSync"), "secretsmanager:PutSecretValue"),
@@ -205,12 +215,18 @@ fn keeps_records_in_an_on_demand_table_with_ttl_and_point_in_time_recovery_by_de
     assert_eq!(p["AttributeDefinitions"][0]["AttributeType"], "S");
     assert_eq!(p["TimeToLiveSpecification"]["AttributeName"], "expires_at");
     assert_eq!(p["TimeToLiveSpecification"]["Enabled"], true);
-    assert_eq!(p["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"], true);
+    assert_eq!(
+        p["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"],
+        true
+    );
     let keep: Value = serde_norway::from_str(
         r#"!Or [!Equals [!Ref IdempotencyEnabled, "true"], !Condition QueueMode]"#,
     )
     .unwrap();
-    assert_eq!(t["Conditions"]["KeepRecords"], keep, "queue mode always keeps records");
+    assert_eq!(
+        t["Conditions"]["KeepRecords"], keep,
+        "queue mode always keeps records"
+    );
     assert_eq!(
         t["Parameters"]["IdempotencyTtlSecs"]["Default"].as_u64(),
         Some(ghl_csv_finalize::config::DEFAULT_IDEMPOTENCY_TTL_SECS)
@@ -223,33 +239,69 @@ fn queue_mode_has_a_queue_a_dead_letter_queue_and_a_worker_reporting_batch_item_
     assert_eq!(t["Parameters"]["DeliveryMode"]["Default"], "sync");
     let queue = &t["Resources"]["FinalizeQueue"]["Properties"];
     let redrive = &queue["RedrivePolicy"];
-    assert_eq!(reference(&redrive["maxReceiveCount"]), Some("QueueMaxReceives"));
+    assert_eq!(
+        reference(&redrive["maxReceiveCount"]),
+        Some("QueueMaxReceives")
+    );
     assert_eq!(
         t["Parameters"]["QueueMaxReceives"]["Default"].as_u64(),
         Some(ghl_csv_finalize::config::DEFAULT_QUEUE_MAX_RECEIVES.into())
     );
-    let Value::Tagged(target) = &redrive["deadLetterTargetArn"] else { panic!("a !GetAtt") };
-    assert_eq!((target.tag.to_string().as_str(), target.value.as_str()), ("!GetAtt", Some("FinalizeDeadLetterQueue.Arn")));
-    assert_eq!(reference(&queue["MessageRetentionPeriod"]), Some("QueueRetentionSecs"));
-    assert_eq!(t["Parameters"]["QueueRetentionSecs"]["Default"].as_u64(), Some(4 * 86_400));
+    let Value::Tagged(target) = &redrive["deadLetterTargetArn"] else {
+        panic!("a !GetAtt")
+    };
+    assert_eq!(
+        (target.tag.to_string().as_str(), target.value.as_str()),
+        ("!GetAtt", Some("FinalizeDeadLetterQueue.Arn"))
+    );
+    assert_eq!(
+        reference(&queue["MessageRetentionPeriod"]),
+        Some("QueueRetentionSecs")
+    );
+    assert_eq!(
+        t["Parameters"]["QueueRetentionSecs"]["Default"].as_u64(),
+        Some(4 * 86_400)
+    );
     let dead = &t["Resources"]["FinalizeDeadLetterQueue"]["Properties"];
-    assert_eq!(dead["MessageRetentionPeriod"].as_u64(), Some(14 * 86_400), "two weeks to redrive");
+    assert_eq!(
+        dead["MessageRetentionPeriod"].as_u64(),
+        Some(14 * 86_400),
+        "two weeks to redrive"
+    );
 
     let event = &worker(&t)["Properties"]["Events"]["Queue"];
     assert_eq!(event["Type"], "SQS");
-    assert_eq!(event["Properties"]["FunctionResponseTypes"][0], "ReportBatchItemFailures");
-    assert_eq!(reference(&event["Properties"]["ScalingConfig"]["MaximumConcurrency"]), Some("WorkerMaxConcurrency"));
-    assert_eq!(reference(&event["Properties"]["BatchSize"]), Some("WorkerBatchSize"));
+    assert_eq!(
+        event["Properties"]["FunctionResponseTypes"][0],
+        "ReportBatchItemFailures"
+    );
+    assert_eq!(
+        reference(&event["Properties"]["ScalingConfig"]["MaximumConcurrency"]),
+        Some("WorkerMaxConcurrency")
+    );
+    assert_eq!(
+        reference(&event["Properties"]["BatchSize"]),
+        Some("WorkerBatchSize")
+    );
     let env = &t["Globals"]["Function"]["Environment"]["Variables"];
-    assert_eq!(reference(&env["QUEUE_MAX_RECEIVES"]), Some("QueueMaxReceives"), "the worker knows its last receive");
+    assert_eq!(
+        reference(&env["QUEUE_MAX_RECEIVES"]),
+        Some("QueueMaxReceives"),
+        "the worker knows its last receive"
+    );
 }
 
 #[test]
 fn a_message_never_comes_back_while_a_worker_still_works_on_it() {
     let t = template();
-    let visibility = t["Resources"]["FinalizeQueue"]["Properties"]["VisibilityTimeout"].as_u64().unwrap();
+    let visibility = t["Resources"]["FinalizeQueue"]["Properties"]["VisibilityTimeout"]
+        .as_u64()
+        .unwrap();
     let timeout = t["Globals"]["Function"]["Timeout"].as_u64().unwrap();
-    assert!(visibility >= 6 * timeout, "AWS advises six times the function timeout: {visibility} < 6 x {timeout}");
+    assert!(
+        visibility >= 6 * timeout,
+        "AWS advises six times the function timeout: {visibility} < 6 x {timeout}"
+    );
     assert!(visibility <= 43_200);
 }
 
@@ -372,7 +424,11 @@ fn grants_the_token_secrets_exactly_as_the_template_names_them_and_nothing_wider
     let secret_statements = statements(&t)
         .into_iter()
         .chain(statements_of(worker(&t)))
-        .filter(|(_, s)| s["Action"].as_str().is_some_and(|a| a.starts_with("secretsmanager:")));
+        .filter(|(_, s)| {
+            s["Action"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("secretsmanager:"))
+        });
     for (_, statement) in secret_statements {
         let (pattern, name) = sub_pattern(&statement["Resource"]);
         match statement["Sid"].as_str().unwrap() {
@@ -388,7 +444,10 @@ fn grants_the_token_secrets_exactly_as_the_template_names_them_and_nothing_wider
             other => panic!("unexpected statement {other}"),
         }
     }
-    assert_eq!(token_statements, 4, "read and write, in the receiver and the worker");
+    assert_eq!(
+        token_statements, 4,
+        "read and write, in the receiver and the worker"
+    );
 }
 
 #[test]

@@ -257,3 +257,72 @@ async fn serve_answers_real_http_requests_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_queue_goes_through_the_receiver_the_queue_and_the_worker() {
+    let output = cli(&["demo", "--queue"], &[]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("What the receiver answered (202 Accepted)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\"status\": \"finalized\""), "{stdout}");
+    assert_eq!(
+        stdout.matches("-> HighLevel answered 200").count(),
+        1,
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_queue_answers_202_and_its_worker_finalizes_once() {
+    let standin = standin().await;
+    let env = local_env(&standin);
+    let mut child = Command::new(BIN)
+        .args(["serve", "--queue", "--addr", "127.0.0.1:0"])
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .strip_prefix("listening on ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("prints its address")
+        .to_owned();
+    let client = reqwest::Client::new();
+    let url = format!("{base}/locations/{LOCATION}/csv/{CSV}/finalize");
+    let accepted = client.post(&url).send().await.unwrap();
+    assert_eq!(accepted.status(), 202);
+    let body: Value = serde_json::from_slice(&accepted.bytes().await.unwrap()).unwrap();
+    let id = body["finalizationId"].as_str().unwrap().to_owned();
+    let mut status = Value::Null;
+    for _ in 0..200 {
+        let answer = client
+            .get(format!("{base}/finalizations/{id}"))
+            .send()
+            .await
+            .unwrap();
+        status = serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap();
+        if status["finalization"]["status"] == "finalized" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(status["finalization"]["status"], "finalized", "{status}");
+    let again = client.post(&url).send().await.unwrap();
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(standin.finalize_requests().len(), 1, "finalized once");
+    child.kill().unwrap();
+    let _ = child.wait();
+}
