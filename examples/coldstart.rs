@@ -1,11 +1,12 @@
 //! Cold-start and warm-invocation benchmark (run it with `scripts/bench`).
 //!
 //! Spawns the release `bootstrap` under the project's Lambda Runtime API emulator, with moto
-//! for Secrets Manager (behind a counting proxy) and the HighLevel stand-in, and reports: init
-//! time (spawn → first `/runtime/invocation/next`), first invocation, warm p50/p99 over
-//! sequential invocations, peak RSS (VmHWM), Secrets Manager calls and new upstream TCP
-//! connections per warm invocation. The same run measures a no-op function (the floor) and
-//! quotes our figures as ratios to it.
+//! for Secrets Manager, DynamoDB and SQS (behind a counting proxy) and the HighLevel stand-in,
+//! and reports: init time (spawn → first `/runtime/invocation/next`) in each delivery mode,
+//! first invocation, warm p50/p99 over sequential invocations, peak RSS (VmHWM), Secrets
+//! Manager calls and new upstream TCP connections per warm invocation; with records, the warm
+//! overhead against one DynamoDB round trip, and what a replay costs. The same run measures a
+//! no-op function (the floor) and quotes our figures as ratios to it.
 //!
 //! Usage: coldstart BOOTSTRAP NOOP [WARM_INVOCATIONS] [COLD_STARTS]
 
@@ -21,6 +22,18 @@ use ghl_csv_finalize::local::standin::{Behaviour, StandIn};
 use tokio::process::{Child, Command};
 
 const EVENT: &str = include_str!("../events/apigw-v2-path-params.json");
+
+/// The sample event with an `Idempotency-Key` of `n`: a new finalize each time.
+fn keyed_event(n: usize) -> String {
+    let mut event: serde_json::Value = serde_json::from_str(EVENT).expect("the sample is JSON");
+    event["headers"]["idempotency-key"] =
+        serde_json::json!(format!("bench-{n}-{}", std::process::id()));
+    event.to_string()
+}
+
+fn same_event(_: usize) -> String {
+    EVENT.to_owned()
+}
 const TIMEOUT: Duration = Duration::from_secs(20);
 
 struct Figures {
@@ -78,6 +91,7 @@ async fn measure(
     binary: &str,
     env: &[(String, String)],
     warm: usize,
+    event: impl Fn(usize) -> String,
     before_warm: impl Fn(),
     after_warm: impl Fn(),
 ) -> Figures {
@@ -85,18 +99,19 @@ async fn measure(
     let spawned = Instant::now();
     let child = spawn(binary, &runtime, env);
     let first = runtime
-        .invoke(EVENT, TIMEOUT)
+        .invoke(&event(0), TIMEOUT)
         .await
         .expect("first invocation answered");
     assert_eq!(first.kind, "response", "{}", first.body);
-    assert!(first.body.contains("\"statusCode\":200"), "{}", first.body);
+    assert!(first.body.contains("\"statusCode\":20"), "{}", first.body);
     let first_done = Instant::now();
     let init = runtime.first_poll().expect("polled") - spawned;
     before_warm();
     let mut latencies = Vec::with_capacity(warm);
-    for _ in 0..warm {
+    for n in 1..=warm {
+        let event = event(n);
         let started = Instant::now();
-        let outcome = runtime.invoke(EVENT, TIMEOUT).await.expect("answered");
+        let outcome = runtime.invoke(&event, TIMEOUT).await.expect("answered");
         latencies.push(started.elapsed());
         assert!(
             outcome.body.contains("\"statusCode\":200"),
@@ -116,9 +131,16 @@ async fn measure(
     }
 }
 
-/// A pass-through to moto that counts Secrets Manager calls.
-async fn counting_proxy(moto: String) -> (String, Arc<AtomicU64>) {
-    let calls = Arc::new(AtomicU64::new(0));
+/// AWS calls seen by the counting proxy, by service.
+#[derive(Default)]
+struct Calls {
+    secrets: AtomicU64,
+    dynamodb: AtomicU64,
+}
+
+/// A pass-through to moto that counts Secrets Manager and DynamoDB calls.
+async fn counting_proxy(moto: String) -> (String, Arc<Calls>) {
+    let calls = Arc::new(Calls::default());
     let counter = Arc::clone(&calls);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -132,8 +154,17 @@ async fn counting_proxy(moto: String) -> (String, Arc<AtomicU64>) {
             let (client, moto, counter) = (client.clone(), moto.clone(), Arc::clone(&counter));
             async move {
                 use http_body_util::BodyExt;
-                counter.fetch_add(1, Ordering::SeqCst);
                 let (parts, body) = request.into_parts();
+                let target = parts
+                    .headers
+                    .get("x-amz-target")
+                    .map(|v| v.as_bytes().to_vec())
+                    .unwrap_or_default();
+                if target.starts_with(b"secretsmanager.") {
+                    counter.secrets.fetch_add(1, Ordering::SeqCst);
+                } else if target.starts_with(b"DynamoDB_") {
+                    counter.dynamodb.fetch_add(1, Ordering::SeqCst);
+                }
                 let body = body
                     .collect()
                     .await
@@ -208,6 +239,122 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
+/// Creates the records table and the queue in moto; their names for the environment.
+async fn create_table_and_queue(moto: &str) -> (String, String) {
+    let http = ghl_csv_finalize::https::client().expect("the HTTPS client builds");
+    let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::new()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .http_client(ghl_csv_finalize::aws::sdk_http_client(http.clone()))
+            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+            .endpoint_url(moto)
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "bench", "bench", None, None, "bench",
+            ))
+            .build(),
+    );
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    dynamodb
+        .create_table()
+        .table_name("bench-records")
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .expect("key"),
+        )
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("attribute"),
+        )
+        .send()
+        .await
+        .expect("moto creates the table");
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::new()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .http_client(ghl_csv_finalize::aws::sdk_http_client(http))
+            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .endpoint_url(moto)
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                "bench", "bench", None, None, "bench",
+            ))
+            .build(),
+    );
+    let url = sqs
+        .create_queue()
+        .queue_name("bench-queue")
+        .send()
+        .await
+        .expect("moto creates the queue")
+        .queue_url
+        .expect("a url");
+    ("bench-records".into(), url)
+}
+
+/// The median time of one DynamoDB call through `endpoint`, as the function's client sends it:
+/// the conditional `PutItem` that takes a record (a new key each time), and a `GetItem`.
+async fn dynamodb_round_trips(endpoint: &str) -> (Duration, Duration) {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let client = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::new()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .http_client(ghl_csv_finalize::aws::sdk_http_client(
+                ghl_csv_finalize::https::client().expect("client"),
+            ))
+            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+            .endpoint_url(endpoint)
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "bench", "bench", None, None, "bench",
+            ))
+            .build(),
+    );
+    let (mut puts, mut gets) = (Vec::new(), Vec::new());
+    for n in 0..200 {
+        let started = Instant::now();
+        client
+            .put_item()
+            .table_name("bench-records")
+            .item("pk", AttributeValue::S(format!("fz_reference_{n}")))
+            .item("status", AttributeValue::S("in_progress".into()))
+            .item("expires_at", AttributeValue::N("9999999999".into()))
+            .condition_expression("attribute_not_exists(pk) OR expires_at <= :now")
+            .expression_attribute_values(":now", AttributeValue::N("1".into()))
+            .send()
+            .await
+            .expect("PutItem");
+        puts.push(started.elapsed());
+        let started = Instant::now();
+        client
+            .get_item()
+            .table_name("bench-records")
+            .key("pk", AttributeValue::S(format!("fz_reference_{n}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("GetItem");
+        gets.push(started.elapsed());
+    }
+    (median(puts), median(gets))
+}
+
+fn with(env: &[(String, String)], extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut all = env.to_vec();
+    all.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    all
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -223,7 +370,8 @@ async fn main() {
 
     let (_moto_process, moto) = start_moto();
     create_secrets(&moto).await;
-    let (proxy, secret_calls) = counting_proxy(moto).await;
+    let (table, queue_url) = create_table_and_queue(&moto).await;
+    let (proxy, calls) = counting_proxy(moto.clone()).await;
     let standin = StandIn::start(
         ([127, 0, 0, 1], 0).into(),
         Behaviour {
@@ -234,60 +382,116 @@ async fn main() {
     .await
     .expect("stand-in");
     let env: Vec<(String, String)> = vec![
-        ("AWS_ENDPOINT_URL_SECRETS_MANAGER".into(), proxy),
+        ("AWS_ENDPOINT_URL_SECRETS_MANAGER".into(), proxy.clone()),
         ("GHL_TOKEN_SECRET_ID".into(), "bench/token".into()),
         ("INBOUND_AUTH_SECRET_ID".into(), "bench/inbound".into()),
         ("GHL_API_BASE_URL".into(), standin.base_url()),
     ];
+    let records_env = with(
+        &env,
+        &[
+            ("AWS_ENDPOINT_URL_DYNAMODB", &proxy),
+            ("IDEMPOTENCY_TABLE", &table),
+        ],
+    );
+    let queue_env = with(
+        &records_env,
+        &[("AWS_ENDPOINT_URL_SQS", &moto), ("QUEUE_URL", &queue_url)],
+    );
 
     let mut ours_init = Vec::new();
     let mut ours_first = Vec::new();
+    let mut records_init = Vec::new();
+    let mut queue_init = Vec::new();
     let mut floor_init = Vec::new();
     for _ in 0..colds {
-        let f = measure(&noop, &[], 0, || {}, || {}).await;
+        let f = measure(&noop, &[], 0, same_event, || {}, || {}).await;
         floor_init.push(f.init);
-        let o = measure(&bootstrap, &env, 0, || {}, || {}).await;
+        let o = measure(&bootstrap, &env, 0, same_event, || {}, || {}).await;
         ours_init.push(o.init);
         ours_first.push(o.first);
+        records_init.push(
+            measure(&bootstrap, &records_env, 0, keyed_event, || {}, || {})
+                .await
+                .init,
+        );
+        queue_init.push(
+            measure(&bootstrap, &queue_env, 0, keyed_event, || {}, || {})
+                .await
+                .init,
+        );
     }
-    let floor = measure(&noop, &[], warm, || {}, || {}).await;
-    let marks = Arc::new(std::sync::Mutex::new((0u64, 0u64, 0u64, 0u64)));
-    let (m1, m2) = (Arc::clone(&marks), Arc::clone(&marks));
-    let (c1, c2) = (Arc::clone(&secret_calls), Arc::clone(&secret_calls));
+    let floor = measure(&noop, &[], warm, same_event, || {}, || {}).await;
     let standin = Arc::new(standin);
-    let (s1, s2) = (Arc::clone(&standin), Arc::clone(&standin));
-    let ours = measure(
-        &bootstrap,
-        &env,
-        warm,
-        move || {
-            let mut m = m1.lock().unwrap();
-            m.0 = c1.load(Ordering::SeqCst);
-            m.1 = s1.connections();
-        },
-        move || {
-            let mut m = m2.lock().unwrap();
-            m.2 = c2.load(Ordering::SeqCst);
-            m.3 = s2.connections();
-        },
-    )
-    .await;
-    let (calls_before, conns_before, calls_after, conns_after) = *marks.lock().unwrap();
+    // Counts of (secret calls, DynamoDB calls, upstream connections, finalizes) around the warm run.
+    type Marks = (u64, u64, u64, u64);
+    let marks = Arc::new(std::sync::Mutex::new((
+        (0u64, 0u64, 0u64, 0u64),
+        (0u64, 0u64, 0u64, 0u64),
+    )));
+    let snapshot = {
+        let (calls, standin) = (Arc::clone(&calls), Arc::clone(&standin));
+        move || -> Marks {
+            (
+                calls.secrets.load(Ordering::SeqCst),
+                calls.dynamodb.load(Ordering::SeqCst),
+                standin.connections(),
+                standin.finalized(),
+            )
+        }
+    };
+    let run = |env: Vec<(String, String)>, event: fn(usize) -> String| {
+        let (before, after) = (snapshot.clone(), snapshot.clone());
+        let (m1, m2, marks) = (Arc::clone(&marks), Arc::clone(&marks), Arc::clone(&marks));
+        let bootstrap = bootstrap.clone();
+        async move {
+            let figures = measure(
+                &bootstrap,
+                &env,
+                warm,
+                event,
+                move || m1.lock().unwrap().0 = before(),
+                move || m2.lock().unwrap().1 = after(),
+            )
+            .await;
+            let (b, a) = *marks.lock().unwrap();
+            let per = |x: u64, y: u64| (y - x) as f64 / warm as f64;
+            (
+                figures,
+                [per(b.0, a.0), per(b.1, a.1), per(b.2, a.2), per(b.3, a.3)],
+            )
+        }
+    };
+    let (ours, ours_per) = run(env.clone(), same_event).await;
+    let (recorded, recorded_per) = run(records_env.clone(), keyed_event).await;
+    let (replayed, replayed_per) = run(records_env.clone(), same_event).await;
+    let (round_trip, get_round_trip) = dynamodb_round_trips(&proxy).await;
     let size = std::fs::metadata(&bootstrap).map(|m| m.len()).unwrap_or(0);
 
-    let (ours_init, floor_init, ours_first) =
-        (median(ours_init), median(floor_init), median(ours_first));
+    let median_of = |v: Vec<Duration>| median(v);
+    let (ours_init, floor_init, ours_first) = (
+        median_of(ours_init),
+        median_of(floor_init),
+        median_of(ours_first),
+    );
+    let (records_init, queue_init) = (median_of(records_init), median_of(queue_init));
     let (p50, p99) = (percentile(&ours.warm, 0.50), percentile(&ours.warm, 0.99));
     let (floor_p50, floor_p99) = (percentile(&floor.warm, 0.50), percentile(&floor.warm, 0.99));
-    let per_warm = |before: u64, after: u64| (after - before) as f64 / warm as f64;
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     println!("| figure | ghl-csv-finalize | no-op floor | ratio / budget |");
     println!("|---|---|---|---|");
-    println!(
-        "| init, median of {colds} (spawn → first /next) | {} | {} | {:.1}× (budget ≤ 2×) |",
-        ms(ours_init),
-        ms(floor_init),
-        ours_init.as_secs_f64() / floor_init.as_secs_f64()
-    );
+    for (mode, init) in [
+        ("sync", ours_init),
+        ("sync with records", records_init),
+        ("queue", queue_init),
+    ] {
+        println!(
+            "| init, {mode}, median of {colds} (spawn → first /next) | {} | {} | {:.1}× (budget ≤ 2×) |",
+            ms(init),
+            ms(floor_init),
+            ratio(init, floor_init)
+        );
+    }
     println!(
         "| first invocation (secrets read, TLS-free loopback) | {} | — | — |",
         ms(ours_first)
@@ -302,7 +506,7 @@ async fn main() {
         "| warm p99 over {warm} | {} | {} | {:.1}× |",
         ms(p99),
         ms(floor_p99),
-        p99.as_secs_f64() / floor_p99.as_secs_f64()
+        ratio(p99, floor_p99)
     );
     println!(
         "| peak RSS (VmHWM) | {:.1} MiB | {:.1} MiB | budget ≤ 16 MiB |",
@@ -311,11 +515,32 @@ async fn main() {
     );
     println!(
         "| Secrets Manager calls per warm invocation | {:.3} | — | must be 0 |",
-        per_warm(calls_before, calls_after)
+        ours_per[0]
     );
     println!(
         "| new upstream TCP connections per warm invocation | {:.3} | — | must be 0 |",
-        per_warm(conns_before, conns_after)
+        ours_per[2]
+    );
+    let recorded_p50 = percentile(&recorded.warm, 0.50);
+    println!(
+        "| records: warm p50, a new key each time | {} | sync without records {} | +{} for {:.2} DynamoDB calls (budget ≤ 2 round trips = {}) |",
+        ms(recorded_p50),
+        ms(p50),
+        ms(recorded_p50.saturating_sub(p50)),
+        recorded_per[1],
+        ms(round_trip * 2)
+    );
+    println!(
+        "| DynamoDB round trip, p50 from the bench (same client kind and proxy): conditional PutItem / GetItem | {} / {} | — | — |",
+        ms(round_trip),
+        ms(get_round_trip)
+    );
+    println!(
+        "| replay: warm p50 | {} | — | DynamoDB calls {:.2}, secret reads {:.2}, HighLevel calls {:.2} (budget 1 / 0 / 0) |",
+        ms(percentile(&replayed.warm, 0.50)),
+        replayed_per[1],
+        replayed_per[0],
+        replayed_per[3]
     );
     println!(
         "| stripped binary | {:.2} MB | — | budget ≤ 6.5 MB |",

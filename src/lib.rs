@@ -8,22 +8,30 @@
 //!
 //! # Layout
 //!
-//! A request goes front → service → tokens and HighLevel → back to the front, which answers.
+//! A request goes front → delivery → service → tokens and HighLevel → back to the front, which
+//! answers. A queued message goes worker front → delivery → the same service.
 //!
 //! - [`app`]: [`App::build`] makes every client once per instance and wires the service to its
 //!   fronts; [`lambda`]: the Lambda runtime loop that hands each event to its front.
 //! - [`http`]: the HTTP front (Lambda HTTP events and the local server): the contract's checks
-//!   in order, then the service, then one response and one log line. Inside: [`http::event`]
+//!   in order, then delivery, then one response and one log line. Inside: [`http::event`]
 //!   (events in and out), [`http::inbound`] (pure parsing), [`http::response`] (the envelope).
-//! - [`service`]: [`service::FinalizeService`], the one finalize entry every front calls, with
-//!   its input ([`service::FinalizeRequest`]) and result ([`service::Outcome`]).
+//! - [`worker`]: the SQS front of queue mode's worker: a batch to delivery, the batch answer
+//!   back.
+//! - [`delivery`]: exactly once around the service: a request takes its record (or is answered
+//!   from it), runs or is queued; [`delivery::worker`] finalizes queued messages.
+//! - [`records`]: finalization records (DynamoDB with conditional writes, or memory) and the
+//!   pure rules of keys and records; [`queue`]: the queue (SQS, or memory) and its message.
+//! - [`service`]: [`service::FinalizeService`], the one finalize, with its input
+//!   ([`service::FinalizeRequest`]) and result ([`service::Outcome`]).
 //! - [`auth`]: inbound authentication: the rules ([`auth::keys`]) and loading them from the
 //!   inbound-auth secret.
 //! - [`tokens`]: where HighLevel tokens come from: the [`tokens::Token`] type, the secret's
 //!   forms, OAuth refresh, and the Secrets Manager store that is safe across instances.
 //! - [`highlevel`]: HighLevel's API: the HTTP client, the retry policy and the attempt loop.
-//! - [`aws`]: the AWS SDK clients (Secrets Manager), sending through [`https`], and their error
-//!   classification; [`https`]: the one HTTPS client (reqwest on rustls, roots chosen once).
+//! - [`aws`]: the AWS SDK clients the configuration needs (Secrets Manager, DynamoDB, SQS),
+//!   sending through [`https`], and their error classification; [`https`]: the one HTTPS
+//!   client (reqwest on rustls, roots chosen once).
 //! - [`cache`]: one async lock per key, and the TTL cache built on it.
 //! - [`deadline`]: the Lambda deadline, the HighLevel budget and the clock.
 //! - [`config`]: every setting, read once from the environment and typed; [`logging`]: the
@@ -32,8 +40,8 @@
 //!   as the caller sees it; [`ids`]: the id newtypes that cannot hold an unsafe id;
 //!   [`redact`]: [`redact::Redacted`], which prints `[redacted]` for every secret.
 //! - `local` (feature `local`, on by default): running without Lambda — the plain HTTP
-//!   server, the HighLevel stand-in and a Lambda Runtime API emulator, for the command-line
-//!   tool, the tests and the benchmarks. The `bootstrap` binary is built without it.
+//!   server, the HighLevel stand-in, a Lambda Runtime API emulator and the in-memory queue's
+//!   worker, for the command-line tool, the tests and the benchmarks. The `bootstrap` binary is built without it.
 
 #![warn(missing_docs)]
 
