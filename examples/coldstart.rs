@@ -239,53 +239,35 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
+/// A DynamoDB client for `endpoint`, sending through the function's HTTPS client.
+fn dynamodb_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
+    use aws_sdk_dynamodb::config::{BehaviorVersion, Builder, Credentials, Region};
+    let http = ghl_csv_finalize::https::client().expect("the HTTPS client builds");
+    aws_sdk_dynamodb::Client::from_conf(
+        Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .http_client(ghl_csv_finalize::aws::sdk_http_client(http))
+            .region(Region::new("us-east-1"))
+            .endpoint_url(endpoint)
+            .credentials_provider(Credentials::new("bench", "bench", None, None, "bench"))
+            .build(),
+    )
+}
+
 /// Creates the records table and the queue in moto; their names for the environment.
 async fn create_table_and_queue(moto: &str) -> (String, String) {
-    let http = ghl_csv_finalize::https::client().expect("the HTTPS client builds");
-    let dynamodb = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::new()
-            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-            .http_client(ghl_csv_finalize::aws::sdk_http_client(http.clone()))
-            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
-            .endpoint_url(moto)
-            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                "bench", "bench", None, None, "bench",
-            ))
-            .build(),
-    );
-    use aws_sdk_dynamodb::types::{
-        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    };
-    dynamodb
-        .create_table()
-        .table_name("bench-records")
-        .billing_mode(BillingMode::PayPerRequest)
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("pk")
-                .key_type(KeyType::Hash)
-                .build()
-                .expect("key"),
-        )
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("pk")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .expect("attribute"),
-        )
-        .send()
+    ghl_csv_finalize::records::dynamodb::create_table(&dynamodb_client(moto), "bench-records")
         .await
         .expect("moto creates the table");
+    use aws_sdk_sqs::config::{BehaviorVersion, Builder, Credentials, Region};
+    let http = ghl_csv_finalize::https::client().expect("the HTTPS client builds");
     let sqs = aws_sdk_sqs::Client::from_conf(
-        aws_sdk_sqs::config::Builder::new()
-            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+        Builder::new()
+            .behavior_version(BehaviorVersion::latest())
             .http_client(ghl_csv_finalize::aws::sdk_http_client(http))
-            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .region(Region::new("us-east-1"))
             .endpoint_url(moto)
-            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-                "bench", "bench", None, None, "bench",
-            ))
+            .credentials_provider(Credentials::new("bench", "bench", None, None, "bench"))
             .build(),
     );
     let url = sqs
@@ -303,19 +285,7 @@ async fn create_table_and_queue(moto: &str) -> (String, String) {
 /// the conditional `PutItem` that takes a record (a new key each time), and a `GetItem`.
 async fn dynamodb_round_trips(endpoint: &str) -> (Duration, Duration) {
     use aws_sdk_dynamodb::types::AttributeValue;
-    let client = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::new()
-            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-            .http_client(ghl_csv_finalize::aws::sdk_http_client(
-                ghl_csv_finalize::https::client().expect("client"),
-            ))
-            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
-            .endpoint_url(endpoint)
-            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                "bench", "bench", None, None, "bench",
-            ))
-            .build(),
-    );
+    let client = dynamodb_client(endpoint);
     let (mut puts, mut gets) = (Vec::new(), Vec::new());
     for n in 0..200 {
         let started = Instant::now();

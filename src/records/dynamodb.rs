@@ -132,6 +132,49 @@ impl DynamoRecords {
     }
 }
 
+/// Creates a table with the records' schema — partition key `pk` (String), on-demand billing,
+/// TTL on `expires_at` — as the SAM template does (for the tests, the benchmarks, and an
+/// operator bringing their own table).
+pub async fn create_table(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Result<(), aws_sdk_dynamodb::Error> {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        TimeToLiveSpecification,
+    };
+    client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()?,
+        )
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()?,
+        )
+        .send()
+        .await?;
+    client
+        .update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .attribute_name("expires_at")
+                .enabled(true)
+                .build()?,
+        )
+        .send()
+        .await?;
+    Ok(())
+}
+
 /// The contract's reading of a DynamoDB failure: passing faults are 503 `store_unavailable`, a
 /// missing table or denied access is the operator's to fix.
 fn fault<E>(error: SdkError<E>, table: &str) -> StoreError

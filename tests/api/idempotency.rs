@@ -349,13 +349,7 @@ async fn an_expired_record_counts_as_absent_before_dynamodb_deletes_it() {
 
 #[tokio::test]
 async fn a_store_outage_or_throttling_is_503_store_unavailable_and_nothing_is_finalized() {
-    let proxy = FaultProxy::start().await;
-    let t = spawn_app_with(Setup {
-        records: true,
-        aws_endpoint: Some(proxy.url.clone()),
-        ..Setup::default()
-    })
-    .await;
+    let (t, proxy) = app_behind_fault_proxy(false).await;
     for (status, error) in [
         (500, "InternalServerError"),
         (400, "ProvisionedThroughputExceededException"),
@@ -407,14 +401,8 @@ async fn an_unreachable_store_is_503_store_unavailable() {
 
 #[tokio::test]
 async fn access_denied_or_a_missing_table_is_a_configuration_error() {
-    let proxy = FaultProxy::start().await;
+    let (t, proxy) = app_behind_fault_proxy(false).await;
     proxy.fail("PutItem", 400, "AccessDeniedException");
-    let t = spawn_app_with(Setup {
-        records: true,
-        aws_endpoint: Some(proxy.url.clone()),
-        ..Setup::default()
-    })
-    .await;
     let denied = t.invoke(EV_JSON_BODY).await;
     assert_eq!(
         (denied.status, code(&denied)),
@@ -444,13 +432,7 @@ async fn access_denied_or_a_missing_table_is_a_configuration_error() {
 
 #[tokio::test]
 async fn a_record_that_cannot_be_written_after_the_finalize_does_not_hide_the_outcome() {
-    let proxy = FaultProxy::start().await;
-    let t = spawn_app_with(Setup {
-        records: true,
-        aws_endpoint: Some(proxy.url.clone()),
-        ..Setup::default()
-    })
-    .await;
+    let (t, proxy) = app_behind_fault_proxy(false).await;
     // The first PutItem (taking the record) goes through; the result's write fails.
     t.highlevel_answers(Scripted::ok().delayed(Duration::from_millis(200)));
     let proxy_in = proxy.clone();

@@ -6,11 +6,11 @@
 //! 400 `invalid_grant`, as HighLevel does; its finalize endpoint accepts only the live access
 //! token of a location that has a pair.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::helpers::*;
+use crate::stores::FaultProxy;
 use serde_json::{json, Value};
 
 const OTHER_LOCATION: &str = "Lx2OtherLocation99";
@@ -254,71 +254,27 @@ async fn maps_token_endpoint_failures_to_the_contract() {
     assert_eq!((response.status, code(&response)), (500, "config_error"));
 }
 
-/// A Secrets Manager endpoint in front of moto that fails PutSecretValue with a 500 while told to.
-async fn flaky_writes() -> (String, Arc<AtomicBool>) {
+/// A Secrets Manager endpoint in front of moto that fails PutSecretValue with a 500 until healed.
+async fn flaky_writes() -> FaultProxy {
     failing_writes(500, "InternalServiceError").await
 }
 
 /// A Secrets Manager endpoint in front of moto that fails PutSecretValue with `status` and the
-/// error type `error` while told to.
-async fn failing_writes(status: u16, error: &'static str) -> (String, Arc<AtomicBool>) {
-    let fail = Arc::new(AtomicBool::new(true));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let failing = Arc::clone(&fail);
-    let client = reqwest::Client::new();
-    let handle = ghl_csv_finalize::local::server::serve_connections(
-        listener,
-        Default::default(),
-        move |request: http::Request<hyper::body::Incoming>| {
-            let (failing, client) = (Arc::clone(&failing), client.clone());
-            async move {
-                use http_body_util::BodyExt;
-                let (parts, body) = request.into_parts();
-                let body = body.collect().await.unwrap().to_bytes();
-                let target = parts
-                    .headers
-                    .get("x-amz-target")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_owned();
-                if target.ends_with("PutSecretValue") && failing.load(Ordering::SeqCst) {
-                    let body = format!(r#"{{"__type":"{error}","message":"simulated"}}"#);
-                    let mut response =
-                        http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
-                    *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
-                    return Ok::<_, std::convert::Infallible>(response);
-                }
-                let mut forward = client
-                    .post(format!("{}{}", moto_endpoint(), parts.uri.path()))
-                    .body(body);
-                for (name, value) in &parts.headers {
-                    if name != http::header::HOST {
-                        forward = forward.header(name, value);
-                    }
-                }
-                let answer = forward.send().await.unwrap();
-                let mut response =
-                    http::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
-                *response.status_mut() = answer.status();
-                *response.headers_mut() = answer.headers().clone();
-                *response.body_mut() = http_body_util::Full::new(answer.bytes().await.unwrap());
-                Ok(response)
-            }
-        },
-    );
-    std::mem::forget(handle);
-    (format!("http://{address}"), fail)
+/// error type `error` until healed.
+async fn failing_writes(status: u16, error: &str) -> FaultProxy {
+    let proxy = FaultProxy::start().await;
+    proxy.fail("PutSecretValue", status, error);
+    proxy
 }
 
 #[tokio::test]
 async fn keeps_a_pair_it_could_not_store_and_stores_it_first_on_the_next_request() {
-    let (endpoint, fail_writes) = flaky_writes().await;
+    let writes = flaky_writes().await;
     let t = app_with_pair(
         oauth_entry("access-0", "refresh-0", now() + 10),
         ("access-0", "refresh-0"),
         Setup {
-            secrets_endpoint: Some(endpoint),
+            secrets_endpoint: Some(writes.url.clone()),
             ..Setup::default()
         },
     )
@@ -337,7 +293,7 @@ async fn keeps_a_pair_it_could_not_store_and_stores_it_first_on_the_next_request
         "the write failed"
     );
 
-    fail_writes.store(false, Ordering::SeqCst);
+    writes.heal();
     let response = t.invoke(EV_PATH_PARAMS).await;
     assert_eq!(response.status, 200, "{}", response.text);
     assert_eq!(
@@ -466,12 +422,12 @@ async fn a_token_endpoint_that_times_out_is_unavailable_and_counts_against_the_b
 
 #[tokio::test]
 async fn the_versions_quota_is_a_failed_write_kept_for_later_not_a_configuration_error() {
-    let (endpoint, fail_writes) = failing_writes(400, "LimitExceededException").await;
+    let writes = failing_writes(400, "LimitExceededException").await;
     let t = app_with_pair(
         oauth_entry("access-0", "refresh-0", now() - 5),
         ("access-0", "refresh-0"),
         Setup {
-            secrets_endpoint: Some(endpoint),
+            secrets_endpoint: Some(writes.url.clone()),
             ..Setup::default()
         },
     )
@@ -484,7 +440,7 @@ async fn the_versions_quota_is_a_failed_write_kept_for_later_not_a_configuration
         response.text
     );
     assert!(t.highlevel.finalize_requests().is_empty());
-    fail_writes.store(false, Ordering::SeqCst);
+    writes.heal();
     assert_eq!(t.invoke(EV_PATH_PARAMS).await.status, 200);
     assert_eq!(
         refreshes(&t),

@@ -273,13 +273,7 @@ async fn a_failed_record_is_finalized_when_its_message_is_redriven() {
 
 #[tokio::test]
 async fn a_queue_outage_is_503_queue_unavailable_and_the_record_is_not_left_queued() {
-    let proxy = FaultProxy::start().await;
-    let t = spawn_app_with(Setup {
-        queue: true,
-        aws_endpoint: Some(proxy.url.clone()),
-        ..Setup::default()
-    })
-    .await;
+    let (t, proxy) = app_behind_fault_proxy(true).await;
     proxy.fail("SendMessage", 500, "InternalError");
     let refused = t.invoke(EV_JSON_BODY).await;
     assert_eq!(
@@ -304,13 +298,7 @@ async fn a_queue_outage_is_503_queue_unavailable_and_the_record_is_not_left_queu
 
 #[tokio::test]
 async fn a_store_outage_in_queue_mode_sends_nothing() {
-    let proxy = FaultProxy::start().await;
-    let t = spawn_app_with(Setup {
-        queue: true,
-        aws_endpoint: Some(proxy.url.clone()),
-        ..Setup::default()
-    })
-    .await;
+    let (t, proxy) = app_behind_fault_proxy(true).await;
     proxy.fail("PutItem", 500, "InternalServerError");
     let refused = t.invoke(EV_JSON_BODY).await;
     assert_eq!(
@@ -324,13 +312,7 @@ async fn a_store_outage_in_queue_mode_sends_nothing() {
 
 #[tokio::test]
 async fn a_store_outage_in_the_worker_brings_the_message_back() {
-    let proxy = FaultProxy::start().await;
-    let t = spawn_app_with(Setup {
-        queue: true,
-        aws_endpoint: Some(proxy.url.clone()),
-        ..Setup::default()
-    })
-    .await;
+    let (t, proxy) = app_behind_fault_proxy(true).await;
     t.invoke(EV_JSON_BODY).await;
     let event = t.receive_event().await.unwrap();
     proxy.fail("GetItem", 500, "InternalServerError");

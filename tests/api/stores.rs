@@ -7,10 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType, TimeToLiveSpecification,
-};
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use lambda_http::Context;
 use serde_json::{json, Value};
@@ -49,41 +46,9 @@ pub fn sqs_client(endpoint: &str) -> aws_sdk_sqs::Client {
 
 /// Creates a records table with the contract's schema (partition key `pk`, TTL `expires_at`).
 pub async fn create_table(name: &str) {
-    let admin = dynamodb_client(moto_endpoint());
-    admin
-        .create_table()
-        .table_name(name)
-        .billing_mode(BillingMode::PayPerRequest)
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("pk")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("pk")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .send()
+    ghl_csv_finalize::records::dynamodb::create_table(&dynamodb_client(moto_endpoint()), name)
         .await
         .expect("moto creates the table");
-    admin
-        .update_time_to_live()
-        .table_name(name)
-        .time_to_live_specification(
-            TimeToLiveSpecification::builder()
-                .attribute_name("expires_at")
-                .enabled(true)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .expect("moto sets the TTL");
 }
 
 /// A queue and its dead-letter queue.
@@ -318,6 +283,20 @@ pub fn status_event(finalization_id: &str) -> String {
 
 /// The finalization id in the sample events.
 pub const SAMPLE_FINALIZATION_ID: &str = "fz_c3407cf8081b2cdf7d0464c1617d0c31";
+
+/// An app keeping records (and, with `queue`, in queue mode) whose DynamoDB and SQS calls go
+/// through a new [`FaultProxy`].
+pub async fn app_behind_fault_proxy(queue: bool) -> (TestApp, FaultProxy) {
+    let proxy = FaultProxy::start().await;
+    let t = spawn_app_with(Setup {
+        records: true,
+        queue,
+        aws_endpoint: Some(proxy.url.clone()),
+        ..Setup::default()
+    })
+    .await;
+    (t, proxy)
+}
 
 /// One failure rule of a [`FaultProxy`]: operations whose `X-Amz-Target` ends with `target`
 /// answer `status` with the AWS error type `error`.
