@@ -50,7 +50,7 @@ impl App {
     /// Builds the clients, the AWS ones from the full AWS configuration chain (the local tools).
     pub async fn build(config: Config) -> Result<Self, BuildError> {
         let http = crate::https::client().map_err(BuildError)?;
-        let aws = AwsClients::from_env(&http, &config).await;
+        let aws = AwsClients::from_env(&http, config.services()).await;
         Self::build_with(config, http, aws).await
     }
 
@@ -164,13 +164,9 @@ impl App {
         self.memory_queue.clone()
     }
 
-    /// Works one batch from the in-memory queue, putting back what should come later.
+    /// Delivery, for the local worker's front.
     #[cfg(feature = "local")]
-    pub async fn work_memory_batch(
-        &self,
-        queue: &MemoryQueue,
-        batch: Vec<crate::queue::memory::Held>,
-    ) {
-        crate::local::worker::work_batch(&self.delivery, queue, batch).await;
+    pub(crate) fn delivery(&self) -> &Delivery {
+        &self.delivery
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use reqwest::header::HeaderValue;
 use url::Url;
 
+use crate::aws::Services;
 use crate::ids::UserId;
 use crate::tokens::Token;
 
@@ -199,6 +200,15 @@ impl Config {
     pub fn reads_secrets(&self) -> bool {
         matches!(self.token_source, TokenSourceConfig::SecretsManager { .. })
             || matches!(self.inbound_auth, InboundAuthConfig::Secret { .. })
+    }
+
+    /// The AWS services this configuration calls: only their clients are built.
+    pub fn services(&self) -> Services {
+        Services {
+            secrets: self.reads_secrets(),
+            dynamodb: matches!(self.delivery.records, RecordsConfig::Table(_)),
+            sqs: matches!(self.delivery.queue, QueueConfig::Sqs(_)),
+        }
     }
 
     /// Reads the configuration from the process environment.

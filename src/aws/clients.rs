@@ -13,7 +13,6 @@ use aws_sdk_secretsmanager::config::{Region, SharedCredentialsProvider};
 
 use super::http_client::sdk_http_client;
 use super::SecretsClient;
-use crate::config::{Config, QueueConfig, RecordsConfig};
 
 /// The clients, each present when the configuration uses its service.
 #[derive(Debug, Clone, Default)]
@@ -26,37 +25,31 @@ pub struct AwsClients {
     pub sqs: Option<aws_sdk_sqs::Client>,
 }
 
-/// Which services a configuration calls.
-#[derive(Debug, Clone, Copy)]
-struct Needs {
-    secrets: bool,
-    dynamodb: bool,
-    sqs: bool,
+/// Which AWS services a configuration calls ([`crate::Config::services`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Services {
+    /// Secrets Manager: a token or inbound-auth secret is configured.
+    pub secrets: bool,
+    /// DynamoDB: `IDEMPOTENCY_TABLE`.
+    pub dynamodb: bool,
+    /// SQS: `QUEUE_URL`.
+    pub sqs: bool,
 }
 
-impl Needs {
-    fn of(config: &Config) -> Self {
-        Self {
-            secrets: config.reads_secrets(),
-            dynamodb: matches!(config.delivery.records, RecordsConfig::Table(_)),
-            sqs: matches!(config.delivery.queue, QueueConfig::Sqs(_)),
-        }
-    }
-
+impl Services {
     fn any(self) -> bool {
         self.secrets || self.dynamodb || self.sqs
     }
 }
 
 impl AwsClients {
-    /// The clients `config` needs, from only what Lambda provides: `AWS_REGION`, the
+    /// The clients of `needs`, from only what Lambda provides: `AWS_REGION`, the
     /// credentials in `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN`, and
     /// optional endpoints (`AWS_ENDPOINT_URL_SECRETS_MANAGER`, `_DYNAMODB`, `_SQS`, or
     /// `AWS_ENDPOINT_URL`). It reads no files and links no profile, SSO or STS code: the Lambda
     /// binary uses it.
-    pub fn from_lambda_env(http: &reqwest::Client, config: &Config) -> Self {
+    pub fn from_lambda_env(http: &reqwest::Client, needs: Services) -> Self {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        let needs = Needs::of(config);
         if !needs.any() {
             return Self::default();
         }
@@ -77,10 +70,9 @@ impl AwsClients {
         Self::with_endpoints(&shared, needs, endpoint)
     }
 
-    /// The clients `config` needs, from the standard AWS configuration chain (profiles, SSO,
+    /// The clients of `needs`, from the standard AWS configuration chain (profiles, SSO,
     /// `AWS_ENDPOINT_URL_<SERVICE>`, …): the local tools use it.
-    pub async fn from_env(http: &reqwest::Client, config: &Config) -> Self {
-        let needs = Needs::of(config);
+    pub async fn from_env(http: &reqwest::Client, needs: Services) -> Self {
         if !needs.any() {
             return Self::default();
         }
@@ -95,7 +87,7 @@ impl AwsClients {
 
     fn with_endpoints(
         shared: &SdkConfig,
-        needs: Needs,
+        needs: Services,
         endpoint: impl Fn(&str) -> Option<String>,
     ) -> Self {
         Self {

@@ -17,7 +17,7 @@ async fn serve() -> Result<(), lambda_http::Error> {
     })?;
     let http = https::client()?;
     // Lambda's environment holds everything the AWS clients need.
-    let aws = AwsClients::from_lambda_env(&http, &config);
+    let aws = AwsClients::from_lambda_env(&http, config.services());
     let app = App::build_with(config, http, aws).await?;
     lambda::run(&app).await
 }

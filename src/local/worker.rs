@@ -18,12 +18,12 @@ pub const BATCH_SIZE: usize = 10;
 pub async fn run(app: Arc<App>, queue: Arc<MemoryQueue>) {
     loop {
         let batch = queue.receive(BATCH_SIZE).await;
-        app.work_memory_batch(&queue, batch).await;
+        work_batch(app.delivery(), &queue, batch).await;
     }
 }
 
 /// Works one batch; a message to come back later is put back with its delay.
-pub(crate) async fn work_batch(delivery: &Delivery, queue: &MemoryQueue, batch: Vec<Held>) {
+async fn work_batch(delivery: &Delivery, queue: &MemoryQueue, batch: Vec<Held>) {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let invocation = Invocation {
