@@ -5,6 +5,7 @@
 //! Every client sends through the function's one HTTPS client and uses short timeouts, so a
 //! slow AWS call still leaves the HighLevel call its budget.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use aws_config::timeout::TimeoutConfig;
@@ -21,8 +22,43 @@ pub struct AwsClients {
     pub secrets: Option<SecretsClient>,
     /// DynamoDB: the finalization records (`IDEMPOTENCY_TABLE`).
     pub dynamodb: Option<aws_sdk_dynamodb::Client>,
-    /// SQS: queue mode (`QUEUE_URL`).
-    pub sqs: Option<aws_sdk_sqs::Client>,
+    /// SQS: queue mode (`QUEUE_URL`), built on first use.
+    pub sqs: Option<SqsClient>,
+}
+
+/// The SQS client, built on first use. Building an AWS SDK client parses that service crate's
+/// partition table (about a quarter of a millisecond of cold start, per service), and the worker
+/// — the same binary, with the same configuration as the receiver — needs SQS only to delay a
+/// message that failed: in the common case it never builds this one. The receiver builds it on
+/// its first accepted request.
+#[derive(Debug, Clone)]
+pub struct SqsClient {
+    config: aws_sdk_sqs::Config,
+    client: Arc<OnceLock<aws_sdk_sqs::Client>>,
+}
+
+impl SqsClient {
+    /// A client to build from `config` when first used.
+    pub fn deferred(config: aws_sdk_sqs::Config) -> Self {
+        Self {
+            config,
+            client: Arc::default(),
+        }
+    }
+
+    /// A client built elsewhere (the tests add an endpoint and credentials).
+    pub fn from_client(client: aws_sdk_sqs::Client) -> Self {
+        Self {
+            config: client.config().clone(),
+            client: Arc::new(OnceLock::from(client)),
+        }
+    }
+
+    /// The client, built now if this is its first use.
+    pub fn get(&self) -> &aws_sdk_sqs::Client {
+        self.client
+            .get_or_init(|| aws_sdk_sqs::Client::from_conf(self.config.clone()))
+    }
 }
 
 /// Which AWS services a configuration calls ([`crate::Config::services`]).
@@ -106,8 +142,7 @@ impl AwsClients {
             sqs: needs.sqs.then(|| {
                 let mut builder = aws_sdk_sqs::config::Builder::from(shared);
                 builder.set_endpoint_url(endpoint("SQS"));
-                let config = builder.build();
-                aws_sdk_sqs::Client::from_conf(config)
+                SqsClient::deferred(builder.build())
             }),
         }
     }

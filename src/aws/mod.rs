@@ -13,7 +13,7 @@ pub mod clients;
 pub mod http_client;
 pub(crate) mod secrets_manager;
 
-pub use clients::{AwsClients, Services};
+pub use clients::{AwsClients, Services, SqsClient};
 pub use http_client::sdk_http_client;
 pub use secrets_manager::SecretsClient;
 

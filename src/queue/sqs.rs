@@ -7,24 +7,25 @@ use std::time::Duration;
 use aws_sdk_sqs::error::SdkError;
 
 use super::{Message, QueueError, MAX_VISIBILITY};
-use crate::aws::{classify, Fault};
+use crate::aws::{classify, Fault, SqsClient};
 
 /// The queue, through one SDK client built once per instance.
 #[derive(Debug, Clone)]
 pub struct SqsQueue {
-    client: aws_sdk_sqs::Client,
+    client: SqsClient,
     url: String,
 }
 
 impl SqsQueue {
     /// The queue at `url` through `client`.
-    pub fn new(client: aws_sdk_sqs::Client, url: String) -> Self {
+    pub fn new(client: SqsClient, url: String) -> Self {
         Self { client, url }
     }
 
     /// Sends one message.
     pub async fn send(&self, message: &Message) -> Result<(), QueueError> {
         self.client
+            .get()
             .send_message()
             .queue_url(&self.url)
             .message_body(message.to_json())
@@ -38,6 +39,7 @@ impl SqsQueue {
     pub async fn delay(&self, receipt_handle: &str, delay: Duration) -> Result<(), QueueError> {
         let seconds = delay.min(MAX_VISIBILITY).as_secs();
         self.client
+            .get()
             .change_message_visibility()
             .queue_url(&self.url)
             .receipt_handle(receipt_handle)

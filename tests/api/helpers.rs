@@ -265,7 +265,9 @@ impl Instance {
         let aws = ghl_csv_finalize::aws::AwsClients {
             secrets: Some(secrets),
             dynamodb: Some(crate::stores::dynamodb_client(&self.aws_endpoint)),
-            sqs: Some(crate::stores::sqs_client(&self.aws_endpoint)),
+            sqs: Some(ghl_csv_finalize::aws::SqsClient::from_client(
+                crate::stores::sqs_client(&self.aws_endpoint),
+            )),
         };
         App::build_with(config, http, aws)
             .await
