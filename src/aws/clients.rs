@@ -32,32 +32,37 @@ pub struct AwsClients {
 /// message that failed: in the common case it never builds this one. The receiver builds it on
 /// its first accepted request.
 #[derive(Debug, Clone)]
-pub struct SqsClient {
+pub struct SqsClient(Arc<Deferred>);
+
+#[derive(Debug)]
+struct Deferred {
     config: aws_sdk_sqs::Config,
-    client: Arc<OnceLock<aws_sdk_sqs::Client>>,
+    client: OnceLock<aws_sdk_sqs::Client>,
 }
 
 impl SqsClient {
     /// A client to build from `config` when first used.
     pub fn deferred(config: aws_sdk_sqs::Config) -> Self {
-        Self {
+        Self(Arc::new(Deferred {
             config,
-            client: Arc::default(),
-        }
+            client: OnceLock::new(),
+        }))
     }
 
     /// A client built elsewhere (the tests add an endpoint and credentials).
     pub fn from_client(client: aws_sdk_sqs::Client) -> Self {
-        Self {
+        Self(Arc::new(Deferred {
             config: client.config().clone(),
-            client: Arc::new(OnceLock::from(client)),
-        }
+            client: OnceLock::from(client),
+        }))
     }
 
     /// The client, built now if this is its first use.
     pub fn get(&self) -> &aws_sdk_sqs::Client {
-        self.client
-            .get_or_init(|| aws_sdk_sqs::Client::from_conf(self.config.clone()))
+        let deferred = &*self.0;
+        deferred
+            .client
+            .get_or_init(|| aws_sdk_sqs::Client::from_conf(deferred.config.clone()))
     }
 }
 
