@@ -54,7 +54,11 @@ fn hot_path(c: &mut Criterion) {
                 br#"{"success":true,"statusCode":200,"message":"ok"}"#,
                 false,
             );
-            let outcome = Outcome::Finalized { reply, attempts: 1 };
+            let outcome = Outcome::Finalized {
+                reply,
+                attempts: 1,
+                call: Default::default(),
+            };
             let envelope = response::outcome(&parsed, &outcome, None, "bench");
             std::hint::black_box((call, headers, envelope));
         })

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::deadline::{Budget, Deadline};
 use crate::error::Error;
-use crate::highlevel::{self, HighLevel};
+use crate::highlevel::{self, CallFacts, HighLevel};
 use crate::ids::{CsvId, LocationId, UserId};
 use crate::tokens::TokenSource;
 use crate::upstream::UpstreamReply;
@@ -46,6 +46,8 @@ pub enum Outcome {
         reply: UpstreamReply,
         /// Finalize requests sent, retries included.
         attempts: u32,
+        /// What the calls showed (latency, rate-limit headers).
+        call: CallFacts,
     },
     /// `--dry-run`: everything but the call; what would have been sent, token redacted.
     DryRun {
@@ -60,6 +62,8 @@ pub enum Outcome {
         attempts: u32,
         /// HighLevel's own word on when to come back, if it gave one.
         upstream_wait: Option<Duration>,
+        /// What the calls showed, if any was made.
+        call: CallFacts,
     },
 }
 
@@ -70,6 +74,7 @@ impl Outcome {
             error,
             attempts: 0,
             upstream_wait: None,
+            call: CallFacts::default(),
         }
     }
 
@@ -78,6 +83,14 @@ impl Outcome {
         match self {
             Outcome::Failed { error, .. } => Some(error),
             _ => None,
+        }
+    }
+
+    /// What the calls to HighLevel showed (none for a dry run).
+    pub fn call(&self) -> CallFacts {
+        match self {
+            Outcome::Finalized { call, .. } | Outcome::Failed { call, .. } => *call,
+            Outcome::DryRun { .. } => CallFacts::default(),
         }
     }
 
@@ -92,13 +105,18 @@ impl Outcome {
 
 impl From<highlevel::Attempted> for Outcome {
     fn from(attempted: highlevel::Attempted) -> Self {
-        let attempts = attempted.attempts;
+        let (attempts, call) = (attempted.attempts, attempted.call);
         match attempted.result {
-            Ok(reply) => Outcome::Finalized { reply, attempts },
+            Ok(reply) => Outcome::Finalized {
+                reply,
+                attempts,
+                call,
+            },
             Err(error) => Outcome::Failed {
                 error,
                 attempts,
                 upstream_wait: attempted.upstream_wait,
+                call,
             },
         }
     }

@@ -22,7 +22,7 @@ use clap::{Parser, Subcommand};
 use ghl_csv_finalize::config::{DeliveryConfig, RecordsConfig};
 use ghl_csv_finalize::ids::{CsvId, LocationId, UserId};
 use ghl_csv_finalize::local::server::LocalServer;
-use ghl_csv_finalize::local::standin::{Behaviour, Faults, StandIn};
+use ghl_csv_finalize::local::standin::{Behaviour, BurstLimit, Faults, StandIn};
 use ghl_csv_finalize::local::worker;
 use ghl_csv_finalize::{App, Config};
 use lambda_http::Body;
@@ -113,6 +113,13 @@ enum Command {
         /// Fail this share (0.0–1.0) of finalize requests at random
         #[arg(long, default_value_t = 0.0)]
         fault_rate: f64,
+        /// Play HighLevel's rate limit: this many finalize requests per location per window
+        /// (HighLevel: 100), with X-RateLimit-* headers, then 429
+        #[arg(long)]
+        burst_limit: Option<u64>,
+        /// The rate-limit window in milliseconds (HighLevel: 10000)
+        #[arg(long, default_value_t = 10_000, requires = "burst_limit")]
+        burst_interval_ms: u64,
     },
 }
 
@@ -187,6 +194,8 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             retry_after,
             delay_ms,
             fault_rate,
+            burst_limit,
+            burst_interval_ms,
         } => {
             let faults = Faults {
                 fail_first,
@@ -202,6 +211,10 @@ async fn run(command: Command) -> Result<ExitCode, String> {
                     faults,
                     // It prints every request; keeping them too would grow without bound.
                     forget_requests: true,
+                    burst_limit: burst_limit.map(|max| BurstLimit {
+                        max,
+                        interval: Duration::from_millis(burst_interval_ms),
+                    }),
                     ..Behaviour::default()
                 },
             )

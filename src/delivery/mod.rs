@@ -366,6 +366,7 @@ mod tests {
         let outcome = Outcome::Finalized {
             reply: UpstreamReply::new(200, json!({"success": true}), false),
             attempts: 1,
+            call: Default::default(),
         };
         let done = settle(
             record(Status::InProgress),
@@ -393,6 +394,7 @@ mod tests {
             error: Error::UpstreamTimeout,
             attempts: 1,
             upstream_wait: None,
+            call: Default::default(),
         };
         let failed = settle(
             record(Status::InProgress),

@@ -12,6 +12,7 @@ use reqwest::header::HeaderValue;
 use tokio::time::Instant;
 
 use super::client::{Exchange, FinalizeCall, HighLevel};
+use super::ratelimit::RateLimit;
 use super::retry::{self, Verdict, DEFAULT_RETRY_AFTER};
 use crate::deadline::Budget;
 use crate::error::{BoxError, Error};
@@ -24,9 +25,22 @@ pub struct Attempted {
     pub result: Result<UpstreamReply, Error>,
     /// Finalize requests put on the wire, the retry after a re-authentication included.
     pub attempts: u32,
-    /// HighLevel's own word on when to come back (the last `Retry-After` it sent), if any:
-    /// the queue worker sets a message's visibility to it.
+    /// HighLevel's own word on when to come back (its last `Retry-After`, else a spent
+    /// rate-limit window's interval), if any: the queue worker sets a message's visibility to it.
     pub upstream_wait: Option<Duration>,
+    /// What the calls showed, for the metrics.
+    pub call: CallFacts,
+}
+
+/// What the finalize calls to HighLevel showed: for the audit line and the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallFacts {
+    /// The status of HighLevel's last answer, if one came.
+    pub last_status: Option<u16>,
+    /// The rate-limit headers of that answer.
+    pub rate_limit: RateLimit,
+    /// Time spent waiting for HighLevel's answers, every attempt together.
+    pub latency: Duration,
 }
 
 impl HighLevel {
@@ -51,7 +65,21 @@ impl HighLevel {
         let mut counted = 0u32; // those that count against MAX_ATTEMPTS
         let mut free_attempt = false; // the one retry after a re-authentication
         let mut upstream_wait = None; // HighLevel's last Retry-After
+        let mut call_facts = CallFacts::default();
         let result = loop {
+            if let Some(left) = self.pauses().remaining(&call.location) {
+                // The location's rate-limit window is spent: wait it out, or, when it does not
+                // fit the budget, say when to come back without spending an attempt.
+                let fits = Instant::now()
+                    .checked_add(left)
+                    .is_some_and(|end| end < deadline);
+                if !fits {
+                    upstream_wait = Some(left);
+                    break Err(unavailable(None, Some(left), None));
+                }
+                tracing::info!(url = %call.url, wait_ms = left.as_millis() as u64, "HighLevel's rate-limit window for this location is spent; waiting it out");
+                tokio::time::sleep(left).await;
+            }
             if Instant::now() >= deadline {
                 break Err(Error::UpstreamTimeout);
             }
@@ -60,11 +88,31 @@ impl HighLevel {
                 counted += 1;
             }
             let headers = self.headers(bearer.clone());
-            let (last, retry_after) = match self.send(call, headers, deadline).await {
+            let sent_at = Instant::now();
+            let exchange = self.send(call, headers, deadline).await;
+            call_facts.latency += sent_at.elapsed();
+            if let Exchange::Answered {
+                reply, rate_limit, ..
+            } = &exchange
+            {
+                call_facts.last_status = Some(reply.status);
+                call_facts.rate_limit = *rate_limit;
+                if let Some(until) = rate_limit
+                    .pause()
+                    .and_then(|p| Instant::now().checked_add(p))
+                {
+                    self.pauses().pause(&call.location, until);
+                }
+            }
+            let (last, retry_after) = match exchange {
                 Exchange::TimedOut => break Err(Error::UpstreamTimeout),
                 Exchange::Broken(source) => break Err(unavailable(None, None, Some(source))),
                 Exchange::NotDelivered(source) => (Retryable::NotDelivered(source), None),
-                Exchange::Answered { reply, retry_after } => match retry::verdict(reply.status) {
+                Exchange::Answered {
+                    reply,
+                    retry_after,
+                    rate_limit,
+                } => match retry::verdict(reply.status) {
                     Verdict::Success => break Ok(reply),
                     Verdict::Reauthenticate => match reauthenticate.take() {
                         Some(reauthenticate) => {
@@ -84,7 +132,8 @@ impl HighLevel {
                     Verdict::Retry => {
                         let delay = retry_after
                             .as_deref()
-                            .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
+                            .and_then(|v| retry::parse_retry_after(v, SystemTime::now()))
+                            .or_else(|| rate_limit.pause());
                         upstream_wait = delay;
                         (Retryable::Answered(reply), delay)
                     }
@@ -110,6 +159,7 @@ impl HighLevel {
             result,
             attempts: sent,
             upstream_wait,
+            call: call_facts,
         }
     }
 }

@@ -9,6 +9,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 use url::Url;
 
+use super::ratelimit::{Pauses, RateLimit};
 use crate::error::{BoxError, Error};
 use crate::ids::{CsvId, LocationId, UserId};
 use crate::redact::Redacted;
@@ -26,6 +27,8 @@ pub(crate) enum Exchange {
         reply: UpstreamReply,
         /// `Retry-After`, verbatim.
         retry_after: Option<String>,
+        /// Its rate-limit headers.
+        rate_limit: RateLimit,
     },
     /// The request never reached HighLevel, or the connection closed before any answer:
     /// safe to retry.
@@ -39,6 +42,8 @@ pub(crate) enum Exchange {
 /// The finalize request for one CSV import: where it goes and what it says.
 #[derive(Debug, Clone)]
 pub struct FinalizeCall {
+    /// The location it is for (its rate-limit window).
+    pub location: LocationId,
     /// `{base}/social-media-posting/{locationId}/csv/{csvId}`.
     pub url: Url,
     /// `{"userId": …}` or `{}`.
@@ -52,6 +57,7 @@ pub struct HighLevel {
     base_url: Url,
     version: HeaderValue,
     token_url: Url,
+    pauses: Pauses,
 }
 
 impl HighLevel {
@@ -68,6 +74,7 @@ impl HighLevel {
             base_url: base_url.clone(),
             version,
             token_url,
+            pauses: Pauses::default(),
         })
     }
 
@@ -85,6 +92,7 @@ impl HighLevel {
         )
         .map_err(|e| Error::config("cannot build the HighLevel URL", Some(Box::new(e) as _)))?;
         Ok(FinalizeCall {
+            location: location.clone(),
             url,
             body: finalize_body(user),
         })
@@ -98,6 +106,11 @@ impl HighLevel {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         headers
+    }
+
+    /// Each location's spent rate-limit window, shared by every request of the instance.
+    pub(crate) fn pauses(&self) -> &Pauses {
+        &self.pauses
     }
 
     /// Sends one finalize request, answering by `deadline`.
@@ -180,12 +193,14 @@ async fn exchange(request: reqwest::RequestBuilder, deadline: Instant) -> Exchan
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let rate_limit = RateLimit::from_headers(response.headers());
     match tokio::time::timeout_at(deadline, read_bounded(response)).await {
         Err(_) => Exchange::TimedOut,
         Ok(Err(error)) => Exchange::Broken(Box::new(error)),
         Ok(Ok((bytes, cut))) => Exchange::Answered {
             reply: UpstreamReply::from_bytes(status, &bytes, cut),
             retry_after,
+            rate_limit,
         },
     }
 }

@@ -51,7 +51,9 @@ pub fn outcome(
     request_id: &str,
 ) -> Response<Body> {
     match outcome {
-        Outcome::Finalized { reply, attempts } => {
+        Outcome::Finalized {
+            reply, attempts, ..
+        } => {
             let body = finalized_body(request, *attempts, reply.to_json(), finalization_id);
             respond(StatusCode::OK, with_request_id(body, request_id))
         }
@@ -247,6 +249,7 @@ mod tests {
         let outcome = Outcome::Finalized {
             reply: UpstreamReply::new(200, json!({"success": true}), false),
             attempts: 2,
+            call: Default::default(),
         };
         let response = outcome_response(&outcome);
         assert_eq!(response.status(), 200);
@@ -268,6 +271,7 @@ mod tests {
             error: Error::UpstreamTimeout,
             attempts: 1,
             upstream_wait: None,
+            call: Default::default(),
         });
         assert_eq!(failed.status(), 504);
         assert_eq!(body_of(&failed)["attempts"], 1);
@@ -304,6 +308,7 @@ mod tests {
             result: Submission::Ran(Outcome::Finalized {
                 reply: UpstreamReply::new(200, json!({"success": true}), false),
                 attempts: 1,
+                call: Default::default(),
             }),
         };
         let first = body_of(&submitted(&request(), &first, "r1"));

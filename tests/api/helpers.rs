@@ -722,5 +722,9 @@ pub fn capture_logs(level: tracing::Level) -> (Captured, tracing::subscriber::De
         .with_env_filter(ghl_csv_finalize::logging::filter(level.as_str()))
         .with_writer(move || writer.clone())
         .finish();
-    (logs, tracing::subscriber::set_default(subscriber))
+    let guard = tracing::subscriber::set_default(subscriber);
+    // Callsites cache whether any subscriber wants them; another test's capture at another
+    // level may have cached "never" for lines this one wants. Ask every callsite again.
+    tracing::callsite::rebuild_interest_cache();
+    (logs, guard)
 }

@@ -16,6 +16,7 @@ mod idempotency;
 mod oauth;
 mod properties;
 mod queue;
+mod ratelimit;
 mod redaction;
 mod retries;
 mod secrets;

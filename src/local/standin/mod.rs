@@ -12,9 +12,11 @@
 //! client's back. Every request is recorded with its credentials redacted.
 
 mod oauth;
+mod ratelimit;
 mod script;
 
 pub use oauth::TokenEndpoint;
+pub use ratelimit::BurstLimit;
 pub use script::{Reply, Scripted};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -65,6 +67,9 @@ pub struct Behaviour {
     pub close_idle_after: Option<Duration>,
     /// Keep only counts, not every request (for long load runs).
     pub forget_requests: bool,
+    /// Play HighLevel's rate limit: `X-RateLimit-*` headers on every finalize answer, and 429
+    /// (without `Retry-After`) once a location's window is spent.
+    pub burst_limit: Option<BurstLimit>,
 }
 
 /// One request as the stand-in received it, credentials redacted.
@@ -93,6 +98,7 @@ struct State {
     pairs: Mutex<oauth::Pairs>,
     finalize_count: AtomicU64,
     finalized: AtomicU64,
+    windows: ratelimit::Windows,
     log_to_stdout: bool,
 }
 
@@ -131,6 +137,7 @@ impl StandIn {
             pairs: Mutex::new(oauth::Pairs::default()),
             finalize_count: AtomicU64::new(0),
             finalized: AtomicU64::new(0),
+            windows: ratelimit::Windows::default(),
             log_to_stdout,
         });
         let shared = Arc::clone(&state);
@@ -323,20 +330,38 @@ async fn finalize_answer(
         Some(Scripted::Silent) => std::future::pending().await,
         Some(Scripted::Documented) | None => {}
     }
+    let limited = state
+        .behaviour
+        .burst_limit
+        .map(|limit| state.windows.take(location, limit));
+    let with_limits = |mut response: Response<StandInBody>| {
+        if let Some((headers, _)) = &limited {
+            response.headers_mut().extend(headers.clone());
+        }
+        response
+    };
+    if limited.as_ref().is_some_and(|(_, over)| *over) {
+        let body = json!({"statusCode": 429, "message": "Too many requests"});
+        return Ok(with_limits(json_response(429, &body, None)));
+    }
     let faults = &state.behaviour.faults;
     if !faults.delay.is_zero() {
         tokio::time::sleep(faults.delay).await;
     }
     if let Some((status, retry_after)) = fault(faults, n) {
         let body = json!({"statusCode": status, "message": "simulated fault"});
-        return Ok(json_response(status, &body, retry_after.as_deref()));
+        return Ok(with_limits(json_response(
+            status,
+            &body,
+            retry_after.as_deref(),
+        )));
     }
     let live_access = lock(&state.pairs).access_token(location).map(str::to_owned);
     let required = live_access
         .as_ref()
         .or(state.behaviour.required_token.as_ref());
     let (status, body) = finalize(required, headers, body, csv_id);
-    Ok(json_response(status, &body, None))
+    Ok(with_limits(json_response(status, &body, None)))
 }
 
 fn record(parts: &http::request::Parts, bytes: &[u8]) -> Received {
