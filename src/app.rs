@@ -19,6 +19,7 @@ use crate::config::{Config, InboundAuthConfig, QueueConfig, RecordsConfig, Token
 use crate::delivery::{Delivery, DeliverySettings};
 use crate::highlevel::HighLevel;
 use crate::http::HttpFront;
+use crate::observe::Observer;
 use crate::queue::memory::MemoryQueue;
 use crate::queue::{sqs::SqsQueue, Queue};
 use crate::records::{dynamodb::DynamoRecords, memory::MemoryRecords, Records};
@@ -135,6 +136,7 @@ impl App {
         let settings = DeliverySettings {
             record_ttl: delivery.record_ttl,
             max_receives: delivery.max_receives,
+            observer: Observer::new(config.metrics_namespace.clone(), config.lines.clone()),
         };
         Ok(Self {
             delivery: Delivery::new(service, records, queue, settings),
@@ -157,6 +159,12 @@ impl App {
         context: &Context,
     ) -> aws_lambda_events::sqs::SqsBatchResponse {
         crate::worker::handle(&self.delivery, event, context).await
+    }
+
+    /// The audit lines and metrics written so far, when they are kept in memory (the tests and
+    /// the local tools that print their own output); none when they go to stdout.
+    pub fn kept_lines(&self) -> Vec<String> {
+        self.delivery.observer().lines().kept()
     }
 
     /// The in-memory queue of `serve --queue` and `demo --queue`, for their local worker.

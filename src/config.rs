@@ -190,6 +190,11 @@ pub struct Config {
     pub oauth_refresh_skew: Duration,
     /// Finalization records and queue mode.
     pub delivery: DeliveryConfig,
+    /// `METRICS_NAMESPACE`: the CloudWatch namespace of the EMF metrics.
+    pub metrics_namespace: String,
+    /// Where the audit lines and metrics go: stdout, or memory for the tests and the local
+    /// tools that print their own output. Never from the environment.
+    pub lines: crate::observe::Lines,
     /// Do everything but call HighLevel; answer with the request that would be sent.
     /// Set by the command-line tool's `--dry-run`, never from the Lambda environment.
     pub dry_run: bool,
@@ -217,13 +222,18 @@ impl Config {
     }
 
     /// Settings for running offline against a local HighLevel: one literal token, no inbound
-    /// authentication, defaults for the rest (the `demo` command, tests and benchmarks).
+    /// authentication, audit lines and metrics made but not written, defaults for the rest
+    /// (the `demo` command, tests and benchmarks).
     pub fn local(token: &str, api_base_url: &str) -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| match name {
+        let config = Self::from_lookup(|name| match name {
             "GHL_TOKEN" => Some(token.to_owned()),
             "ALLOW_UNAUTHENTICATED" => Some("true".to_owned()),
             "GHL_API_BASE_URL" => Some(api_base_url.to_owned()),
             _ => None,
+        })?;
+        Ok(Self {
+            lines: crate::observe::Lines::Discard,
+            ..config
         })
     }
 
@@ -317,6 +327,8 @@ impl Config {
                 0..=43_200,
             )?),
             delivery: DeliveryConfig::from_lookup(get)?,
+            metrics_namespace: parse_namespace(get("METRICS_NAMESPACE"))?,
+            lines: crate::observe::Lines::Stdout,
             dry_run: false,
         })
     }
@@ -384,6 +396,26 @@ fn is_loopback(url: &Url) -> bool {
     }
 }
 
+/// A CloudWatch namespace: 1–255 printable ASCII characters, not starting with `AWS/`, no `:`.
+fn parse_namespace(value: Option<String>) -> Result<String, ConfigError> {
+    let Some(value) = value else {
+        return Ok(crate::observe::DEFAULT_NAMESPACE.to_owned());
+    };
+    let value = value.trim();
+    let valid = (1..=255).contains(&value.len())
+        && value.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+        && !value.contains(':')
+        && !value.starts_with("AWS/");
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err(ConfigError::new(
+            "METRICS_NAMESPACE",
+            "must be 1 to 255 printable ASCII characters, without ':' and not starting with AWS/",
+        ))
+    }
+}
+
 fn parse_api_version(value: Option<String>) -> Result<HeaderValue, ConfigError> {
     let raw = value.unwrap_or_else(|| DEFAULT_API_VERSION.to_owned());
     HeaderValue::from_str(raw.trim())
@@ -421,6 +453,7 @@ mod tests {
         assert_eq!(c.secret_cache_ttl, Duration::from_secs(300));
         assert_eq!(c.oauth_refresh_skew, Duration::from_secs(300));
         assert!(c.default_user_id.is_none());
+        assert_eq!(c.metrics_namespace, "GhlCsvFinalize");
     }
 
     #[test]
@@ -485,6 +518,8 @@ mod tests {
             ("IDEMPOTENCY_TTL_SECS", "0"),
             ("QUEUE_MAX_RECEIVES", "0"),
             ("QUEUE_URL", "http://sqs.eu-west-1.amazonaws.com/1/q"),
+            ("METRICS_NAMESPACE", "AWS/Lambda"),
+            ("METRICS_NAMESPACE", "a:b"),
         ] {
             let mut vars = MINIMAL.to_vec();
             vars.push((var, value));

@@ -61,6 +61,7 @@ pub mod lambda;
 #[cfg(feature = "local")]
 pub mod local;
 pub mod logging;
+pub mod observe;
 pub mod queue;
 pub mod records;
 pub(crate) mod redact;

@@ -158,6 +158,11 @@ impl FinalizeService {
         self.upstream_timeout
     }
 
+    /// The token source's refreshes and unwritten pairs, for the metrics.
+    pub(crate) fn token_stats(&self) -> crate::tokens::TokenStats {
+        self.tokens.stats()
+    }
+
     /// Whether HighLevel is never called (`--dry-run`).
     pub(crate) fn dry_run(&self) -> bool {
         self.dry_run

@@ -103,9 +103,29 @@ async fn the_bootstrap_binary_serves_events_configured_by_environment_only() {
     child.start_kill().unwrap();
     let output = child.wait_with_output().await.unwrap();
     let logs = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        logs.contains("\"request finished\""),
-        "JSON logs on stdout: {logs}"
+    let lines: Vec<Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let audit: Vec<&Value> = lines.iter().filter(|l| l["audit"] == true).collect();
+    assert_eq!(audit.len(), 4, "one audit line per event on stdout: {logs}");
+    assert_eq!(
+        (audit[0]["status"].as_u64(), audit[0]["credential"].as_str()),
+        (Some(200), Some("key#0"))
+    );
+    let documents: Vec<&Value> = lines.iter().filter(|l| l.get("_aws").is_some()).collect();
+    assert_eq!(
+        documents.len(),
+        4,
+        "one EMF document per event, each a line of its own"
+    );
+    assert_eq!(
+        documents[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+        "GhlCsvFinalize"
+    );
+    assert_eq!(
+        documents[0]["ColdStart"], 1,
+        "the instance's first document"
     );
     assert!(!logs.contains(TOKEN) && !logs.contains(API_KEY));
 }
@@ -219,7 +239,7 @@ async fn one_process_answers_a_long_run_of_hostile_events_and_then_a_valid_one()
     child.start_kill().unwrap();
     let _ = child.wait().await;
     let logs = logs.await.unwrap();
-    assert!(logs.contains("request refused"), "its logs were read");
+    assert!(logs.contains("\"audit\":true"), "its audit lines were read");
 }
 
 /// Reads a child's output to the end in the background.

@@ -24,6 +24,7 @@ use ghl_csv_finalize::ids::{CsvId, LocationId, UserId};
 use ghl_csv_finalize::local::server::LocalServer;
 use ghl_csv_finalize::local::standin::{Behaviour, BurstLimit, Faults, StandIn};
 use ghl_csv_finalize::local::worker;
+use ghl_csv_finalize::observe::Lines;
 use ghl_csv_finalize::{App, Config};
 use lambda_http::Body;
 use serde_json::{json, Value};
@@ -230,7 +231,8 @@ async fn run(command: Command) -> Result<ExitCode, String> {
 }
 
 /// Reads the environment like the Lambda function. `operator` is the direct `finalize` call,
-/// which has no inbound caller to authenticate.
+/// which has no inbound caller to authenticate. The audit lines and metrics are not printed
+/// (the commands print the answer); `serve` prints them.
 fn env_config(dry_run: bool, operator: bool) -> Result<Config, String> {
     let mut config = Config::from_lookup(|name| match name {
         "INBOUND_AUTH_SECRET_ID" if operator => None,
@@ -239,6 +241,7 @@ fn env_config(dry_run: bool, operator: bool) -> Result<Config, String> {
     })
     .map_err(|e| e.to_string())?;
     config.dry_run = dry_run;
+    config.lines = Lines::Discard;
     Ok(config)
 }
 
@@ -273,6 +276,7 @@ fn pretty(bytes: &[u8]) -> String {
 
 async fn serve(addr: SocketAddr, dry_run: bool, queue: bool) -> Result<ExitCode, String> {
     let mut config = env_config(dry_run, false)?;
+    config.lines = Lines::Stdout;
     if queue {
         config.delivery = DeliveryConfig::in_memory(true);
     } else if config.delivery.records == RecordsConfig::None {

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use crate::deadline::{unix_now, LAMBDA_MARGIN};
 use crate::error::{chain, Error};
 use crate::ids::LocationId;
+use crate::observe::Observer;
 use crate::queue::{Message, Queue};
 use crate::records::{Begun, FinalizationId, Found, Record, RecordedError, Records, Status};
 use crate::service::{FinalizeRequest, FinalizeService, Invocation, Outcome};
@@ -33,6 +34,7 @@ pub(crate) struct Delivery {
     queue: Option<Queue>,
     record_ttl: Duration,
     max_receives: u32,
+    observer: Observer,
 }
 
 /// What became of a finalize request.
@@ -51,7 +53,9 @@ pub(crate) enum Submission {
     Ran(Outcome),
     /// It was finalized before: the record holds the answer to give again.
     Replayed(Record),
-    /// Queue mode: accepted, or already waiting (the record's status).
+    /// Queue mode: accepted now, its message sent.
+    Accepted,
+    /// Queue mode: already waiting (the record's status).
     Queued(Status),
     /// Refused by its record or the record store (409, 422, 503, 500).
     Refused(Error),
@@ -78,7 +82,7 @@ impl Submitted {
         match &self.result {
             Submission::Ran(outcome) => outcome.error(),
             Submission::Refused(error) => Some(error),
-            Submission::Replayed(_) | Submission::Queued(_) => None,
+            Submission::Replayed(_) | Submission::Accepted | Submission::Queued(_) => None,
         }
     }
 }
@@ -89,6 +93,8 @@ pub(crate) struct DeliverySettings {
     pub record_ttl: Duration,
     /// `QUEUE_MAX_RECEIVES`.
     pub max_receives: u32,
+    /// Where each request's and message's audit line and metrics go.
+    pub observer: Observer,
 }
 
 impl Delivery {
@@ -105,6 +111,7 @@ impl Delivery {
             queue,
             record_ttl: settings.record_ttl,
             max_receives: settings.max_receives,
+            observer: settings.observer,
         }
     }
 
@@ -112,6 +119,21 @@ impl Delivery {
     /// nothing.
     pub(crate) fn keeps_records(&self) -> bool {
         self.records.is_some() && !self.service.dry_run()
+    }
+
+    /// Writes each request's and message's audit line and metrics.
+    pub(crate) fn observer(&self) -> &Observer {
+        &self.observer
+    }
+
+    /// The token source's refreshes and unwritten pairs, for the metrics.
+    pub(crate) fn token_stats(&self) -> crate::tokens::TokenStats {
+        self.service.token_stats()
+    }
+
+    /// Whether accepted requests are queued (queue mode) rather than run.
+    pub(crate) fn queues(&self) -> bool {
+        self.queue.is_some() && self.keeps_records()
     }
 
     /// The queue, in queue mode.
@@ -199,7 +221,7 @@ impl Delivery {
                 if let Err(error) = records.finish(&sent).await {
                     tracing::warn!(finalization_id = %id, cause = %chain(&error), "the message was sent but its record could not say so; a duplicate request may send it again (the worker finalizes once)");
                 }
-                Submission::Queued(Status::Queued)
+                Submission::Accepted
             }
             Err(error) => {
                 let error = Error::from(error);

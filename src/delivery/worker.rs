@@ -12,6 +12,7 @@ use futures_util::future::join_all;
 use super::{now_ms, settle, Delivery};
 use crate::error::chain;
 use crate::highlevel::retry::random_u64;
+use crate::observe::{Audit, Measures, Mode};
 use crate::queue::{Message, MAX_VISIBILITY};
 use crate::records::{Claimed, Status};
 use crate::service::{Invocation, Outcome};
@@ -57,8 +58,33 @@ impl Delivery {
 
     async fn work_one(&self, received: &Received, invocation: &Invocation) -> Settled {
         let started = Instant::now();
+        let mut audit = Audit {
+            request_id: invocation.request_id.clone(),
+            mode: Some(Mode::Worker),
+            credential: "none".into(),
+            ..Audit::default()
+        };
+        let mut measures = Measures::default();
+        let settled = self
+            .settle_message(received, invocation, &mut audit, &mut measures)
+            .await;
+        audit.duration_ms = started.elapsed().as_millis() as u64;
+        self.observer
+            .record(&audit, measures, self.service.token_stats().refreshes);
+        settled
+    }
+
+    /// Works one message, filling in its audit line and metrics as it goes.
+    async fn settle_message(
+        &self,
+        received: &Received,
+        invocation: &Invocation,
+        audit: &mut Audit,
+        measures: &mut Measures,
+    ) -> Settled {
         let message_id = received.message_id.as_str();
         let request_id = invocation.request_id.as_str();
+        measures.unwritten_token_pairs = self.service.token_stats().unwritten_pairs;
         let message = match Message::parse(&received.body) {
             Ok(message) => message,
             Err(problem) => {
@@ -69,19 +95,21 @@ impl Delivery {
                     problem,
                     "a queued message does not parse; it is dropped"
                 );
+                (audit.status, audit.code) = (400, Some("invalid_request"));
                 return Settled::Done;
             }
         };
-        let id = message.finalization_id.as_str();
-        let location_id = message.request.location_id.as_str();
-        let csv_id = message.request.csv_id.as_str();
-        let queue_age_ms = now_ms().saturating_sub(message.accepted_at_ms);
+        audit.finalization_id = Some(message.finalization_id.as_str().to_owned());
+        audit.location_id = Some(message.request.location_id.as_str().to_owned());
+        audit.csv_id = Some(message.request.csv_id.as_str().to_owned());
+        measures.queue_age_ms = Some(now_ms().saturating_sub(message.accepted_at_ms));
         let Some(records) = &self.records else {
             tracing::error!(
                 request_id,
                 message_id,
                 "queue mode needs finalization records; the message comes back"
             );
+            (audit.status, audit.code) = (500, Some("config_error"));
             return Settled::Later(self.backoff(received.receives));
         };
         let now = now_ms();
@@ -95,52 +123,55 @@ impl Delivery {
         let record = match records.claim(fresh, now).await {
             Ok(Claimed::Held(record)) => record,
             Ok(Claimed::Finalized) => {
-                tracing::info!(
-                    request_id,
-                    message_id,
-                    finalization_id = id,
-                    location_id,
-                    csv_id,
-                    "already finalized; the duplicate message is done"
-                );
+                // A duplicate delivery: the record already holds the answer.
+                (audit.status, audit.replayed) = (200, true);
                 return Settled::Done;
             }
             Ok(Claimed::Busy(until_ms)) => {
                 let wait = Duration::from_millis(until_ms.saturating_sub(now)) + BUSY_GRACE;
-                tracing::info!(
-                    request_id,
-                    message_id,
-                    finalization_id = id,
-                    wait_ms = wait.as_millis() as u64,
-                    "another invocation holds the record; the message comes back after it"
-                );
+                (audit.status, audit.code) = (409, Some("request_in_progress"));
                 return Settled::Later(wait.min(MAX_VISIBILITY));
             }
             Err(error) => {
-                tracing::warn!(request_id, message_id, finalization_id = id, cause = %chain(&error), "the record could not be claimed; the message comes back");
+                let error = crate::error::Error::from(error);
+                tracing::warn!(request_id, message_id, cause = %chain(&error), "the record could not be claimed; the message comes back");
+                (audit.status, audit.code) = (error.status().as_u16(), Some(error.code()));
                 return Settled::Later(self.backoff(received.receives));
             }
         };
         let outcome = self.service.finalize(&message.request, invocation).await;
         let last_receive = received.receives >= self.max_receives;
         let transient = outcome.error().is_some_and(|e| e.is_transient());
-        let retrying = transient && !last_receive;
-        let settled_record = settle(record, &outcome, retrying, self.record_ttl, now_ms());
-        let attempts = settled_record.attempts;
+        let settled_record = settle(
+            record,
+            &outcome,
+            transient && !last_receive,
+            self.record_ttl,
+            now_ms(),
+        );
         if let Err(error) = records.finish(&settled_record).await {
-            tracing::error!(request_id, message_id, finalization_id = id, cause = %chain(&error), "the record of a queued finalize could not be written");
+            tracing::error!(request_id, message_id, cause = %chain(&error), "the record of a queued finalize could not be written");
         }
-        let elapsed_ms = started.elapsed().as_millis() as u64;
-        let status = settled_record.status.as_str();
+        audit.attempts = outcome.attempts();
+        audit.upstream_status = outcome.call().last_status;
+        *measures = Measures {
+            unwritten_token_pairs: measures.unwritten_token_pairs,
+            queue_age_ms: measures.queue_age_ms,
+            ..Measures::of(&outcome)
+        };
         match &outcome {
             Outcome::Failed {
                 error,
                 upstream_wait,
                 ..
-            } if transient => {
-                let code = error.code();
+            } => {
+                (audit.status, audit.code) = (error.status().as_u16(), Some(error.code()));
+                if !transient {
+                    tracing::error!(request_id, message_id, code = error.code(), cause = %chain(error), "finalize failed for good; a retry cannot help");
+                    return Settled::Done;
+                }
                 if last_receive {
-                    tracing::error!(request_id, message_id, finalization_id = id, location_id, csv_id, status, code, attempts, queue_age_ms, elapsed_ms, cause = %chain(error), "the last receive failed; the message goes to the dead-letter queue");
+                    tracing::error!(request_id, message_id, code = error.code(), cause = %chain(error), "the last receive failed; the message goes to the dead-letter queue");
                     // Visible at once, so SQS moves it to the dead-letter queue on the next receive.
                     return Settled::Later(Duration::ZERO);
                 }
@@ -148,26 +179,11 @@ impl Delivery {
                     || self.backoff(received.receives),
                     |w| w.min(MAX_VISIBILITY),
                 );
-                tracing::warn!(request_id, message_id, finalization_id = id, location_id, csv_id, status, code, attempts, queue_age_ms, elapsed_ms, wait_ms = wait.as_millis() as u64, cause = %chain(error), "finalize failed for now; the message comes back");
+                tracing::warn!(request_id, message_id, code = error.code(), wait_ms = wait.as_millis() as u64, cause = %chain(error), "finalize failed for now; the message comes back");
                 Settled::Later(wait)
             }
-            Outcome::Failed { error, .. } => {
-                tracing::error!(request_id, message_id, finalization_id = id, location_id, csv_id, status, code = error.code(), attempts, queue_age_ms, elapsed_ms, cause = %chain(error), "finalize failed for good; a retry cannot help");
-                Settled::Done
-            }
             Outcome::Finalized { .. } | Outcome::DryRun { .. } => {
-                tracing::info!(
-                    request_id,
-                    message_id,
-                    finalization_id = id,
-                    location_id,
-                    csv_id,
-                    status,
-                    attempts,
-                    queue_age_ms,
-                    elapsed_ms,
-                    "finalized"
-                );
+                audit.status = 200;
                 Settled::Done
             }
         }

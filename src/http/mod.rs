@@ -25,9 +25,10 @@ use crate::deadline::{unix_now, Deadline};
 use crate::delivery::{Delivery, Submission, Submitted};
 use crate::error::{chain, Error};
 use crate::ids::UserId;
+use crate::observe::{Audit, Measures, Mode};
 use crate::records::{key_for, FinalizationId, Record};
 use crate::service::{FinalizeRequest, Invocation};
-use event::{InvalidBase64Body, MalformedEvent, PathParams};
+use event::{Caller, InvalidBase64Body, MalformedEvent, PathParams};
 use inbound::{Route, Sources};
 
 /// A request that passed the checks.
@@ -40,7 +41,7 @@ enum Accepted {
     Lookup(FinalizationId),
 }
 
-/// The checks in front of the service, and what they need.
+/// The checks in front of delivery, and what they need.
 pub(crate) struct HttpFront {
     auth: InboundAuth,
     default_user_id: Option<UserId>,
@@ -105,14 +106,28 @@ impl HttpFront {
             }
             Handled::Found(record) => response::finalization(record, request_id),
         };
-        let credential = credential.as_ref().map_or("none", |c| c.name.as_str());
-        log(
-            &invocation,
-            credential,
-            &handled,
-            response.status().as_u16(),
-            started,
-        );
+        let audit = Audit {
+            request_id: invocation.request_id.clone(),
+            mode: Some(if delivery.queues() {
+                Mode::Queue
+            } else {
+                Mode::Sync
+            }),
+            credential: credential.map_or_else(|| "none".to_owned(), |c| c.name),
+            webhook_id: webhook_id(request.headers()),
+            source_ip: request
+                .extensions()
+                .get::<Caller>()
+                .and_then(|c| c.source_ip.clone()),
+            user_agent: request
+                .extensions()
+                .get::<Caller>()
+                .and_then(|c| c.user_agent.clone()),
+            status: response.status().as_u16(),
+            duration_ms: started.elapsed().as_millis() as u64,
+            ..Audit::default()
+        };
+        observe(delivery, audit, &handled);
         response
     }
 
@@ -210,52 +225,57 @@ fn local_request_id() -> String {
     format!("local-{:016x}", nanos.rotate_left(17) ^ n)
 }
 
-/// One log line per request: who asked (the credential's name, never the credential), what,
-/// what came of it, how long it took.
-fn log(
-    invocation: &Invocation,
-    credential: &str,
-    handled: &Handled,
-    status: u16,
-    started: Instant,
-) {
-    let (request, finalization_id, attempts, replayed, error) = match handled {
-        Handled::Health => (None, None, 0, false, None),
-        Handled::Refused(error) => (None, None, 0, false, Some(error)),
-        Handled::Found(record) => (None, Some(&record.id), 0, false, None),
-        Handled::Finalize(request, submitted) => (
-            Some(request),
-            submitted.finalization_id.as_ref(),
-            submitted.attempts(),
-            matches!(submitted.result, Submission::Replayed(_)),
-            submitted.error(),
-        ),
+/// The `webhook-id` header for the audit line, when it is a plausible id (1–255 visible ASCII
+/// characters); anything else is left out rather than written to the log.
+fn webhook_id(headers: &http::HeaderMap) -> Option<String> {
+    let id = headers.get("webhook-id")?.to_str().ok()?.trim();
+    let plausible = (1..=255).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic());
+    plausible.then(|| id.to_owned())
+}
+
+/// The request's audit line and metrics (who asked — the credential's name, never the
+/// credential —, what, what came of it, how long it took), and for a server-side failure its
+/// cause in the log.
+fn observe(delivery: &Delivery, mut audit: Audit, handled: &Handled) {
+    let tokens = delivery.token_stats();
+    let mut measures = Measures {
+        unwritten_token_pairs: tokens.unwritten_pairs,
+        ..Measures::default()
     };
-    let location_id = request.map(|r| r.location_id.as_str()).unwrap_or("");
-    let csv_id = request.map(|r| r.csv_id.as_str()).unwrap_or("");
-    let finalization_id = finalization_id.map(FinalizationId::as_str).unwrap_or("");
-    let elapsed_ms = started.elapsed().as_millis() as u64;
-    let request_id = invocation.request_id.as_str();
-    match error {
-        None => tracing::info!(
-            request_id,
-            credential,
-            status,
-            location_id,
-            csv_id,
-            finalization_id,
-            attempts,
-            replayed,
-            elapsed_ms,
-            "request finished"
-        ),
-        Some(error) if status >= 500 => tracing::error!(
-            request_id, credential, status, code = error.code(), location_id, csv_id,
-            finalization_id, attempts, elapsed_ms, cause = %chain(error), "request failed"
-        ),
-        Some(error) => tracing::warn!(
-            request_id, credential, status, code = error.code(), location_id, csv_id,
-            finalization_id, attempts, elapsed_ms, message = %error, "request refused"
-        ),
+    let error = match handled {
+        Handled::Health => None,
+        Handled::Refused(error) => Some(error),
+        Handled::Found(record) => {
+            audit.finalization_id = Some(record.id.as_str().to_owned());
+            audit.location_id = Some(record.location_id.as_str().to_owned());
+            audit.csv_id = Some(record.csv_id.as_str().to_owned());
+            None
+        }
+        Handled::Finalize(request, submitted) => {
+            audit.finalization_id = submitted
+                .finalization_id
+                .as_ref()
+                .map(|id| id.as_str().to_owned());
+            audit.location_id = Some(request.location_id.as_str().to_owned());
+            audit.csv_id = Some(request.csv_id.as_str().to_owned());
+            audit.attempts = submitted.attempts();
+            if let Submission::Ran(outcome) = &submitted.result {
+                audit.upstream_status = outcome.call().last_status;
+                measures = Measures {
+                    unwritten_token_pairs: measures.unwritten_token_pairs,
+                    ..Measures::of(outcome)
+                };
+            }
+            audit.replayed = matches!(submitted.result, Submission::Replayed(_));
+            measures.queued = matches!(submitted.result, Submission::Accepted);
+            submitted.error()
+        }
+    };
+    audit.code = error.map(Error::code);
+    if let Some(error) = error.filter(|_| audit.status >= 500) {
+        tracing::error!(request_id = %audit.request_id, code = error.code(), cause = %chain(error), "request failed");
     }
+    delivery
+        .observer()
+        .record(&audit, measures, tokens.refreshes);
 }

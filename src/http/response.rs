@@ -38,6 +38,7 @@ pub(crate) fn submitted(
     match &submitted.result {
         Submission::Ran(ran) => outcome(request, ran, id, request_id),
         Submission::Replayed(record) => replayed(record, request_id),
+        Submission::Accepted => queued(request, Status::Queued, id, request_id),
         Submission::Queued(status) => queued(request, *status, id, request_id),
         Submission::Refused(refusal) => error(refusal, 0, id, request_id),
     }

@@ -17,6 +17,7 @@ pub mod template;
 pub(crate) mod token;
 
 pub use secret::{Parsed, TokenEntry, TokenSecret};
+pub use store::TokenStats;
 pub(crate) use store::{LeasedToken, SecretStore};
 pub use template::resolve;
 pub use token::{Token, TokenShapeError};
@@ -58,6 +59,14 @@ impl TokenSource {
         match self {
             TokenSource::Local(_) => Ok(refused.clone()),
             TokenSource::SecretsManager(store) => store.reload(location, refused, budget).await,
+        }
+    }
+
+    /// Refreshes so far and pairs held unwritten (none for a local token), for the metrics.
+    pub(crate) fn stats(&self) -> TokenStats {
+        match self {
+            TokenSource::Local(_) => TokenStats::default(),
+            TokenSource::SecretsManager(store) => store.stats(),
         }
     }
 

@@ -79,6 +79,19 @@ pub(crate) struct SecretStore {
     highlevel: HighLevel,
     secrets: KeyedLocks<SecretState>,
     generations: AtomicU64,
+    /// OAuth refreshes so far, for the metrics.
+    refreshes: AtomicU64,
+    /// Refreshed pairs held in memory, not yet written back, for the metrics.
+    unwritten_pairs: AtomicU64,
+}
+
+/// What the store has done, for the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenStats {
+    /// OAuth refreshes since the instance started.
+    pub refreshes: u64,
+    /// Refreshed pairs held in memory because they could not be written back yet.
+    pub unwritten_pairs: u64,
 }
 
 /// What this instance knows of one secret.
@@ -135,12 +148,22 @@ impl SecretStore {
             highlevel,
             secrets: KeyedLocks::new(),
             generations: AtomicU64::new(1),
+            refreshes: AtomicU64::new(0),
+            unwritten_pairs: AtomicU64::new(0),
         }
     }
 
     /// The secret id as configured (possibly a `{locationId}` template).
     pub(crate) fn secret_id(&self) -> &str {
         &self.secret_id
+    }
+
+    /// Refreshes so far and pairs held unwritten, for the metrics.
+    pub(crate) fn stats(&self) -> TokenStats {
+        TokenStats {
+            refreshes: self.refreshes.load(Ordering::Relaxed),
+            unwritten_pairs: self.unwritten_pairs.load(Ordering::Relaxed),
+        }
     }
 
     /// The token for `location`, refreshing an OAuth pair that expires within the skew.
@@ -313,6 +336,8 @@ impl SecretStore {
             fields,
             entry: refreshed,
         });
+        self.refreshes.fetch_add(1, Ordering::Relaxed);
+        self.unwritten_pairs.fetch_add(1, Ordering::Relaxed);
         self.write_unwritten(id, state).await?;
         let (token, _) = entry(state, location)?;
         Ok(lease(state, token))
@@ -371,6 +396,8 @@ impl SecretStore {
             match self.client.write(id, &text, &token).await {
                 Ok(version_id) => {
                     state.loaded = Some(self.written(document, version_id)?);
+                    let written = state.unwritten.len() as u64;
+                    self.unwritten_pairs.fetch_sub(written, Ordering::Relaxed);
                     state.unwritten.clear();
                     return Ok(());
                 }

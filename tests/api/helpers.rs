@@ -254,8 +254,9 @@ struct Instance {
 
 impl Instance {
     async fn build(&self, reads: Option<ReadCounter>) -> App {
-        let config = Config::from_lookup(|name| self.env.get(name).cloned())
+        let mut config = Config::from_lookup(|name| self.env.get(name).cloned())
             .expect("valid test configuration");
+        config.lines = ghl_csv_finalize::observe::Lines::memory();
         let http = https_client();
         let secrets = SecretsClient::from_client(sdk_client_through(
             http.clone(),
@@ -402,6 +403,22 @@ impl TestApp {
         send_to(&self.app, request).await
     }
 
+    /// The audit lines written so far, parsed.
+    pub fn audit_lines(&self) -> Vec<Value> {
+        kept_json(&self.app)
+            .into_iter()
+            .filter(|l| l["audit"] == true)
+            .collect()
+    }
+
+    /// The EMF metric documents written so far, parsed.
+    pub fn metric_documents(&self) -> Vec<Value> {
+        kept_json(&self.app)
+            .into_iter()
+            .filter(|l| l.get("_aws").is_some())
+            .collect()
+    }
+
     /// Every request HighLevel received (finalize and token endpoint).
     pub fn upstream_requests(&self) -> Vec<Received> {
         self.highlevel.received()
@@ -411,6 +428,14 @@ impl TestApp {
     pub fn bearer_tokens(&self) -> Vec<String> {
         self.highlevel.finalize_tokens()
     }
+}
+
+/// The lines an instance kept, parsed (each must be JSON).
+pub fn kept_json(app: &App) -> Vec<Value> {
+    app.kept_lines()
+        .iter()
+        .map(|line| serde_json::from_str(line).expect("every kept line is JSON"))
+        .collect()
 }
 
 /// Sends `request` to `app` (one instance of a deployment) and reads the answer.

@@ -14,6 +14,7 @@ mod events;
 mod faults;
 mod idempotency;
 mod oauth;
+mod observe;
 mod properties;
 mod queue;
 mod ratelimit;
