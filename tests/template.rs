@@ -327,6 +327,7 @@ fn sets_only_variables_the_function_reads() {
         "IDEMPOTENCY_TTL_SECS",
         "QUEUE_URL",
         "QUEUE_MAX_RECEIVES",
+        "METRICS_NAMESPACE",
     ];
     let source = include_str!("../src/config.rs");
     for name in variables.keys().map(|k| k.as_str().unwrap()) {
@@ -463,5 +464,153 @@ fn refuses_at_deploy_a_placeholder_without_fixed_text_or_one_secret_for_both() {
     ] {
         let expected: Value = serde_norway::from_str(expected).unwrap();
         assert!(asserted.contains(&expected), "{expected:?}");
+    }
+}
+
+#[test]
+fn alarms_and_the_dashboard_are_off_by_default_and_notify_one_topic() {
+    let t = template();
+    assert_eq!(t["Parameters"]["AlarmsEnabled"]["Default"], "false");
+    assert_eq!(t["Parameters"]["AlarmEmail"]["Default"], "");
+    let resources = t["Resources"].as_mapping().unwrap();
+    let mut alarms = Vec::new();
+    for (name, resource) in resources {
+        let name = name.as_str().unwrap();
+        match resource["Type"].as_str().unwrap() {
+            "AWS::CloudWatch::Alarm" => {
+                let condition = resource["Condition"].as_str().unwrap();
+                assert!(
+                    ["CreateAlarms", "AlarmsAndQueue"].contains(&condition),
+                    "{name}"
+                );
+                for actions in ["AlarmActions", "OKActions"] {
+                    let targets = resource["Properties"][actions].as_sequence().unwrap();
+                    assert_eq!(
+                        targets.iter().filter_map(reference).collect::<Vec<_>>(),
+                        ["AlarmTopic"],
+                        "{name}"
+                    );
+                }
+                alarms.push(name.to_owned());
+            }
+            "AWS::SNS::Topic" | "AWS::CloudWatch::Dashboard" => {
+                assert_eq!(resource["Condition"], "CreateAlarms", "{name}")
+            }
+            "AWS::SNS::Subscription" => {
+                assert_eq!(resource["Condition"], "HasAlarmEmail");
+                assert_eq!(resource["Properties"]["Protocol"], "email");
+                assert_eq!(
+                    reference(&resource["Properties"]["Endpoint"]),
+                    Some("AlarmEmail")
+                );
+            }
+            _ => {}
+        }
+    }
+    alarms.sort();
+    assert_eq!(
+        alarms,
+        [
+            "DeadLetterQueueAlarm",
+            "FunctionErrorsAlarm",
+            "FunctionThrottlesAlarm",
+            "ServerErrorRateAlarm",
+            "UnwrittenTokenPairsAlarm",
+            "WorkerErrorsAlarm"
+        ]
+    );
+}
+
+#[test]
+fn the_alarms_watch_what_the_contract_names() {
+    let t = template();
+    let alarm = |name: &str| t["Resources"][name]["Properties"].clone();
+    for (name, namespace, metric) in [
+        ("FunctionErrorsAlarm", "AWS/Lambda", "Errors"),
+        ("FunctionThrottlesAlarm", "AWS/Lambda", "Throttles"),
+        (
+            "DeadLetterQueueAlarm",
+            "AWS/SQS",
+            "ApproximateNumberOfMessagesVisible",
+        ),
+    ] {
+        let p = alarm(name);
+        assert_eq!(
+            (p["Namespace"].as_str(), p["MetricName"].as_str()),
+            (Some(namespace), Some(metric)),
+            "{name}"
+        );
+        assert_eq!(
+            (p["Threshold"].as_u64(), p["ComparisonOperator"].as_str()),
+            (Some(0), Some("GreaterThanThreshold")),
+            "{name}"
+        );
+    }
+    let unwritten = alarm("UnwrittenTokenPairsAlarm");
+    assert_eq!(reference(&unwritten["Namespace"]), Some("MetricsNamespace"));
+    assert_eq!(unwritten["MetricName"], "UnwrittenTokenPairs");
+    let rate = alarm("ServerErrorRateAlarm");
+    let metrics = rate["Metrics"].as_sequence().unwrap();
+    let names: Vec<&str> = metrics
+        .iter()
+        .filter_map(|m| m["MetricStat"]["Metric"]["MetricName"].as_str())
+        .collect();
+    assert_eq!(names, ["ServerErrors", "Requests"]);
+    assert!(metrics[2]["Expression"]
+        .as_str()
+        .unwrap()
+        .contains("100 * errors / requests"));
+    assert_eq!(
+        reference(&rate["Threshold"]),
+        Some("ServerErrorRatePercent")
+    );
+    // The metrics the alarms read are the ones the function writes.
+    let emf = include_str!("../src/observe/emf.rs");
+    for metric in ["ServerErrors", "Requests", "UnwrittenTokenPairs"] {
+        assert!(
+            emf.contains(&format!("\"{metric}\"")),
+            "{metric} is written"
+        );
+    }
+}
+
+#[test]
+fn the_dashboard_shows_every_metric_the_function_writes() {
+    let t = template();
+    let Value::Tagged(sub) = &t["Resources"]["OperationsDashboard"]["Properties"]["DashboardBody"]
+    else {
+        panic!("a !Sub")
+    };
+    let body = sub.value.as_sequence().unwrap()[0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let body = body
+        .replace("${AWS::Region}", "us-east-1")
+        .replace("${Ns}", "GhlCsvFinalize")
+        .replace("${FinalizeFunction}", "f");
+    let parsed: serde_json::Value =
+        serde_json::from_str(&body).expect("the dashboard body is JSON");
+    assert!(parsed["widgets"].as_array().is_some_and(|w| w.len() >= 6));
+    for metric in [
+        "Requests",
+        "Finalized",
+        "Failed",
+        "Replayed",
+        "Queued",
+        "Attempts",
+        "UpstreamLatencyMs",
+        "UpstreamStatus",
+        "RateLimitRemaining",
+        "TokenRefreshes",
+        "UnwrittenTokenPairs",
+        "AuthFailures",
+        "QueueAgeMs",
+        "ColdStart",
+    ] {
+        assert!(
+            body.contains(&format!("\"{metric}\"")) || body.contains(&format!("\\\"{metric}\\\"")),
+            "{metric}"
+        );
     }
 }
