@@ -1,6 +1,7 @@
 //! `cargo bench --bench hot_path`: the pure hot path (event → parsed request → outbound request
-//! → response envelope), and a whole warm invocation against a bare reqwest call to the same
-//! local server — our overhead as a fraction of the least any client could spend.
+//! → response envelope), the audit line and metrics document every request writes, and a
+//! whole warm invocation against a bare reqwest call to the same local server — our overhead
+//! as a fraction of the least any client could spend.
 
 use std::time::Duration;
 
@@ -11,12 +12,45 @@ use ghl_csv_finalize::http::inbound::{self, Sources};
 use ghl_csv_finalize::http::response;
 use ghl_csv_finalize::ids::{CsvId, LocationId};
 use ghl_csv_finalize::local::standin::{Behaviour, StandIn};
+use ghl_csv_finalize::observe::{Audit, Lines, Measures, Mode, Observer};
 use ghl_csv_finalize::service::Outcome;
 use ghl_csv_finalize::tokens::Token;
 use ghl_csv_finalize::upstream::UpstreamReply;
 use ghl_csv_finalize::{App, Config};
 
 const EVENT: &str = include_str!("../events/apigw-v2-highlevel-workflow.json");
+
+/// What observing a request costs: its audit line and its EMF document made and serialized
+/// (written nowhere, so the figure is ours, not the terminal's).
+fn observe(c: &mut Criterion) {
+    let observer = Observer::new("GhlCsvFinalize".into(), Lines::Discard);
+    let audit = Audit {
+        request_id: "c6af9ac6-7b61-11e6-9a41-93e8deadbeef".into(),
+        finalization_id: Some("fz_c3407cf8081b2cdf7d0464c1617d0c31".into()),
+        mode: Some(Mode::Sync),
+        credential: "hl-workflows".into(),
+        webhook_id: Some("msg_2Lh9KoXEhbXoGVZ1c8Aq1j4".into()),
+        source_ip: Some("34.123.45.67".into()),
+        user_agent: Some("HighLevel-Workflows/1.0".into()),
+        location_id: Some("ve9EPM428h8vShlRW1KT".into()),
+        csv_id: Some("6578b9a4c5c9e5a0f0f3b2d1".into()),
+        status: 503,
+        code: Some("upstream_unavailable"),
+        attempts: 3,
+        replayed: false,
+        duration_ms: 812,
+        upstream_status: Some(429),
+    };
+    let measures = Measures {
+        upstream_latency_ms: Some(640),
+        rate_limit_remaining: Some(0),
+        ..Measures::default()
+    };
+    c.bench_function(
+        "audit line + EMF document (a failure: three directives)",
+        |b| b.iter(|| observer.record(&audit, measures, 0)),
+    );
+}
 
 fn hot_path(c: &mut Criterion) {
     let base = url::Url::parse("https://services.leadconnectorhq.com").unwrap();
@@ -127,5 +161,5 @@ fn warm_invocation_vs_bare_call(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, hot_path, warm_invocation_vs_bare_call);
+criterion_group!(benches, observe, hot_path, warm_invocation_vs_bare_call);
 criterion_main!(benches);

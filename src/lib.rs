@@ -28,14 +28,16 @@
 //!   inbound-auth secret.
 //! - [`tokens`]: where HighLevel tokens come from: the [`tokens::Token`] type, the secret's
 //!   forms, OAuth refresh, and the Secrets Manager store that is safe across instances.
-//! - [`highlevel`]: HighLevel's API: the HTTP client, the retry policy and the attempt loop.
+//! - [`highlevel`]: HighLevel's API: the HTTP client, the retry policy, its rate-limit headers
+//!   and the attempt loop.
 //! - [`aws`]: the AWS SDK clients the configuration needs (Secrets Manager, DynamoDB, SQS),
 //!   sending through [`https`], and their error classification; [`https`]: the one HTTPS
 //!   client (reqwest on rustls, roots chosen once).
 //! - [`cache`]: one async lock per key, and the TTL cache built on it.
 //! - [`deadline`]: the Lambda deadline, the HighLevel budget and the clock.
 //! - [`config`]: every setting, read once from the environment and typed; [`logging`]: the
-//!   Lambda binary's log set-up, which never lets a crate log a raw event.
+//!   Lambda binary's log set-up, which never lets a crate log a raw event; [`observe`]: the
+//!   audit line and EMF metrics document of each request and queue message.
 //! - [`error`]: the one error type and its status/code map; [`upstream`]: HighLevel's answer
 //!   as the caller sees it; [`ids`]: the id newtypes that cannot hold an unsafe id;
 //!   [`redact`]: [`redact::Redacted`], which prints `[redacted]` for every secret.
