@@ -290,6 +290,8 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(setup: Setup) -> TestApp {
+    // Before this test reaches any callsite, so none is cached as unwanted (see the function).
+    keep_callsites_asking();
     let highlevel = StandIn::start(([127, 0, 0, 1], 0).into(), setup.standin.clone())
         .await
         .expect("the stand-in starts");
@@ -747,9 +749,54 @@ pub fn capture_logs(level: tracing::Level) -> (Captured, tracing::subscriber::De
         .with_env_filter(ghl_csv_finalize::logging::filter(level.as_str()))
         .with_writer(move || writer.clone())
         .finish();
+    keep_callsites_asking();
     let guard = tracing::subscriber::set_default(subscriber);
     // Callsites cache whether any subscriber wants them; another test's capture at another
     // level may have cached "never" for lines this one wants. Ask every callsite again.
     tracing::callsite::rebuild_interest_cache();
     (logs, guard)
+}
+
+/// Makes every callsite ask the current thread's subscriber at each event, for the whole test
+/// binary.
+///
+/// tracing caches per callsite whether any registered subscriber wants it. While only one
+/// subscriber is registered (a capture in one test), tracing-core asks not that subscriber but
+/// the *calling thread's* default, so a callsite first reached by a test on another thread (no
+/// subscriber there) is cached as "never", and the capture misses it. Two standing subscribers
+/// that answer "sometimes" keep more than one registered, so no callsite is ever cached "never".
+fn keep_callsites_asking() {
+    static STANDING: OnceLock<[tracing::Dispatch; 2]> = OnceLock::new();
+    STANDING.get_or_init(|| {
+        [
+            tracing::Dispatch::new(AskEveryTime),
+            tracing::Dispatch::new(AskEveryTime),
+        ]
+    });
+}
+
+/// A subscriber that wants nothing itself but leaves every callsite's interest open.
+struct AskEveryTime;
+
+impl tracing::Subscriber for AskEveryTime {
+    fn register_callsite(
+        &self,
+        _: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::sometimes()
+    }
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::TRACE)
+    }
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        false
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
 }
