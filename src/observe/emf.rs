@@ -6,7 +6,8 @@
 //! the counts without dimensions (no per-location dimension, so the metric count stays fixed
 //! however many sub-accounts there are), `Failed` by `code`, and `UpstreamStatus` by `status`.
 
-use serde_json::{json, Map, Value};
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
 
 use super::audit::{Audit, Mode};
 
@@ -31,91 +32,160 @@ pub struct Measures {
     pub cold_start: bool,
 }
 
-/// A metric: its name, value and unit.
-type Metric = (&'static str, Value, &'static str);
+/// A metric: its name, value and unit. Serialized as its definition (`Name`, `Unit`); the
+/// value goes to the document's root.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Metric {
+    name: &'static str,
+    #[serde(skip)]
+    value: u64,
+    unit: &'static str,
+}
 
-/// The EMF document for one request or message, at `timestamp_ms`.
-pub fn document(namespace: &str, audit: &Audit, measures: &Measures, timestamp_ms: u64) -> Value {
+const fn count(name: &'static str, value: u64) -> Metric {
+    Metric {
+        name,
+        value,
+        unit: "Count",
+    }
+}
+
+const fn milliseconds(name: &'static str, value: u64) -> Metric {
+    Metric {
+        name,
+        value,
+        unit: "Milliseconds",
+    }
+}
+
+/// `Failed`, by `code` (present only for a failure, so its value is 1).
+const FAILED_BY_CODE: &[Metric] = &[count("Failed", 1)];
+/// `UpstreamStatus`, by `status` (present only when HighLevel answered).
+const UPSTREAM_BY_STATUS: &[Metric] = &[count("UpstreamStatus", 1)];
+
+/// The EMF document for one request or message, at `timestamp_ms`, as one JSON line.
+pub fn document(namespace: &str, audit: &Audit, measures: &Measures, timestamp_ms: u64) -> String {
     let failed = audit.status >= 400;
-    let count = |yes: bool| json!(u64::from(yes));
-    let mut plain: Vec<Metric> = vec![
-        ("Requests", json!(1), "Count"),
-        ("Finalized", count(measures.finalized), "Count"),
-        ("Failed", count(failed), "Count"),
-        ("ServerErrors", count(audit.status >= 500), "Count"),
-        ("Replayed", count(audit.replayed), "Count"),
-        ("Queued", count(measures.queued), "Count"),
-        ("Attempts", json!(audit.attempts), "Count"),
-        ("TokenRefreshes", json!(measures.token_refreshes), "Count"),
-        (
-            "UnwrittenTokenPairs",
-            json!(measures.unwritten_token_pairs),
-            "Count",
-        ),
-        ("AuthFailures", count(audit.status == 401), "Count"),
-    ];
+    let mut plain = Vec::with_capacity(14);
+    plain.extend([
+        count("Requests", 1),
+        count("Finalized", measures.finalized.into()),
+        count("Failed", failed.into()),
+        count("ServerErrors", (audit.status >= 500).into()),
+        count("Replayed", audit.replayed.into()),
+        count("Queued", measures.queued.into()),
+        count("Attempts", audit.attempts.into()),
+        count("TokenRefreshes", measures.token_refreshes),
+        count("UnwrittenTokenPairs", measures.unwritten_token_pairs),
+        count("AuthFailures", (audit.status == 401).into()),
+    ]);
     if let Some(latency) = measures.upstream_latency_ms {
-        plain.push(("UpstreamLatencyMs", json!(latency), "Milliseconds"));
+        plain.push(milliseconds("UpstreamLatencyMs", latency));
     }
     if let Some(remaining) = measures.rate_limit_remaining {
-        plain.push(("RateLimitRemaining", json!(remaining), "Count"));
+        plain.push(count("RateLimitRemaining", remaining));
     }
     if let Some(age) = measures
         .queue_age_ms
         .filter(|_| audit.mode == Some(Mode::Worker))
     {
-        plain.push(("QueueAgeMs", json!(age), "Milliseconds"));
+        plain.push(milliseconds("QueueAgeMs", age));
     }
     if measures.cold_start {
-        plain.push(("ColdStart", json!(1), "Count"));
+        plain.push(count("ColdStart", 1));
     }
-    let mut root = Map::new();
-    let mut directives = vec![directive(namespace, &[], &plain, &mut root)];
-    if let (true, Some(code)) = (failed, audit.code) {
-        root.insert("code".into(), json!(code));
-        directives.push(directive(
-            namespace,
-            &["code"],
-            &[("Failed", json!(1), "Count")],
-            &mut root,
-        ));
-    }
-    if let Some(status) = audit.upstream_status {
-        root.insert("status".into(), json!(status.to_string()));
-        directives.push(directive(
-            namespace,
-            &["status"],
-            &[("UpstreamStatus", json!(1), "Count")],
-            &mut root,
-        ));
-    }
-    root.insert(
-        "_aws".into(),
-        json!({"Timestamp": timestamp_ms, "CloudWatchMetrics": directives}),
-    );
-    Value::Object(root)
+    let document = Document {
+        namespace,
+        timestamp_ms,
+        plain: &plain,
+        code: audit.code.filter(|_| failed),
+        status: audit.upstream_status,
+    };
+    // Serialized straight from these fields, no intermediate JSON tree; numbers and strings
+    // only, so it cannot fail.
+    serde_json::to_string(&document).unwrap_or_default()
 }
 
-/// One metric directive; its metrics' values go to the root.
-fn directive(
-    namespace: &str,
-    dimensions: &[&str],
-    metrics: &[Metric],
-    root: &mut Map<String, Value>,
-) -> Value {
-    let definitions: Vec<Value> = metrics
-        .iter()
-        .map(|(name, value, unit)| {
-            root.insert((*name).into(), value.clone());
-            json!({"Name": name, "Unit": unit})
-        })
-        .collect();
-    json!({"Namespace": namespace, "Dimensions": [dimensions], "Metrics": definitions})
+/// One document: the `_aws` block, then each metric's value and each dimension's value at the
+/// root, as the EMF specification lays it out.
+struct Document<'a> {
+    namespace: &'a str,
+    timestamp_ms: u64,
+    plain: &'a [Metric],
+    code: Option<&'static str>,
+    status: Option<u16>,
+}
+
+impl Serialize for Document<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let directive = |dimensions: &'static [&'static str], metrics| Directive {
+            namespace: self.namespace,
+            dimensions: [dimensions],
+            metrics,
+        };
+        let mut directives = Vec::with_capacity(3);
+        directives.push(directive(&[], self.plain));
+        if self.code.is_some() {
+            directives.push(directive(&["code"], FAILED_BY_CODE));
+        }
+        if self.status.is_some() {
+            directives.push(directive(&["status"], UPSTREAM_BY_STATUS));
+        }
+        let mut root = serializer.serialize_map(None)?;
+        root.serialize_entry(
+            "_aws",
+            &Aws {
+                timestamp: self.timestamp_ms,
+                cloud_watch_metrics: &directives,
+            },
+        )?;
+        for metric in self.plain {
+            root.serialize_entry(metric.name, &metric.value)?;
+        }
+        if let Some(code) = self.code {
+            root.serialize_entry("code", code)?;
+        }
+        if let Some(status) = self.status {
+            // `Failed`'s value is among the counts; `UpstreamStatus` is only here.
+            for metric in UPSTREAM_BY_STATUS {
+                root.serialize_entry(metric.name, &metric.value)?;
+            }
+            // A dimension's value is a string.
+            root.serialize_entry("status", &status.to_string())?;
+        }
+        root.end()
+    }
+}
+
+/// The `_aws` metadata block.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Aws<'a> {
+    timestamp: u64,
+    cloud_watch_metrics: &'a [Directive<'a>],
+}
+
+/// One metric directive: its namespace, its one dimension set, its metrics' definitions.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Directive<'a> {
+    namespace: &'a str,
+    dimensions: [&'static [&'static str]; 1],
+    metrics: &'a [Metric],
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
+
+    /// The document, parsed.
+    fn document(namespace: &str, audit: &Audit, measures: &Measures, timestamp: u64) -> Value {
+        let line = super::document(namespace, audit, measures, timestamp);
+        assert!(!line.contains('\n'), "one line");
+        serde_json::from_str(&line).unwrap()
+    }
 
     fn audit(status: u16, code: Option<&'static str>, upstream: Option<u16>) -> Audit {
         Audit {
@@ -217,6 +287,13 @@ mod tests {
             json!([{"Name": "Failed", "Unit": "Count"}])
         );
         assert!(doc.get("ColdStart").is_none());
+        let line = super::document(
+            "Ns",
+            &audit(503, Some("upstream_unavailable"), None),
+            &Measures::default(),
+            1,
+        );
+        assert_eq!(line.matches("\"Failed\":").count(), 1, "one value per name");
     }
 
     #[test]

@@ -115,8 +115,7 @@ impl Observer {
         };
         let timestamp = u64::try_from(unix_now().as_millis()).unwrap_or(u64::MAX);
         let metrics = emf::document(&self.namespace, audit, &measures, timestamp);
-        self.lines
-            .write(audit.to_json().to_string(), metrics.to_string());
+        self.lines.write(audit.to_line(), metrics);
     }
 }
 
