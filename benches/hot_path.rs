@@ -1,11 +1,13 @@
 //! `cargo bench --bench hot_path`: the pure hot path (event → parsed request → outbound request
-//! → response envelope), the audit line and metrics document every request writes, and a
+//! → response envelope), the audit line and metrics document every request writes, the
+//! rate-limit bookkeeping of each HighLevel answer, and a
 //! whole warm invocation against a bare reqwest call to the same local server — our overhead
 //! as a fraction of the least any client could spend.
 
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use ghl_csv_finalize::highlevel::ratelimit::{Pauses, RateLimit};
 use ghl_csv_finalize::highlevel::HighLevel;
 use ghl_csv_finalize::http::event::{self, PathParams};
 use ghl_csv_finalize::http::inbound::{self, Sources};
@@ -50,6 +52,27 @@ fn observe(c: &mut Criterion) {
         "audit line + EMF document (a failure: three directives)",
         |b| b.iter(|| observer.record(&audit, measures, 0)),
     );
+
+    // What each HighLevel answer adds: its rate-limit headers read, and the location's pause
+    // looked up before the call.
+    let mut answer = http::HeaderMap::new();
+    for (name, value) in [
+        ("x-ratelimit-max", "100"),
+        ("x-ratelimit-remaining", "97"),
+        ("x-ratelimit-interval-milliseconds", "10000"),
+        ("x-ratelimit-limit-daily", "200000"),
+        ("x-ratelimit-daily-remaining", "199123"),
+    ] {
+        answer.insert(name, http::HeaderValue::from_static(value));
+    }
+    let pauses = Pauses::default();
+    let location = LocationId::parse("ve9EPM428h8vShlRW1KT").unwrap();
+    c.bench_function("rate-limit headers read + pause looked up", |b| {
+        b.iter(|| {
+            let limit = RateLimit::from_headers(std::hint::black_box(&answer));
+            (limit.pause(), pauses.remaining(&location))
+        })
+    });
 }
 
 fn hot_path(c: &mut Criterion) {
