@@ -203,24 +203,7 @@ fn bad_arguments_exit_with_status_2_and_a_clear_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_answers_real_http_requests_and_stops_on_sigterm() {
     let standin = standin().await;
-    let env = local_env(&standin);
-    let mut child = Command::new(BIN)
-        .args(["serve", "--addr", "127.0.0.1:0"])
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("prints its address")
-        .to_owned();
+    let (mut child, base) = spawn_serve(&[], &local_env(&standin));
 
     let client = reqwest::Client::new();
     let health = client.get(format!("{base}/healthz")).send().await.unwrap();
@@ -282,24 +265,7 @@ async fn demo_queue_goes_through_the_receiver_the_queue_and_the_worker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_queue_answers_202_and_its_worker_finalizes_once() {
     let standin = standin().await;
-    let env = local_env(&standin);
-    let mut child = Command::new(BIN)
-        .args(["serve", "--queue", "--addr", "127.0.0.1:0"])
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .strip_prefix("listening on ")
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("prints its address")
-        .to_owned();
+    let (mut child, base) = spawn_serve(&["--queue"], &local_env(&standin));
     let client = reqwest::Client::new();
     let url = format!("{base}/locations/{LOCATION}/csv/{CSV}/finalize");
     let accepted = client.post(&url).send().await.unwrap();
@@ -325,4 +291,28 @@ async fn serve_queue_answers_202_and_its_worker_finalizes_once() {
     assert_eq!(standin.finalize_requests().len(), 1, "finalized once");
     child.kill().unwrap();
     let _ = child.wait();
+}
+
+/// Starts `serve` on a free loopback port with `extra` arguments; returns it and its base URL,
+/// read from the first line it prints (`listening on http://…`).
+fn spawn_serve(extra: &[&str], env: &[(&str, String)]) -> (std::process::Child, String) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .args(extra)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .strip_prefix("listening on ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("prints its address")
+        .to_owned();
+    (child, base)
 }

@@ -800,3 +800,12 @@ impl tracing::Subscriber for AskEveryTime {
     fn enter(&self, _: &tracing::span::Id) {}
     fn exit(&self, _: &tracing::span::Id) {}
 }
+
+/// The response's `Retry-After`, in seconds.
+pub fn retry_after_secs(response: &TestResponse) -> u64 {
+    response.headers["retry-after"]
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("a Retry-After in seconds: {:?}", response.headers))
+}

@@ -72,11 +72,7 @@ async fn a_window_longer_than_the_budget_is_503_with_retry_after_and_no_call() {
         "{}",
         refused.text
     );
-    let retry_after: u64 = refused.headers["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry_after = retry_after_secs(&refused);
     assert!(
         (7..=8).contains(&retry_after),
         "the rest of the window: {retry_after}"
