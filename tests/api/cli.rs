@@ -26,6 +26,18 @@ fn cli(args: &[&str], env: &[(&str, &str)]) -> Output {
     command.output().expect("the CLI runs")
 }
 
+/// Runs the CLI, checks that it succeeded, and returns what it printed.
+fn cli_ok(args: &[&str], env: &[(&str, &str)]) -> String {
+    let output = cli(args, env);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{args:?}: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
 fn local_env(standin: &StandIn) -> Vec<(&'static str, String)> {
     vec![
         ("GHL_TOKEN", TOKEN.to_owned()),
@@ -52,13 +64,7 @@ async fn standin() -> StandIn {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_runs_end_to_end_offline_and_never_prints_the_token() {
-    let output = cli(&["demo"], &[]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = cli_ok(&["demo"], &[]);
     assert!(
         stdout.contains(
             "PATCH /social-media-posting/ve9EPM428h8vShlRW1KT/csv/6578b9a4c5c9e5a0f0f3b2d1"
@@ -82,13 +88,8 @@ async fn invoke_runs_every_sample_event_through_the_handler() {
         .iter()
         .chain([("apigw-v2-healthz.json", "")].iter())
     {
-        let output = cli(&["invoke", &format!("{EVENTS}/{name}")], &env_refs(&env));
-        assert!(
-            output.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&output.stdout)
-        );
-        let body: Value = serde_json::from_slice(&output.stdout).unwrap();
+        let stdout = cli_ok(&["invoke", &format!("{EVENTS}/{name}")], &env_refs(&env));
+        let body: Value = serde_json::from_str(&stdout).unwrap();
         assert_eq!(body["ok"], true, "{name}");
     }
     assert_eq!(standin.received().len(), FINALIZE_EVENTS.len());
@@ -112,7 +113,7 @@ async fn invoke_exits_non_zero_on_an_error_response() {
 async fn dry_run_reads_the_token_but_sends_nothing_upstream() {
     let standin = standin().await;
     let env = local_env(&standin);
-    let output = cli(
+    let stdout = cli_ok(
         &[
             "invoke",
             "--dry-run",
@@ -120,8 +121,7 @@ async fn dry_run_reads_the_token_but_sends_nothing_upstream() {
         ],
         &env_refs(&env),
     );
-    assert!(output.status.success());
-    let body: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let body: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(body["dryRun"], true);
     assert_eq!(body["request"]["method"], "PATCH");
     assert_eq!(
@@ -136,7 +136,7 @@ async fn dry_run_reads_the_token_but_sends_nothing_upstream() {
         "Bearer [redacted]"
     );
     assert_eq!(body["request"]["body"], serde_json::json!({"userId": USER}));
-    let output = cli(
+    let stdout = cli_ok(
         &[
             "finalize",
             "--location",
@@ -147,8 +147,7 @@ async fn dry_run_reads_the_token_but_sends_nothing_upstream() {
         ],
         &env_refs(&env),
     );
-    assert!(output.status.success());
-    assert!(!String::from_utf8_lossy(&output.stdout).contains(TOKEN));
+    assert!(!stdout.contains(TOKEN));
     assert!(
         standin.received().is_empty(),
         "a dry run never calls HighLevel"
@@ -159,7 +158,7 @@ async fn dry_run_reads_the_token_but_sends_nothing_upstream() {
 async fn finalize_calls_highlevel_directly() {
     let standin = standin().await;
     let env = local_env(&standin);
-    let output = cli(
+    cli_ok(
         &[
             "finalize",
             "--location",
@@ -170,11 +169,6 @@ async fn finalize_calls_highlevel_directly() {
             USER,
         ],
         &env_refs(&env),
-    );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stdout)
     );
     let received = standin.received();
     assert_eq!(received.len(), 1);
@@ -243,13 +237,7 @@ async fn serve_answers_real_http_requests_and_stops_on_sigterm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_queue_goes_through_the_receiver_the_queue_and_the_worker() {
-    let output = cli(&["demo", "--queue"], &[]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = cli_ok(&["demo", "--queue"], &[]);
     assert!(
         stdout.contains("What the receiver answered (202 Accepted)"),
         "{stdout}"
