@@ -141,3 +141,24 @@ async fn in_queue_mode_a_spent_window_sets_the_messages_visibility() {
         "invisible while the window lasts"
     );
 }
+
+#[tokio::test]
+async fn an_absurd_rate_limit_interval_is_answered_at_once_and_the_instance_lives_on() {
+    let t = spawn_app_with(Setup {
+        standin: limited(1, Duration::from_millis(u64::MAX)),
+        ..Setup::default()
+    })
+    .await;
+    assert_eq!(t.invoke(&finalize_csv("csv-1")).await.status, 200);
+    for csv in ["csv-2", "csv-3"] {
+        let refused = answered_within(Duration::from_secs(5), t.invoke(&finalize_csv(csv))).await;
+        assert_eq!(
+            (refused.status, code(&refused)),
+            (503, "upstream_unavailable"),
+            "{}",
+            refused.text
+        );
+        assert!(retry_after_secs(&refused) > 0);
+    }
+    assert_eq!(t.invoke(EV_HEALTHZ).await.status, 200, "still answering");
+}
