@@ -1,4 +1,5 @@
-//! Checks on `template.yaml` that cfn-lint cannot make under the SAM transform: runtime,
+//! Checks on `template.yaml`: cfn-lint and `sam validate --lint` with every optional part on, and
+//! what cfn-lint cannot check under the SAM transform: runtime,
 //! architecture, build method, timeout against the upstream budget, routes, least privilege
 //! for the receiver and the worker, the records table and the queues, and that every
 //! environment variable it sets is one the function reads.
@@ -611,6 +612,70 @@ fn the_dashboard_shows_every_metric_the_function_writes() {
         assert!(
             body.contains(&format!("\"{metric}\"")) || body.contains(&format!("\\\"{metric}\\\"")),
             "{metric}"
+        );
+    }
+}
+
+/// The template with `overrides` (parameter, default) applied to its parameter defaults.
+fn with_defaults(overrides: &[(&str, &str, &str)]) -> String {
+    let mut text = TEMPLATE.to_owned();
+    for (parameter, from, to) in overrides {
+        let block = format!("  {parameter}:\n    Type: String\n    Default: {from}\n");
+        assert!(text.contains(&block), "{parameter} defaults to {from}");
+        text = text.replace(
+            &block,
+            &format!("  {parameter}:\n    Type: String\n    Default: {to}\n"),
+        );
+    }
+    text
+}
+
+/// Runs a Python tool's entry point (through `python3`, so it need not be on `PATH`).
+fn python(code: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("python3")
+        .args(["-c", code])
+        .args(args)
+        .env("SAM_CLI_TELEMETRY", "0")
+        .output()
+        .expect("python3 runs (scripts/test installs cfn-lint and aws-sam-cli)")
+}
+
+/// cfn-lint and `sam validate --lint` on the template as deployed with every optional part on:
+/// alarms with an e-mail subscription, queue mode (worker, dead-letter queue alarm) and records.
+#[test]
+fn the_template_with_alarms_and_queue_mode_on_passes_cfn_lint_and_sam_validate() {
+    let text = with_defaults(&[
+        ("AlarmsEnabled", "\"false\"", "\"true\""),
+        ("AlarmEmail", "\"\"", "ops@example.com"),
+        ("DeliveryMode", "sync", "queue"),
+    ]);
+    let dir = std::env::temp_dir().join(format!("ghl-template-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("template.yaml");
+    std::fs::write(&path, text).unwrap();
+    let path = path.to_str().unwrap();
+    let lint = python(
+        "import sys; from cfnlint.runner import main; sys.argv[0] = 'cfn-lint'; sys.exit(main())",
+        &[path],
+    );
+    let validate = python(
+        "import sys; from samcli.cli.main import cli; sys.argv[0] = 'sam'; sys.exit(cli())",
+        &[
+            "validate",
+            "--lint",
+            "--region",
+            "us-east-1",
+            "--template-file",
+            path,
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    for (tool, output) in [("cfn-lint", lint), ("sam validate --lint", validate)] {
+        assert!(
+            output.status.success(),
+            "{tool}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
         );
     }
 }
