@@ -4,31 +4,12 @@
 //! answer is the contract's JSON with a status from its table.
 #![no_main]
 
-use std::sync::OnceLock;
+#[path = "common/world.rs"]
+mod common;
 
 use ghl_csv_finalize::http::event;
-use ghl_csv_finalize::{App, Config};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Value};
-
-struct World {
-    runtime: tokio::runtime::Runtime,
-    app: App,
-}
-
-fn world() -> &'static World {
-    static WORLD: OnceLock<World> = OnceLock::new();
-    WORLD.get_or_init(|| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let mut config = Config::local("pit-fuzz", "http://127.0.0.1:9").unwrap();
-        config.dry_run = true;
-        let app = runtime.block_on(App::build(config)).unwrap();
-        World { runtime, app }
-    })
-}
 
 /// A string member from raw bytes, or (by `kind`) another JSON type in its place.
 fn member(bytes: &[u8], kind: u8) -> Value {
@@ -74,7 +55,7 @@ fuzz_target!(|data: &[u8]| {
             None => return,
         },
     };
-    let world = world();
+    let world = common::world(|_| {});
     let (request, _) = event::into_request(event);
     let response = world.runtime.block_on(world.app.handle(request));
     let status = response.status().as_u16();

@@ -4,35 +4,15 @@
 //! reports message ids the event held.
 #![no_main]
 
-use std::sync::OnceLock;
+#[path = "common/world.rs"]
+mod common;
 
 use ghl_csv_finalize::config::DeliveryConfig;
-use ghl_csv_finalize::{App, Config};
 use lambda_http::lambda_runtime::Context;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Value};
 
 const SAMPLE: &str = include_str!("../../events/sqs-batch.json");
-
-struct World {
-    runtime: tokio::runtime::Runtime,
-    app: App,
-}
-
-fn world() -> &'static World {
-    static WORLD: OnceLock<World> = OnceLock::new();
-    WORLD.get_or_init(|| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let mut config = Config::local("pit-fuzz", "http://127.0.0.1:9").unwrap();
-        config.dry_run = true;
-        config.delivery = DeliveryConfig::in_memory(true);
-        let app = runtime.block_on(App::build(config)).unwrap();
-        World { runtime, app }
-    })
-}
 
 fn event(data: &[u8]) -> Value {
     let Some((&kind, rest)) = data.split_first() else {
@@ -44,22 +24,30 @@ fn event(data: &[u8]) -> Value {
     let (count, body) = rest.split_at(rest.len().min(3));
     let mut event: Value = serde_json::from_str(SAMPLE).unwrap();
     event["Records"][0]["body"] = json!(String::from_utf8_lossy(body));
-    event["Records"][0]["attributes"]["ApproximateReceiveCount"] = json!(String::from_utf8_lossy(count));
+    event["Records"][0]["attributes"]["ApproximateReceiveCount"] =
+        json!(String::from_utf8_lossy(count));
     event
 }
 
 fn message_ids(event: &Value) -> Vec<String> {
     event["Records"]
         .as_array()
-        .map(|records| records.iter().filter_map(|r| r["messageId"].as_str().map(str::to_owned)).collect())
+        .map(|records| {
+            records
+                .iter()
+                .filter_map(|r| r["messageId"].as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 fuzz_target!(|data: &[u8]| {
-    let world = world();
+    let world = common::world(|config| config.delivery = DeliveryConfig::in_memory(true));
     let event = event(data);
     let known = message_ids(&event);
-    let answer = world.runtime.block_on(world.app.work(event, &Context::default()));
+    let answer = world
+        .runtime
+        .block_on(world.app.work(event, &Context::default()));
     for failure in &answer.batch_item_failures {
         assert!(
             failure.item_identifier.is_empty() || known.contains(&failure.item_identifier),
