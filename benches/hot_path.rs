@@ -16,7 +16,7 @@ use ghl_csv_finalize::ids::{CsvId, LocationId};
 use ghl_csv_finalize::local::standin::{Behaviour, StandIn};
 use ghl_csv_finalize::observe::{Audit, Lines, Measures, Mode, Observer};
 use ghl_csv_finalize::service::Outcome;
-use ghl_csv_finalize::tokens::Token;
+use ghl_csv_finalize::tokens::{Token, TokenStats};
 use ghl_csv_finalize::upstream::UpstreamReply;
 use ghl_csv_finalize::{App, Config};
 
@@ -50,7 +50,7 @@ fn observe(c: &mut Criterion) {
     };
     c.bench_function(
         "audit line + EMF document (a failure: three directives)",
-        |b| b.iter(|| observer.record(&audit, measures, 0)),
+        |b| b.iter(|| observer.record(&audit, measures, TokenStats::default())),
     );
 
     // What each HighLevel answer adds: its rate-limit headers read, and the location's pause

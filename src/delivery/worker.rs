@@ -70,7 +70,7 @@ impl Delivery {
             .await;
         audit.duration_ms = started.elapsed().as_millis() as u64;
         self.observer
-            .record(&audit, measures, self.service.token_stats().refreshes);
+            .record(&audit, measures, self.service.token_stats());
         settled
     }
 
@@ -84,7 +84,6 @@ impl Delivery {
     ) -> Settled {
         let message_id = received.message_id.as_str();
         let request_id = invocation.request_id.as_str();
-        measures.unwritten_token_pairs = self.service.token_stats().unwritten_pairs;
         let message = match Message::parse(&received.body) {
             Ok(message) => message,
             Err(problem) => {
@@ -155,7 +154,6 @@ impl Delivery {
         audit.attempts = outcome.attempts();
         audit.upstream_status = outcome.call().last_status;
         *measures = Measures {
-            unwritten_token_pairs: measures.unwritten_token_pairs,
             queue_age_ms: measures.queue_age_ms,
             ..Measures::of(&outcome)
         };

@@ -106,6 +106,7 @@ impl HttpFront {
             }
             Handled::Found(record) => response::finalization(record, request_id),
         };
+        let caller = request.extensions().get::<Caller>();
         let audit = Audit {
             request_id: invocation.request_id.clone(),
             mode: Some(if delivery.queues() {
@@ -115,14 +116,8 @@ impl HttpFront {
             }),
             credential: credential.map_or_else(|| "none".to_owned(), |c| c.name),
             webhook_id: webhook_id(request.headers()),
-            source_ip: request
-                .extensions()
-                .get::<Caller>()
-                .and_then(|c| c.source_ip.clone()),
-            user_agent: request
-                .extensions()
-                .get::<Caller>()
-                .and_then(|c| c.user_agent.clone()),
+            source_ip: caller.and_then(|c| c.source_ip.clone()),
+            user_agent: caller.and_then(|c| c.user_agent.clone()),
             status: response.status().as_u16(),
             duration_ms: started.elapsed().as_millis() as u64,
             ..Audit::default()
@@ -237,11 +232,7 @@ fn webhook_id(headers: &http::HeaderMap) -> Option<String> {
 /// credential —, what, what came of it, how long it took), and for a server-side failure its
 /// cause in the log.
 fn observe(delivery: &Delivery, mut audit: Audit, handled: &Handled) {
-    let tokens = delivery.token_stats();
-    let mut measures = Measures {
-        unwritten_token_pairs: tokens.unwritten_pairs,
-        ..Measures::default()
-    };
+    let mut measures = Measures::default();
     let error = match handled {
         Handled::Health => None,
         Handled::Refused(error) => Some(error),
@@ -261,10 +252,7 @@ fn observe(delivery: &Delivery, mut audit: Audit, handled: &Handled) {
             audit.attempts = submitted.attempts();
             if let Submission::Ran(outcome) = &submitted.result {
                 audit.upstream_status = outcome.call().last_status;
-                measures = Measures {
-                    unwritten_token_pairs: measures.unwritten_token_pairs,
-                    ..Measures::of(outcome)
-                };
+                measures = Measures::of(outcome);
             }
             audit.replayed = matches!(submitted.result, Submission::Replayed(_));
             measures.queued = matches!(submitted.result, Submission::Accepted);
@@ -277,5 +265,5 @@ fn observe(delivery: &Delivery, mut audit: Audit, handled: &Handled) {
     }
     delivery
         .observer()
-        .record(&audit, measures, tokens.refreshes);
+        .record(&audit, measures, delivery.token_stats());
 }

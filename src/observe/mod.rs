@@ -16,6 +16,7 @@ pub use emf::Measures;
 
 use crate::deadline::unix_now;
 use crate::service::Outcome;
+use crate::tokens::TokenStats;
 
 impl Measures {
     /// What a finalize's outcome measures: whether it finalized, HighLevel's latency (when it
@@ -104,12 +105,16 @@ impl Observer {
         &self.lines
     }
 
-    /// Writes one request's or message's audit line and metrics. `refreshes` is the instance's
-    /// OAuth refresh count so far (the document reports what is new since the last one).
-    pub fn record(&self, audit: &Audit, measures: Measures, refreshes: u64) {
-        let before = self.refreshes_reported.swap(refreshes, Ordering::Relaxed);
+    /// Writes one request's or message's audit line and metrics. The instance-wide measures
+    /// come from here: `tokens` (the document reports the refreshes new since the last one, and
+    /// the pairs unwritten now) and the cold start.
+    pub fn record(&self, audit: &Audit, measures: Measures, tokens: TokenStats) {
+        let before = self
+            .refreshes_reported
+            .swap(tokens.refreshes, Ordering::Relaxed);
         let measures = Measures {
-            token_refreshes: refreshes.saturating_sub(before),
+            token_refreshes: tokens.refreshes.saturating_sub(before),
+            unwritten_token_pairs: tokens.unwritten_pairs,
             cold_start: self.cold.swap(false, Ordering::Relaxed),
             ..measures
         };
@@ -131,8 +136,12 @@ mod tests {
             status: 200,
             ..Audit::default()
         };
-        observer.record(&audit, Measures::default(), 2);
-        observer.record(&audit, Measures::default(), 3);
+        let tokens = |refreshes| TokenStats {
+            refreshes,
+            unwritten_pairs: 1,
+        };
+        observer.record(&audit, Measures::default(), tokens(2));
+        observer.record(&audit, Measures::default(), tokens(3));
         let lines = observer.lines().kept();
         assert_eq!(lines.len(), 4);
         let parse = |i: usize| serde_json::from_str::<serde_json::Value>(&lines[i]).unwrap();
@@ -150,6 +159,11 @@ mod tests {
                 parse(3)["TokenRefreshes"].as_u64()
             ),
             (None, Some(1))
+        );
+        assert_eq!(
+            parse(3)["UnwrittenTokenPairs"].as_u64(),
+            Some(1),
+            "the pairs unwritten now"
         );
     }
 }
