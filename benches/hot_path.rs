@@ -7,16 +7,16 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use ghl_csv_finalize::fronts::http::event::{self, PathParams};
+use ghl_csv_finalize::fronts::http::inbound::{self, Sources};
+use ghl_csv_finalize::fronts::http::response;
 use ghl_csv_finalize::highlevel::ratelimit::{Pauses, RateLimit};
 use ghl_csv_finalize::highlevel::HighLevel;
-use ghl_csv_finalize::http::event::{self, PathParams};
-use ghl_csv_finalize::http::inbound::{self, Sources};
-use ghl_csv_finalize::http::response;
-use ghl_csv_finalize::ids::{CsvId, LocationId};
+use ghl_csv_finalize::highlevel::Outcome;
 use ghl_csv_finalize::local::standin::{Behaviour, StandIn};
 use ghl_csv_finalize::observe::{Audit, Lines, Measures, Mode, Observer};
-use ghl_csv_finalize::service::Outcome;
-use ghl_csv_finalize::tokens::{Token, TokenStats};
+use ghl_csv_finalize::request::ids::{CsvId, LocationId};
+use ghl_csv_finalize::tokens::{Token, TokenCounters};
 use ghl_csv_finalize::upstream::UpstreamReply;
 use ghl_csv_finalize::{App, Config};
 
@@ -25,7 +25,11 @@ const EVENT: &str = include_str!("../events/apigw-v2-highlevel-workflow.json");
 /// What observing a request costs: its audit line and its EMF document made and serialized
 /// (written nowhere, so the figure is ours, not the terminal's).
 fn observe(c: &mut Criterion) {
-    let observer = Observer::new("GhlCsvFinalize".into(), Lines::Discard);
+    let observer = Observer::new(
+        "GhlCsvFinalize".into(),
+        Lines::Discard,
+        std::sync::Arc::new(TokenCounters::default()),
+    );
     let audit = Audit {
         request_id: "c6af9ac6-7b61-11e6-9a41-93e8deadbeef".into(),
         finalization_id: Some("fz_c3407cf8081b2cdf7d0464c1617d0c31".into()),
@@ -50,7 +54,7 @@ fn observe(c: &mut Criterion) {
     };
     c.bench_function(
         "audit line + EMF document (a failure: three directives)",
-        |b| b.iter(|| observer.record(&audit, measures, TokenStats::default())),
+        |b| b.iter(|| observer.record(&audit, measures)),
     );
 
     // What each HighLevel answer adds: its rate-limit headers read, and the location's pause
@@ -78,7 +82,7 @@ fn observe(c: &mut Criterion) {
 fn hot_path(c: &mut Criterion) {
     let base = url::Url::parse("https://services.leadconnectorhq.com").unwrap();
     let highlevel = HighLevel::new(
-        ghl_csv_finalize::https::client().unwrap(),
+        ghl_csv_finalize::app::https::client().unwrap(),
         http::HeaderValue::from_static("2021-07-28"),
         &base,
     )
@@ -176,7 +180,7 @@ fn warm_invocation_vs_bare_call(c: &mut Criterion) {
     group.bench_function("whole handler", |b| {
         b.to_async(&runtime).iter(|| async {
             let (request, _) = event::into_request(serde_json::from_str(EVENT).unwrap());
-            let response = app.handle(request).await;
+            let response = app.respond(request).await;
             assert_eq!(response.status(), 200);
             response
         })

@@ -223,7 +223,7 @@ async fn create_secrets(moto: &str) {
     let config = aws_sdk_secretsmanager::config::Builder::new()
         .behavior_version(BehaviorVersion::latest())
         .http_client(ghl_csv_finalize::aws::sdk_http_client(
-            ghl_csv_finalize::https::client().expect("the HTTPS client builds"),
+            ghl_csv_finalize::app::https::client().expect("the HTTPS client builds"),
         ))
         .region(Region::new("us-east-1"))
         .endpoint_url(moto)
@@ -251,7 +251,7 @@ fn ms(d: Duration) -> String {
 /// A DynamoDB client for `endpoint`, sending through the function's HTTPS client.
 fn dynamodb_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
     use aws_sdk_dynamodb::config::{BehaviorVersion, Builder, Credentials, Region};
-    let http = ghl_csv_finalize::https::client().expect("the HTTPS client builds");
+    let http = ghl_csv_finalize::app::https::client().expect("the HTTPS client builds");
     aws_sdk_dynamodb::Client::from_conf(
         Builder::new()
             .behavior_version(BehaviorVersion::latest())
@@ -269,7 +269,7 @@ async fn create_table_and_queue(moto: &str) -> (String, String) {
         .await
         .expect("moto creates the table");
     use aws_sdk_sqs::config::{BehaviorVersion, Builder, Credentials, Region};
-    let http = ghl_csv_finalize::https::client().expect("the HTTPS client builds");
+    let http = ghl_csv_finalize::app::https::client().expect("the HTTPS client builds");
     let sqs = aws_sdk_sqs::Client::from_conf(
         Builder::new()
             .behavior_version(BehaviorVersion::latest())

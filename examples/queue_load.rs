@@ -4,7 +4,7 @@
 //!    HighLevel stand-in answering every finalize in 200 ms. Concurrent finalizing makes the
 //!    batch of 10 take about as long as one; serial would take 10×.
 //! 2. **Load**: N requests (default 10,000), arriving steadily over twice the outage, through
-//!    the receiver (`App::handle`), the in-memory queue and four worker loops, with the
+//!    the receiver (`App::respond`), the in-memory queue and four drain loops, with the
 //!    stand-in failing 10% of finalizes at random (429 with `Retry-After: 2`) and down for 60 s
 //!    in the middle (503, no `Retry-After`, so the messages back off from 30 s). At the end every request must have been finalized exactly
 //!    once: one 200 per csvId at the stand-in, none lost, none doubled, no dead letter.
@@ -15,9 +15,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ghl_csv_finalize::config::DeliveryConfig;
+use ghl_csv_finalize::app::config::DeliveryConfig;
+use ghl_csv_finalize::local::drain;
 use ghl_csv_finalize::local::standin::{Behaviour, Faults, Scripted, StandIn};
-use ghl_csv_finalize::local::worker;
 use ghl_csv_finalize::{App, Config};
 use lambda_http::lambda_runtime::Context;
 use lambda_http::Body;
@@ -74,7 +74,7 @@ async fn batch_concurrency() {
     let mut timings = Vec::new();
     for (round, n) in [(1, 1), (2, 10), (3, 1), (4, 10)] {
         let started = Instant::now();
-        let answer = app.work(sqs_event(n, round), &context).await;
+        let answer = app.work_sqs(sqs_event(n, round), &context).await;
         assert!(
             answer.batch_item_failures.is_empty(),
             "every message finalized"
@@ -124,7 +124,7 @@ async fn load(requests: usize, outage: Duration) {
     let app = app(&standin.base_url(), true).await;
     let queue = app.memory_queue().expect("queue mode");
     let workers: Vec<_> = (0..4)
-        .map(|_| tokio::spawn(worker::run(Arc::clone(&app), Arc::clone(&queue))))
+        .map(|_| tokio::spawn(drain::run(Arc::clone(&app), Arc::clone(&queue))))
         .collect();
     let started = Instant::now();
     let mut outage_window = None;
@@ -140,7 +140,7 @@ async fn load(requests: usize, outage: Duration) {
         }
         let answers = futures_util::future::join_all(
             (chunk_start..(chunk_start + 100).min(requests))
-                .map(|i| app.handle(finalize_request(&format!("load-{i}")))),
+                .map(|i| app.respond(finalize_request(&format!("load-{i}")))),
         )
         .await;
         for answer in answers {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-use crate::ids::LocationId;
+use crate::request::ids::LocationId;
 use crate::upstream::UpstreamReply;
 
 /// A boxed cause, kept for the log.

@@ -69,7 +69,7 @@ fn the_function_timeout_exceeds_the_largest_upstream_budget() {
     let largest_ms = budget["MaxValue"].as_u64().unwrap();
     assert_eq!(
         budget["Default"].as_u64(),
-        Some(ghl_csv_finalize::config::DEFAULT_UPSTREAM_TIMEOUT_MS)
+        Some(ghl_csv_finalize::app::config::DEFAULT_UPSTREAM_TIMEOUT_MS)
     );
     assert!(
         timeout_secs * 1000 > largest_ms + 500,
@@ -230,7 +230,7 @@ fn keeps_records_in_an_on_demand_table_with_ttl_and_point_in_time_recovery_by_de
     );
     assert_eq!(
         t["Parameters"]["IdempotencyTtlSecs"]["Default"].as_u64(),
-        Some(ghl_csv_finalize::config::DEFAULT_IDEMPOTENCY_TTL_SECS)
+        Some(ghl_csv_finalize::app::config::DEFAULT_IDEMPOTENCY_TTL_SECS)
     );
 }
 
@@ -246,7 +246,7 @@ fn queue_mode_has_a_queue_a_dead_letter_queue_and_a_worker_reporting_batch_item_
     );
     assert_eq!(
         t["Parameters"]["QueueMaxReceives"]["Default"].as_u64(),
-        Some(ghl_csv_finalize::config::DEFAULT_QUEUE_MAX_RECEIVES.into())
+        Some(ghl_csv_finalize::app::config::DEFAULT_QUEUE_MAX_RECEIVES.into())
     );
     let Value::Tagged(target) = &redrive["deadLetterTargetArn"] else {
         panic!("a !GetAtt")
@@ -330,7 +330,7 @@ fn sets_only_variables_the_function_reads() {
         "QUEUE_MAX_RECEIVES",
         "METRICS_NAMESPACE",
     ];
-    let source = include_str!("../src/config.rs");
+    let source = include_str!("../src/app/config.rs");
     for name in variables.keys().map(|k| k.as_str().unwrap()) {
         assert!(known.contains(&name), "{name} is not a setting");
         assert!(

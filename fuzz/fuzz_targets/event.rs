@@ -7,7 +7,7 @@
 #[path = "common/world.rs"]
 mod common;
 
-use ghl_csv_finalize::http::event;
+use ghl_csv_finalize::fronts::http::event;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Value};
 
@@ -57,7 +57,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let world = common::world(|_| {});
     let (request, _) = event::into_request(event);
-    let response = world.runtime.block_on(world.app.handle(request));
+    let response = world.runtime.block_on(world.app.respond(request));
     let status = response.status().as_u16();
     assert!(
         [200, 400, 405, 413, 415].contains(&status),

@@ -1,7 +1,7 @@
 //! The inbound parser on arbitrary input: never panics, accepts only safe ids.
 #![no_main]
 
-use ghl_csv_finalize::http::inbound::{self, BodyKind, Sources};
+use ghl_csv_finalize::fronts::http::inbound::{self, BodyKind, Sources};
 use libfuzzer_sys::fuzz_target;
 
 fn safe(id: &str) -> bool {

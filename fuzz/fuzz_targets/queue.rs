@@ -7,7 +7,7 @@
 #[path = "common/world.rs"]
 mod common;
 
-use ghl_csv_finalize::config::DeliveryConfig;
+use ghl_csv_finalize::app::config::DeliveryConfig;
 use lambda_http::lambda_runtime::Context;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Value};
@@ -47,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
     let known = message_ids(&event);
     let answer = world
         .runtime
-        .block_on(world.app.work(event, &Context::default()));
+        .block_on(world.app.work_sqs(event, &Context::default()));
     for failure in &answer.batch_item_failures {
         assert!(
             failure.item_identifier.is_empty() || known.contains(&failure.item_identifier),

@@ -18,8 +18,8 @@ use base64::Engine;
 use http::HeaderMap;
 use serde_json::{Map, Value};
 
-use crate::ids::LocationId;
 use crate::redact::Redacted;
+use crate::request::ids::LocationId;
 
 /// How far a webhook timestamp may be from now, either way (Standard Webhooks: 5 minutes).
 pub(super) const WEBHOOK_TOLERANCE_SECS: u64 = 5 * 60;

@@ -15,8 +15,8 @@ use http::HeaderMap;
 
 use crate::aws::secrets_manager::{ReadError, SecretsClient};
 use crate::cache::SingleFlightCache;
-use crate::deadline::{unix_seconds, Deadline};
 use crate::error::Error;
+use crate::request::deadline::{unix_seconds, Deadline};
 
 /// How long a failed read of the inbound-auth secret is answered again without reading: while
 /// it keeps failing, an instance reads it at most once a second.

@@ -1,5 +1,5 @@
 //! The AWS SDK's HTTP client: requests go out through the function's one reqwest client
-//! ([`crate::https`]), so the SDK brings no second TLS set-up or connection pool of its own.
+//! ([`crate::app::https`]), so the SDK brings no second TLS set-up or connection pool of its own.
 //!
 //! The SDK's orchestrator keeps its own timeouts (per attempt, per operation) and retries; this
 //! only moves bytes, applies the read timeout the SDK asks for, and sorts transport failures into

@@ -11,9 +11,9 @@ use std::time::Duration;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 
 use super::Fault;
-use crate::deadline::Deadline;
 use crate::error::{BoxError, Error};
 use crate::redact::Redacted;
+use crate::request::deadline::Deadline;
 
 /// Why a secret could not be read.
 #[derive(Debug, thiserror::Error)]

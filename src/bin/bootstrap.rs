@@ -1,7 +1,8 @@
 //! The Lambda entry point: read the configuration, build the app, serve invocations.
 
+use ghl_csv_finalize::app::{https, lambda};
 use ghl_csv_finalize::aws::AwsClients;
-use ghl_csv_finalize::{https, lambda, App, Config};
+use ghl_csv_finalize::{App, Config};
 
 fn main() -> Result<(), lambda_http::Error> {
     tokio::runtime::Builder::new_current_thread()
@@ -11,7 +12,7 @@ fn main() -> Result<(), lambda_http::Error> {
 }
 
 async fn serve() -> Result<(), lambda_http::Error> {
-    ghl_csv_finalize::logging::init();
+    ghl_csv_finalize::observe::logging::init();
     let config = Config::from_env().inspect_err(|error| {
         tracing::error!(variable = error.var, "{error}");
     })?;

@@ -19,12 +19,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use ghl_csv_finalize::config::{DeliveryConfig, RecordsConfig};
-use ghl_csv_finalize::ids::{CsvId, LocationId, UserId};
+use ghl_csv_finalize::app::config::{DeliveryConfig, RecordsConfig};
+use ghl_csv_finalize::local::drain;
 use ghl_csv_finalize::local::server::LocalServer;
 use ghl_csv_finalize::local::standin::{Behaviour, BurstLimit, Faults, StandIn};
-use ghl_csv_finalize::local::worker;
 use ghl_csv_finalize::observe::Lines;
+use ghl_csv_finalize::request::ids::{CsvId, LocationId, UserId};
 use ghl_csv_finalize::{App, Config};
 use lambda_http::Body;
 use serde_json::{json, Value};
@@ -124,7 +124,7 @@ enum Command {
     },
 }
 
-fn parse_id<T: std::str::FromStr<Err = ghl_csv_finalize::ids::IdError>>(
+fn parse_id<T: std::str::FromStr<Err = ghl_csv_finalize::request::ids::IdError>>(
     value: &str,
 ) -> Result<T, String> {
     value
@@ -167,7 +167,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             let event = std::fs::read_to_string(&event)
                 .map_err(|e| format!("cannot read {}: {e}", event.display()))?;
             let app = build(env_config(dry_run, false)?).await?;
-            let response = app.handle(parse_event(&event)?).await;
+            let response = app.respond(parse_event(&event)?).await;
             Ok(print_response(response))
         }
         Command::Finalize {
@@ -185,7 +185,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
                 .header("content-type", "application/json")
                 .body(Body::from(body.to_string()))
                 .map_err(|e| e.to_string())?;
-            Ok(print_response(app.handle(request).await))
+            Ok(print_response(app.respond(request).await))
         }
         Command::Standin {
             addr,
@@ -252,7 +252,7 @@ async fn build(config: Config) -> Result<App, String> {
 fn parse_event(event: &str) -> Result<lambda_http::Request, String> {
     let event: serde_json::Value =
         serde_json::from_str(event).map_err(|e| format!("not a JSON Lambda event: {e}"))?;
-    Ok(ghl_csv_finalize::http::event::into_request(event).0)
+    Ok(ghl_csv_finalize::fronts::http::event::into_request(event).0)
 }
 
 /// Prints status and body; the exit code is 0 for 2xx, 1 otherwise.
@@ -286,7 +286,7 @@ async fn serve(addr: SocketAddr, dry_run: bool, queue: bool) -> Result<ExitCode,
     let app = Arc::new(build(config).await?);
     let worker = app
         .memory_queue()
-        .map(|memory| tokio::spawn(worker::run(Arc::clone(&app), memory)));
+        .map(|memory| tokio::spawn(drain::run(Arc::clone(&app), memory)));
     let server = LocalServer::start(Arc::clone(&app), addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -362,14 +362,14 @@ async fn demo(event: Option<PathBuf>, queue: bool) -> Result<ExitCode, String> {
         println!("  mode:                queue (in-memory queue and records, one worker)");
     }
     println!();
-    let response = app.handle(parse_event(&event)?).await;
+    let response = app.respond(parse_event(&event)?).await;
     let mut status = response.status();
     let mut body = response.body().as_ref().to_vec();
     if let Some(memory) = app.memory_queue() {
         println!("What the receiver answered ({status}):");
         println!("{}", pretty(&body));
         println!();
-        let worker = tokio::spawn(worker::run(Arc::clone(&app), memory));
+        let worker = tokio::spawn(drain::run(Arc::clone(&app), memory));
         let id = serde_json::from_slice::<Value>(&body)
             .ok()
             .and_then(|v| v["finalizationId"].as_str().map(str::to_owned));
@@ -417,7 +417,7 @@ async fn wait_for_record(app: &App, id: &str) -> Result<(http::StatusCode, Vec<u
         let request = http::Request::get(format!("/finalizations/{id}"))
             .body(Body::Empty)
             .map_err(|e| e.to_string())?;
-        let response = app.handle(request).await;
+        let response = app.respond(request).await;
         let status = response.status();
         let body = response.body().as_ref().to_vec();
         let settled = serde_json::from_slice::<Value>(&body)

@@ -4,28 +4,38 @@
 //! Without records, a request simply runs. With records (`IDEMPOTENCY_TABLE`, or memory for the
 //! local tools), each request first takes its record: a duplicate is answered from the record
 //! and calls nothing. In queue mode (`QUEUE_URL`) the receiver only takes the record and sends
-//! one message; the worker ([`worker`]) finalizes it later.
+//! one message; the worker ([`Delivery::work`]) finalizes it later, under the same record.
 //!
-//! Fronts call [`Delivery::submit`] (a finalize request), [`Delivery::lookup`] (the status
-//! route) and [`Delivery::work`] (a batch of queued messages), and render what comes back.
+//! The fronts call [`Delivery::submit`] (a finalize request), [`Delivery::lookup`] (the status
+//! route) and [`Delivery::work`] (a batch of queued messages), render what comes back, and
+//! write its audit line. The pure rules — what a record found answers, the record after an
+//! outcome, the redelivery delay — are in [`rules`].
 
-pub mod worker;
+pub mod rules;
 
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use tokio::time::Instant;
 
-use crate::deadline::{unix_now, LAMBDA_MARGIN};
 use crate::error::{chain, Error};
-use crate::ids::LocationId;
-use crate::observe::Observer;
-use crate::queue::{Message, Queue};
-use crate::records::{Begun, FinalizationId, Found, Record, RecordedError, Records, Status};
-use crate::service::{FinalizeRequest, FinalizeService, Invocation, Outcome};
+use crate::highlevel::Outcome;
+use crate::observe::{Audit, Measures, Mode};
+use crate::queue::{Disposition, Message, Queue, ReceivedMessage, MAX_VISIBILITY};
+use crate::random::random_u64;
+use crate::records::{Begun, Claimed, FinalizationId, Record, Records, Status};
+use crate::request::deadline::{unix_ms, LAMBDA_MARGIN};
+use crate::request::ids::LocationId;
+use crate::request::key::IdempotencyKey;
+use crate::request::{FinalizeRequest, Invocation};
+use crate::service::FinalizeService;
+use rules::{after_outcome, answer_found, recorded, redelivery_delay};
 
 /// How long a record stays locked by a request with no Lambda deadline (the local tools),
 /// beyond the HighLevel budget: long enough for the secret reads and the record writes.
 const LOCAL_LOCK_EXTRA: Duration = Duration::from_secs(30);
+/// Extra wait beyond another invocation's lock, so the message comes back after it ends.
+const BUSY_GRACE: Duration = Duration::from_secs(1);
 
 /// The service, and how its requests are delivered.
 pub(crate) struct Delivery {
@@ -34,21 +44,20 @@ pub(crate) struct Delivery {
     queue: Option<Queue>,
     record_ttl: Duration,
     max_receives: u32,
-    observer: Observer,
 }
 
-/// What became of a finalize request.
+/// What became of a finalize request: its record's id and what happened.
 #[derive(Debug)]
-pub(crate) struct Submitted {
+pub(crate) struct Receipt {
     /// Its record's id, when records are kept.
     pub finalization_id: Option<FinalizationId>,
     /// What happened.
-    pub result: Submission,
+    pub result: Delivered,
 }
 
 /// What happened to a finalize request.
 #[derive(Debug)]
-pub(crate) enum Submission {
+pub(crate) enum Delivered {
     /// It ran now: the service's outcome.
     Ran(Outcome),
     /// It was finalized before: the record holds the answer to give again.
@@ -61,8 +70,8 @@ pub(crate) enum Submission {
     Refused(Error),
 }
 
-impl Submitted {
-    fn unrecorded(result: Submission) -> Self {
+impl Receipt {
+    fn unrecorded(result: Delivered) -> Self {
         Self {
             finalization_id: None,
             result,
@@ -72,7 +81,7 @@ impl Submitted {
     /// Finalize requests this request sent to HighLevel.
     pub(crate) fn attempts(&self) -> u32 {
         match &self.result {
-            Submission::Ran(outcome) => outcome.attempts(),
+            Delivered::Ran(outcome) => outcome.attempts(),
             _ => 0,
         }
     }
@@ -80,38 +89,42 @@ impl Submitted {
     /// Why it failed, if it did.
     pub(crate) fn error(&self) -> Option<&Error> {
         match &self.result {
-            Submission::Ran(outcome) => outcome.error(),
-            Submission::Refused(error) => Some(error),
-            Submission::Replayed(_) | Submission::Accepted | Submission::Queued(_) => None,
+            Delivered::Ran(outcome) => outcome.error(),
+            Delivered::Refused(error) => Some(error),
+            Delivered::Replayed(_) | Delivered::Accepted | Delivered::Queued(_) => None,
         }
     }
 }
 
-/// Records and queue settings.
-pub(crate) struct DeliverySettings {
-    /// `IDEMPOTENCY_TTL_SECS`.
-    pub record_ttl: Duration,
-    /// `QUEUE_MAX_RECEIVES`.
-    pub max_receives: u32,
-    /// Where each request's and message's audit line and metrics go.
-    pub observer: Observer,
+/// One queued message worked: what the queue should do with it, and its audit line and
+/// metrics, which the front writes.
+#[derive(Debug)]
+pub(crate) struct Worked {
+    /// Delete it, or let it come back later.
+    pub disposition: Disposition,
+    /// Its audit line.
+    pub audit: Audit,
+    /// Its metrics.
+    pub measures: Measures,
 }
 
 impl Delivery {
-    /// Delivery through `service`, keeping `records` and queueing on `queue` when given.
+    /// Delivery through `service`, keeping `records` (for `record_ttl`,
+    /// `IDEMPOTENCY_TTL_SECS`) and queueing on `queue` (dead-lettering after `max_receives`,
+    /// `QUEUE_MAX_RECEIVES`) when given.
     pub(crate) fn new(
         service: FinalizeService,
         records: Option<Records>,
         queue: Option<Queue>,
-        settings: DeliverySettings,
+        record_ttl: Duration,
+        max_receives: u32,
     ) -> Self {
         Self {
             service,
             records,
             queue,
-            record_ttl: settings.record_ttl,
-            max_receives: settings.max_receives,
-            observer: settings.observer,
+            record_ttl,
+            max_receives,
         }
     }
 
@@ -119,16 +132,6 @@ impl Delivery {
     /// nothing.
     pub(crate) fn keeps_records(&self) -> bool {
         self.records.is_some() && !self.service.dry_run()
-    }
-
-    /// Writes each request's and message's audit line and metrics.
-    pub(crate) fn observer(&self) -> &Observer {
-        &self.observer
-    }
-
-    /// The token source's refreshes and unwritten pairs, for the metrics.
-    pub(crate) fn token_stats(&self) -> crate::tokens::TokenStats {
-        self.service.token_stats()
     }
 
     /// Whether accepted requests are queued (queue mode) rather than run.
@@ -141,24 +144,25 @@ impl Delivery {
         self.queue.as_ref()
     }
 
-    /// Handles one finalize request whose record id is `key` (from
-    /// [`crate::records::key_for`]; `None` when no records are kept).
+    /// Handles one finalize request whose idempotency key is `key` (`None` when no records
+    /// are kept).
     pub(crate) async fn submit(
         &self,
         request: &FinalizeRequest,
-        key: Option<FinalizationId>,
+        key: Option<&IdempotencyKey>,
         invocation: &Invocation,
-    ) -> Submitted {
-        let (Some(records), Some(id), false) = (&self.records, key, self.service.dry_run()) else {
-            return Submitted::unrecorded(Submission::Ran(
+    ) -> Receipt {
+        let (Some(records), Some(key), false) = (&self.records, key, self.service.dry_run()) else {
+            return Receipt::unrecorded(Delivered::Ran(
                 self.service.finalize(request, invocation).await,
             ));
         };
+        let id = FinalizationId::of(&request.location_id, key);
         let result = match &self.queue {
             None => self.run_once(records, &id, request, invocation).await,
             Some(queue) => self.enqueue(records, queue, &id, request, invocation).await,
         };
-        Submitted {
+        Receipt {
             finalization_id: Some(id),
             result,
         }
@@ -171,21 +175,21 @@ impl Delivery {
         id: &FinalizationId,
         request: &FinalizeRequest,
         invocation: &Invocation,
-    ) -> Submission {
-        let now = now_ms();
+    ) -> Delivered {
+        let now = unix_ms();
         let fresh = self.fresh(id, request, Status::InProgress, invocation, now);
         let record = match records.begin(fresh, request, now).await {
             Ok(Begun::Started(record)) => record,
             Ok(Begun::Found(found, existing)) => return answer_found(found, existing, false),
-            Err(error) => return Submission::Refused(error.into()),
+            Err(error) => return Delivered::Refused(error.into()),
         };
         let outcome = self.service.finalize(request, invocation).await;
-        let settled = settle(record, &outcome, false, self.record_ttl, now_ms());
-        if let Err(error) = records.finish(&settled).await {
+        let done = after_outcome(record, &outcome, false, self.record_ttl, unix_ms());
+        if let Err(error) = records.finish(&done).await {
             // The finalize happened (or failed) all the same: answer with it.
             tracing::error!(finalization_id = %id, cause = %chain(&error), "the record of a finalize could not be written");
         }
-        Submission::Ran(outcome)
+        Delivered::Ran(outcome)
     }
 
     /// Queue mode's receiver: take the record as `queued`, send one message, and confirm the
@@ -197,13 +201,13 @@ impl Delivery {
         id: &FinalizationId,
         request: &FinalizeRequest,
         invocation: &Invocation,
-    ) -> Submission {
-        let now = now_ms();
+    ) -> Delivered {
+        let now = unix_ms();
         let fresh = self.fresh(id, request, Status::Queued, invocation, now);
         let record = match records.begin(fresh, request, now).await {
             Ok(Begun::Started(record)) => record,
             Ok(Begun::Found(found, existing)) => return answer_found(found, existing, true),
-            Err(error) => return Submission::Refused(error.into()),
+            Err(error) => return Delivered::Refused(error.into()),
         };
         let message = Message {
             finalization_id: id.clone(),
@@ -215,27 +219,27 @@ impl Delivery {
             Ok(()) => {
                 let sent = Record {
                     lock_until_ms: None,
-                    updated_at_ms: now_ms(),
+                    updated_at_ms: unix_ms(),
                     ..record
                 };
                 if let Err(error) = records.finish(&sent).await {
                     tracing::warn!(finalization_id = %id, cause = %chain(&error), "the message was sent but its record could not say so; a duplicate request may send it again (the worker finalizes once)");
                 }
-                Submission::Accepted
+                Delivered::Accepted
             }
             Err(error) => {
                 let error = Error::from(error);
                 let failed = Record {
                     status: Status::Failed,
                     lock_until_ms: None,
-                    updated_at_ms: now_ms(),
+                    updated_at_ms: unix_ms(),
                     error: Some(recorded(&error)),
                     ..record
                 };
                 if let Err(store) = records.finish(&failed).await {
                     tracing::error!(finalization_id = %id, cause = %chain(&store), "a record could not be marked failed after the queue refused its message; it unblocks when its lock ends");
                 }
-                Submission::Refused(error)
+                Delivered::Refused(error)
             }
         }
     }
@@ -251,7 +255,7 @@ impl Delivery {
             return Err(Error::NotFound);
         };
         let record = records.get(id).await?.ok_or(Error::NotFound)?;
-        let live = record.expires_at.saturating_mul(1000) > now_ms();
+        let live = record.expires_at.saturating_mul(1000) > unix_ms();
         if live && may_see(&record.location_id) {
             Ok(record)
         } else {
@@ -296,172 +300,153 @@ impl Delivery {
             None => self.service.upstream_timeout() + LOCAL_LOCK_EXTRA,
         }
     }
-}
 
-/// The answer a record found for a request gives: the stored success, 409 or the record's 202
-/// while it is being handled, 422 for a key used for another finalize.
-fn answer_found(found: Found, existing: Option<Record>, queued: bool) -> Submission {
-    match (found, existing) {
-        (Found::Finalized, Some(record)) => Submission::Replayed(record),
-        (Found::KeyReused(field), _) => Submission::Refused(Error::IdempotencyKeyReused(field)),
-        (_, Some(record)) if queued => Submission::Queued(record.status),
-        (_, None) if queued => Submission::Queued(Status::Queued),
-        _ => Submission::Refused(Error::RequestInProgress),
+    /// Queue mode's worker: finalizes `batch` concurrently within the invocation's deadline,
+    /// each message under its record's lock; one answer per message, in order, with its audit
+    /// line and metrics for the front to write.
+    pub(crate) async fn work(
+        &self,
+        batch: &[ReceivedMessage],
+        invocation: &Invocation,
+    ) -> Vec<Worked> {
+        join_all(
+            batch
+                .iter()
+                .map(|received| self.work_one(received, invocation)),
+        )
+        .await
     }
-}
 
-/// The record after `outcome`: `finalized` with HighLevel's answer (kept for the TTL from now),
-/// else `failed` — or `retrying` when `retrying` (a queued finalize that comes back) — with the
-/// error the caller saw. Attempts add up over every try.
-fn settle(record: Record, outcome: &Outcome, retrying: bool, ttl: Duration, now: u64) -> Record {
-    let attempts = record.attempts.saturating_add(outcome.attempts());
-    let base = Record {
-        attempts,
-        updated_at_ms: now,
-        lock_until_ms: None,
-        ..record
-    };
-    match outcome {
-        Outcome::Finalized { reply, .. } => Record {
-            status: Status::Finalized,
-            upstream: Some(reply.to_json()),
-            error: None,
-            expires_at: (now / 1000).saturating_add(ttl.as_secs()),
-            ..base
-        },
-        Outcome::Failed { error, .. } => Record {
-            status: if retrying {
-                Status::Retrying
-            } else {
-                Status::Failed
-            },
-            upstream: error.upstream().map(|reply| reply.to_json()),
-            error: Some(recorded(error)),
-            ..base
-        },
-        // Dry runs take no record; should one reach here, it changes nothing.
-        Outcome::DryRun { .. } => base,
-    }
-}
-
-/// The error as a record keeps it: the code and the message the caller was given.
-fn recorded(error: &Error) -> RecordedError {
-    RecordedError {
-        code: error.code().to_owned(),
-        message: error.public_message(),
-    }
-}
-
-/// Now, in Unix milliseconds.
-fn now_ms() -> u64 {
-    u64::try_from(unix_now().as_millis()).unwrap_or(u64::MAX)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ids::CsvId;
-    use crate::upstream::UpstreamReply;
-    use serde_json::json;
-
-    fn record(status: Status) -> Record {
-        Record {
-            id: FinalizationId::parse("fz_0123456789abcdef0123456789abcdef").unwrap(),
-            location_id: LocationId::parse("L1").unwrap(),
-            csv_id: CsvId::parse("C1").unwrap(),
-            user_id: None,
-            status,
-            attempts: 2,
-            created_at_ms: 1_000,
-            updated_at_ms: 1_000,
-            owner: Some("req-1".into()),
-            lock_until_ms: Some(9_000),
-            expires_at: 100,
-            upstream: None,
-            error: None,
-            version: 3,
+    async fn work_one(&self, received: &ReceivedMessage, invocation: &Invocation) -> Worked {
+        let started = Instant::now();
+        let mut audit = Audit {
+            request_id: invocation.request_id.clone(),
+            mode: Some(Mode::Worker),
+            credential: "none".into(),
+            ..Audit::default()
+        };
+        let mut measures = Measures::default();
+        let disposition = self
+            .work_message(received, invocation, &mut audit, &mut measures)
+            .await;
+        audit.duration_ms = started.elapsed().as_millis() as u64;
+        Worked {
+            disposition,
+            audit,
+            measures,
         }
     }
 
-    #[test]
-    fn a_finalized_outcome_keeps_highlevels_answer_for_the_ttl_from_now() {
-        let outcome = Outcome::Finalized {
-            reply: UpstreamReply::new(200, json!({"success": true}), false),
-            attempts: 1,
-            call: Default::default(),
+    /// Works one message, filling in its audit line and metrics as it goes.
+    async fn work_message(
+        &self,
+        received: &ReceivedMessage,
+        invocation: &Invocation,
+        audit: &mut Audit,
+        measures: &mut Measures,
+    ) -> Disposition {
+        let message_id = received.message_id.as_str();
+        let request_id = invocation.request_id.as_str();
+        let message = match Message::parse(&received.body) {
+            Ok(message) => message,
+            Err(problem) => {
+                // A retry cannot make it parse; keeping it would only fill the dead-letter queue.
+                tracing::error!(
+                    request_id,
+                    message_id,
+                    problem,
+                    "a queued message does not parse; it is dropped"
+                );
+                (audit.status, audit.code) = (400, Some("invalid_request"));
+                return Disposition::Done;
+            }
         };
-        let done = settle(
-            record(Status::InProgress),
-            &outcome,
-            false,
-            Duration::from_secs(60),
-            50_000,
-        );
-        assert_eq!(done.status, Status::Finalized);
-        assert_eq!(done.attempts, 3, "attempts add up over tries");
-        assert_eq!(
-            done.upstream,
-            Some(json!({"status": 200, "body": {"success": true}}))
-        );
-        assert_eq!(
-            (done.expires_at, done.lock_until_ms, done.updated_at_ms),
-            (110, None, 50_000)
-        );
-        assert_eq!(done.owner.as_deref(), Some("req-1"), "the owner writes it");
-    }
-
-    #[test]
-    fn a_failure_is_failed_or_retrying_with_the_callers_error() {
-        let outcome = Outcome::Failed {
-            error: Error::UpstreamTimeout,
-            attempts: 1,
-            upstream_wait: None,
-            call: Default::default(),
+        audit.finalization_id = Some(message.finalization_id.as_str().to_owned());
+        audit.location_id = Some(message.request.location_id.as_str().to_owned());
+        audit.csv_id = Some(message.request.csv_id.as_str().to_owned());
+        measures.queue_age_ms = Some(unix_ms().saturating_sub(message.accepted_at_ms));
+        let Some(records) = &self.records else {
+            tracing::error!(
+                request_id,
+                message_id,
+                "queue mode needs finalization records; the message comes back"
+            );
+            (audit.status, audit.code) = (500, Some("config_error"));
+            return Disposition::Later(redelivery_delay(received.receives, random_u64()));
         };
-        let failed = settle(
-            record(Status::InProgress),
+        let now = unix_ms();
+        let fresh = self.fresh(
+            &message.finalization_id,
+            &message.request,
+            Status::InProgress,
+            invocation,
+            now,
+        );
+        let record = match records.claim(fresh, now).await {
+            Ok(Claimed::Held(record)) => record,
+            Ok(Claimed::Finalized) => {
+                // A duplicate delivery: the record already holds the answer.
+                (audit.status, audit.replayed) = (200, true);
+                return Disposition::Done;
+            }
+            Ok(Claimed::Busy(until_ms)) => {
+                let wait = Duration::from_millis(until_ms.saturating_sub(now)) + BUSY_GRACE;
+                (audit.status, audit.code) = (409, Some("request_in_progress"));
+                return Disposition::Later(wait.min(MAX_VISIBILITY));
+            }
+            Err(error) => {
+                let error = crate::error::Error::from(error);
+                tracing::warn!(request_id, message_id, cause = %chain(&error), "the record could not be claimed; the message comes back");
+                (audit.status, audit.code) = (error.status().as_u16(), Some(error.code()));
+                return Disposition::Later(redelivery_delay(received.receives, random_u64()));
+            }
+        };
+        let outcome = self.service.finalize(&message.request, invocation).await;
+        let last_receive = received.receives >= self.max_receives;
+        let transient = outcome.error().is_some_and(|e| e.is_transient());
+        let done = after_outcome(
+            record,
             &outcome,
-            false,
-            Duration::from_secs(60),
-            5,
+            transient && !last_receive,
+            self.record_ttl,
+            unix_ms(),
         );
-        assert_eq!(failed.status, Status::Failed);
-        assert_eq!(failed.error.as_ref().unwrap().code, "upstream_timeout");
-        assert_eq!(failed.expires_at, 100, "a failure keeps its expiry");
-        let retrying = settle(
-            record(Status::InProgress),
-            &outcome,
-            true,
-            Duration::from_secs(60),
-            5,
-        );
-        assert_eq!(retrying.status, Status::Retrying);
-    }
-
-    #[test]
-    fn a_record_found_answers_by_what_it_means_and_the_mode() {
-        let replayed = answer_found(Found::Finalized, Some(record(Status::Finalized)), false);
-        assert!(matches!(replayed, Submission::Replayed(_)));
-        let reused = answer_found(
-            Found::KeyReused("csvId"),
-            Some(record(Status::Queued)),
-            true,
-        );
-        assert!(matches!(
-            reused,
-            Submission::Refused(Error::IdempotencyKeyReused("csvId"))
-        ));
-        let busy = answer_found(Found::Pending, Some(record(Status::InProgress)), false);
-        assert!(matches!(
-            busy,
-            Submission::Refused(Error::RequestInProgress)
-        ));
-        let waiting = answer_found(Found::Pending, Some(record(Status::Retrying)), true);
-        assert!(matches!(waiting, Submission::Queued(Status::Retrying)));
-        let raced = answer_found(Found::Pending, None, false);
-        assert!(matches!(
-            raced,
-            Submission::Refused(Error::RequestInProgress)
-        ));
+        if let Err(error) = records.finish(&done).await {
+            tracing::error!(request_id, message_id, cause = %chain(&error), "the record of a queued finalize could not be written");
+        }
+        audit.attempts = outcome.attempts();
+        audit.upstream_status = outcome.call().last_status;
+        *measures = Measures {
+            queue_age_ms: measures.queue_age_ms,
+            ..Measures::of(&outcome)
+        };
+        match &outcome {
+            Outcome::Failed {
+                error,
+                upstream_wait,
+                ..
+            } => {
+                (audit.status, audit.code) = (error.status().as_u16(), Some(error.code()));
+                if !transient {
+                    tracing::error!(request_id, message_id, code = error.code(), cause = %chain(error), "finalize failed for good; a retry cannot help");
+                    return Disposition::Done;
+                }
+                if last_receive {
+                    tracing::error!(request_id, message_id, code = error.code(), cause = %chain(error), "the last receive failed; the message goes to the dead-letter queue");
+                    // Visible at once, so SQS moves it to the dead-letter queue on the next receive.
+                    return Disposition::Later(Duration::ZERO);
+                }
+                let wait = upstream_wait.map_or_else(
+                    || redelivery_delay(received.receives, random_u64()),
+                    |w| w.min(MAX_VISIBILITY),
+                );
+                tracing::warn!(request_id, message_id, code = error.code(), wait_ms = wait.as_millis() as u64, cause = %chain(error), "finalize failed for now; the message comes back");
+                Disposition::Later(wait)
+            }
+            Outcome::Finalized { .. } | Outcome::DryRun { .. } => {
+                audit.status = 200;
+                Disposition::Done
+            }
+        }
     }
 }

@@ -12,155 +12,135 @@ use reqwest::header::HeaderValue;
 use tokio::time::Instant;
 
 use super::client::{Exchange, FinalizeCall, HighLevel};
-use super::ratelimit::RateLimit;
+use super::outcome::{CallFacts, Outcome};
 use super::retry::{self, Verdict, DEFAULT_RETRY_AFTER};
-use crate::deadline::Budget;
 use crate::error::{BoxError, Error};
+use crate::random::random_u64;
+use crate::request::deadline::Budget;
 use crate::upstream::UpstreamReply;
 
-/// What the attempts came to: HighLevel's success, or the error that ended them.
-#[derive(Debug)]
-pub struct Attempted {
-    /// HighLevel's 2xx answer, or why the finalize did not happen.
-    pub result: Result<UpstreamReply, Error>,
-    /// Finalize requests put on the wire, the retry after a re-authentication included.
-    pub attempts: u32,
-    /// HighLevel's own word on when to come back (its last `Retry-After`, else a spent
-    /// rate-limit window's interval), if any: the queue worker sets a message's visibility to it.
-    pub upstream_wait: Option<Duration>,
-    /// What the calls showed, for the metrics.
-    pub call: CallFacts,
-}
-
-/// What the finalize calls to HighLevel showed: for the audit line and the metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CallFacts {
-    /// The status of HighLevel's last answer, if one came.
-    pub last_status: Option<u16>,
-    /// The rate-limit headers of that answer.
-    pub rate_limit: RateLimit,
-    /// Time spent waiting for HighLevel's answers, every attempt together.
-    pub latency: Duration,
-}
-
-impl HighLevel {
-    /// Sends `call` with `bearer` until HighLevel accepts it, refuses it, or the budget or
-    /// `max_attempts` runs out. After a first 401, `reauthenticate` is called once for a new
-    /// bearer header, and the retry with it does not count against `max_attempts`.
-    pub(crate) async fn finalize<R, Fut>(
-        &self,
-        call: &FinalizeCall,
-        mut bearer: HeaderValue,
-        budget: &Budget,
-        max_attempts: u32,
-        reauthenticate: R,
-    ) -> Attempted
-    where
-        R: FnOnce() -> Fut,
-        Fut: Future<Output = Result<HeaderValue, Error>>,
-    {
-        let deadline = budget.deadline();
-        let mut reauthenticate = Some(reauthenticate);
-        let mut sent = 0u32; // every request put on the wire
-        let mut counted = 0u32; // those that count against MAX_ATTEMPTS
-        let mut free_attempt = false; // the one retry after a re-authentication
-        let mut upstream_wait = None; // HighLevel's last Retry-After
-        let mut call_facts = CallFacts::default();
-        let result = loop {
-            if let Some(left) = self.pauses().remaining(&call.location) {
-                // The location's rate-limit window is spent: wait it out, or, when it does not
-                // fit the budget, say when to come back without spending an attempt.
-                let fits = Instant::now()
-                    .checked_add(left)
-                    .is_some_and(|end| end < deadline);
-                if !fits {
-                    upstream_wait = Some(left);
-                    break Err(unavailable(None, Some(left), None));
-                }
-                tracing::info!(url = %call.url, wait_ms = left.as_millis() as u64, "HighLevel's rate-limit window for this location is spent; waiting it out");
-                tokio::time::sleep(left).await;
-            }
-            if Instant::now() >= deadline {
-                break Err(Error::UpstreamTimeout);
-            }
-            sent += 1;
-            if !std::mem::take(&mut free_attempt) {
-                counted += 1;
-            }
-            let headers = self.headers(bearer.clone());
-            let sent_at = Instant::now();
-            let exchange = self.send(call, headers, deadline).await;
-            call_facts.latency += sent_at.elapsed();
-            if let Exchange::Answered {
-                reply, rate_limit, ..
-            } = &exchange
-            {
-                call_facts.last_status = Some(reply.status);
-                call_facts.rate_limit = *rate_limit;
-                if let Some(until) = rate_limit
-                    .pause()
-                    .and_then(|p| Instant::now().checked_add(p))
-                {
-                    self.pauses().pause(&call.location, until);
-                }
-            }
-            let (last, retry_after) = match exchange {
-                Exchange::TimedOut => break Err(Error::UpstreamTimeout),
-                Exchange::Broken(source) => break Err(unavailable(None, None, Some(source))),
-                Exchange::NotDelivered(source) => (Retryable::NotDelivered(source), None),
-                Exchange::Answered {
-                    reply,
-                    retry_after,
-                    rate_limit,
-                } => match retry::verdict(reply.status) {
-                    Verdict::Success => break Ok(reply),
-                    Verdict::Reauthenticate => match reauthenticate.take() {
-                        Some(reauthenticate) => {
-                            tracing::warn!(url = %call.url, "HighLevel answered 401; re-reading the token once");
-                            match reauthenticate().await {
-                                Ok(fresh) => bearer = fresh,
-                                Err(error) => break Err(error),
-                            }
-                            free_attempt = true;
-                            continue;
-                        }
-                        None => break Err(Error::UpstreamAuthFailed(reply)),
-                    },
-                    Verdict::Forbidden => break Err(Error::UpstreamAuthFailed(reply)),
-                    Verdict::Rejected => break Err(Error::UpstreamRejected(reply)),
-                    Verdict::ServerError => break Err(unavailable(Some(reply), None, None)),
-                    Verdict::Retry => {
-                        let delay = retry_after
-                            .as_deref()
-                            .and_then(|v| retry::parse_retry_after(v, SystemTime::now()))
-                            .or_else(|| rate_limit.pause());
-                        upstream_wait = delay;
-                        (Retryable::Answered(reply), delay)
-                    }
-                },
-            };
-            let give_up = |delay: Option<Duration>| {
-                Err(last.into_error(delay.unwrap_or(DEFAULT_RETRY_AFTER)))
-            };
-            if counted >= max_attempts {
-                break give_up(retry_after);
-            }
-            let wait = retry_after.unwrap_or_else(|| retry::backoff(counted, retry::random_u64()));
+/// Sends `call` with `bearer` through `highlevel` until HighLevel accepts it, refuses it, or
+/// the budget or `max_attempts` runs out. After a first 401, `reauthenticate` is called once
+/// for a new bearer header, and the retry with it does not count against `max_attempts`.
+pub(crate) async fn finalize<R, Fut>(
+    highlevel: &HighLevel,
+    call: &FinalizeCall,
+    mut bearer: HeaderValue,
+    budget: &Budget,
+    max_attempts: u32,
+    reauthenticate: R,
+) -> Outcome
+where
+    R: FnOnce() -> Fut,
+    Fut: Future<Output = Result<HeaderValue, Error>>,
+{
+    let deadline = budget.deadline();
+    let mut reauthenticate = Some(reauthenticate);
+    let mut sent = 0u32; // every request put on the wire
+    let mut counted = 0u32; // those that count against MAX_ATTEMPTS
+    let mut free_attempt = false; // the one retry after a re-authentication
+    let mut upstream_wait = None; // HighLevel's last Retry-After
+    let mut call_facts = CallFacts::default();
+    let result = loop {
+        if let Some(left) = highlevel.pauses().remaining(&call.location) {
+            // The location's rate-limit window is spent: wait it out, or, when it does not
+            // fit the budget, say when to come back without spending an attempt.
             let fits = Instant::now()
-                .checked_add(wait)
-                .is_some_and(|resume| resume < deadline);
+                .checked_add(left)
+                .is_some_and(|end| end < deadline);
             if !fits {
-                break give_up(retry_after);
+                upstream_wait = Some(left);
+                break Err(unavailable(None, Some(left), None));
             }
-            tracing::info!(url = %call.url, attempt = sent, wait_ms = wait.as_millis() as u64, "retrying HighLevel");
-            tokio::time::sleep(wait).await;
+            tracing::info!(url = %call.url, wait_ms = left.as_millis() as u64, "HighLevel's rate-limit window for this location is spent; waiting it out");
+            tokio::time::sleep(left).await;
+        }
+        if Instant::now() >= deadline {
+            break Err(Error::UpstreamTimeout);
+        }
+        sent += 1;
+        if !std::mem::take(&mut free_attempt) {
+            counted += 1;
+        }
+        let headers = highlevel.headers(bearer.clone());
+        let sent_at = Instant::now();
+        let exchange = highlevel.send(call, headers, deadline).await;
+        call_facts.latency += sent_at.elapsed();
+        if let Exchange::Answered {
+            reply, rate_limit, ..
+        } = &exchange
+        {
+            call_facts.last_status = Some(reply.status);
+            call_facts.rate_limit = *rate_limit;
+            if let Some(until) = rate_limit
+                .pause()
+                .and_then(|p| Instant::now().checked_add(p))
+            {
+                highlevel.pauses().pause(&call.location, until);
+            }
+        }
+        let (last, retry_after) = match exchange {
+            Exchange::TimedOut => break Err(Error::UpstreamTimeout),
+            Exchange::Broken(source) => break Err(unavailable(None, None, Some(source))),
+            Exchange::NotDelivered(source) => (Retryable::NotDelivered(source), None),
+            Exchange::Answered {
+                reply,
+                retry_after,
+                rate_limit,
+            } => match retry::verdict(reply.status) {
+                Verdict::Success => break Ok(reply),
+                Verdict::Reauthenticate => match reauthenticate.take() {
+                    Some(reauthenticate) => {
+                        tracing::warn!(url = %call.url, "HighLevel answered 401; re-reading the token once");
+                        match reauthenticate().await {
+                            Ok(fresh) => bearer = fresh,
+                            Err(error) => break Err(error),
+                        }
+                        free_attempt = true;
+                        continue;
+                    }
+                    None => break Err(Error::UpstreamAuthFailed(reply)),
+                },
+                Verdict::Forbidden => break Err(Error::UpstreamAuthFailed(reply)),
+                Verdict::Rejected => break Err(Error::UpstreamRejected(reply)),
+                Verdict::ServerError => break Err(unavailable(Some(reply), None, None)),
+                Verdict::Retry => {
+                    let delay = retry_after
+                        .as_deref()
+                        .and_then(|v| retry::parse_retry_after(v, SystemTime::now()))
+                        .or_else(|| rate_limit.pause());
+                    upstream_wait = delay;
+                    (Retryable::Answered(reply), delay)
+                }
+            },
         };
-        Attempted {
-            result,
+        let give_up =
+            |delay: Option<Duration>| Err(last.into_error(delay.unwrap_or(DEFAULT_RETRY_AFTER)));
+        if counted >= max_attempts {
+            break give_up(retry_after);
+        }
+        let wait = retry_after.unwrap_or_else(|| retry::backoff(counted, random_u64()));
+        let fits = Instant::now()
+            .checked_add(wait)
+            .is_some_and(|resume| resume < deadline);
+        if !fits {
+            break give_up(retry_after);
+        }
+        tracing::info!(url = %call.url, attempt = sent, wait_ms = wait.as_millis() as u64, "retrying HighLevel");
+        tokio::time::sleep(wait).await;
+    };
+    match result {
+        Ok(reply) => Outcome::Finalized {
+            reply,
+            attempts: sent,
+            call: call_facts,
+        },
+        Err(error) => Outcome::Failed {
+            error,
             attempts: sent,
             upstream_wait,
             call: call_facts,
-        }
+        },
     }
 }
 

@@ -11,8 +11,8 @@ use url::Url;
 
 use super::ratelimit::{Pauses, RateLimit};
 use crate::error::{BoxError, Error};
-use crate::ids::{CsvId, LocationId, UserId};
 use crate::redact::Redacted;
+use crate::request::ids::{CsvId, LocationId, UserId};
 use crate::upstream::UpstreamReply;
 
 /// Upstream bytes read at most; the rest is dropped so a huge answer cannot exhaust memory.
@@ -253,7 +253,7 @@ mod tests {
 
     fn client(base: &str) -> HighLevel {
         HighLevel::new(
-            crate::https::client().unwrap(),
+            crate::app::https::client().unwrap(),
             HeaderValue::from_static("2021-07-28"),
             &Url::parse(base).unwrap(),
         )

@@ -13,7 +13,7 @@ use std::time::Duration;
 use reqwest::header::HeaderMap;
 use tokio::time::Instant;
 
-use crate::ids::LocationId;
+use crate::request::ids::LocationId;
 
 /// Locations remembered as paused at most; past it, pauses that have ended are dropped first,
 /// then the ones ending soonest.

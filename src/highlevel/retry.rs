@@ -1,6 +1,5 @@
 //! The retry policy, as pure functions: what a status means, how long to wait, `Retry-After`.
 
-use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, SystemTime};
 
 /// First backoff ceiling.
@@ -59,21 +58,6 @@ pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-/// Whole seconds for a `Retry-After` header we send: rounded up, at least 1.
-pub(crate) fn retry_after_header(delay: Duration) -> u64 {
-    let whole = delay
-        .as_secs()
-        .saturating_add(u64::from(delay.subsec_nanos() > 0));
-    whole.max(1)
-}
-
-/// A random number for jitter, from the standard library's per-process random hash keys.
-pub(crate) fn random_u64() -> u64 {
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(crate::deadline::unix_now().as_nanos());
-    hasher.finish()
 }
 
 #[cfg(test)]
@@ -140,17 +124,8 @@ mod tests {
                 delay >= Duration::from_secs(9_223_372_036_854_775_807),
                 "{huge}"
             );
-            assert!(retry_after_header(delay) >= 9_223_372_036_854_775_807);
         }
         let far = parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now).unwrap();
         assert!(far > Duration::from_secs(200_000_000_000));
-        assert_eq!(retry_after_header(Duration::MAX), u64::MAX);
-    }
-
-    #[test]
-    fn rounds_our_retry_after_up_to_whole_seconds() {
-        assert_eq!(retry_after_header(Duration::ZERO), 1);
-        assert_eq!(retry_after_header(Duration::from_millis(1500)), 2);
-        assert_eq!(retry_after_header(Duration::from_secs(30)), 30);
     }
 }

@@ -1,4 +1,4 @@
-//! Plain HTTP serving for local and container use: the same [`App::handle`] behind a small
+//! Plain HTTP serving for local and container use: the same [`App::respond`] behind a small
 //! hyper server, with graceful shutdown. [`serve_connections`] is shared with the HighLevel
 //! stand-in, which can also close idle kept-alive connections the way a real server does.
 
@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use crate::app::App;
 use crate::error::BoxError;
-use crate::http::inbound::MAX_BODY_BYTES;
+use crate::fronts::http::inbound::MAX_BODY_BYTES;
 
 /// Stops a server started by [`serve_connections`], and counts its connections.
 pub struct ShutdownHandle {
@@ -152,7 +152,7 @@ impl LocalServer {
             let app = Arc::clone(&app);
             async move {
                 let request = into_lambda_request(request).await;
-                Ok::<_, Infallible>(from_lambda_response(app.handle(request).await))
+                Ok::<_, Infallible>(from_lambda_response(app.respond(request).await))
             }
         });
         Ok(Self { address, shutdown })

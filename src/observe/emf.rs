@@ -10,6 +10,7 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
 use super::audit::{Audit, Mode};
+use crate::highlevel::Outcome;
 
 /// What a document measures beyond the audit line's facts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -30,6 +31,21 @@ pub struct Measures {
     pub queue_age_ms: Option<u64>,
     /// The instance's first document.
     pub cold_start: bool,
+}
+
+impl Measures {
+    /// What a finalize's outcome measures: whether it finalized, HighLevel's latency (when it
+    /// was called) and its last `X-RateLimit-Remaining`.
+    pub(crate) fn of(outcome: &Outcome) -> Self {
+        let call = outcome.call();
+        Self {
+            finalized: matches!(outcome, Outcome::Finalized { .. }),
+            upstream_latency_ms: (outcome.attempts() > 0)
+                .then_some(call.latency.as_millis() as u64),
+            rate_limit_remaining: call.rate_limit.remaining,
+            ..Self::default()
+        }
+    }
 }
 
 /// A metric: its name, value and unit. Serialized as its definition (`Name`, `Unit`); the

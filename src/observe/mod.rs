@@ -1,11 +1,13 @@
-//! What the operator sees of each request and queue message: one audit line ([`audit`]) and one
-//! CloudWatch EMF metrics document ([`emf`]), written as two JSON lines by the [`Observer`].
+//! What the operator sees: of each request and queue message one audit line ([`audit`]) and
+//! one CloudWatch EMF metrics document ([`emf`]), written as two JSON lines by the
+//! [`Observer`] that the fronts own; and the Lambda binary's log set-up ([`logging`]).
 //!
-//! Both go straight to stdout, not through the log filter: CloudWatch extracts EMF only from a
+//! Both lines go straight to stdout, not through the log filter: CloudWatch extracts EMF only from a
 //! log event that is exactly the document, and an audit line is kept whatever the log level.
 
 pub mod audit;
 pub mod emf;
+pub mod logging;
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,24 +16,8 @@ use std::sync::{Arc, Mutex};
 pub use audit::{Audit, Mode};
 pub use emf::Measures;
 
-use crate::deadline::unix_now;
-use crate::service::Outcome;
-use crate::tokens::TokenStats;
-
-impl Measures {
-    /// What a finalize's outcome measures: whether it finalized, HighLevel's latency (when it
-    /// was called) and its last `X-RateLimit-Remaining`.
-    pub(crate) fn of(outcome: &Outcome) -> Self {
-        let call = outcome.call();
-        Self {
-            finalized: matches!(outcome, Outcome::Finalized { .. }),
-            upstream_latency_ms: (outcome.attempts() > 0)
-                .then_some(call.latency.as_millis() as u64),
-            rate_limit_remaining: call.rate_limit.remaining,
-            ..Self::default()
-        }
-    }
-}
+use crate::request::deadline::unix_ms;
+use crate::tokens::TokenCounters;
 
 /// Default `METRICS_NAMESPACE`.
 pub const DEFAULT_NAMESPACE: &str = "GhlCsvFinalize";
@@ -86,16 +72,19 @@ pub struct Observer {
     namespace: String,
     lines: Lines,
     cold: AtomicBool,
+    tokens: Arc<TokenCounters>,
     refreshes_reported: AtomicU64,
 }
 
 impl Observer {
-    /// An observer writing to `lines`, metrics in `namespace`.
-    pub fn new(namespace: String, lines: Lines) -> Self {
+    /// An observer writing to `lines`, metrics in `namespace`, reporting the token store's
+    /// `tokens` counts.
+    pub fn new(namespace: String, lines: Lines, tokens: Arc<TokenCounters>) -> Self {
         Self {
             namespace,
             lines,
             cold: AtomicBool::new(true),
+            tokens,
             refreshes_reported: AtomicU64::new(0),
         }
     }
@@ -106,9 +95,10 @@ impl Observer {
     }
 
     /// Writes one request's or message's audit line and metrics. The instance-wide measures
-    /// come from here: `tokens` (the document reports the refreshes new since the last one, and
-    /// the pairs unwritten now) and the cold start.
-    pub fn record(&self, audit: &Audit, measures: Measures, tokens: TokenStats) {
+    /// come from here: the token counts (the document reports the refreshes new since the last
+    /// one, and the pairs unwritten now) and the cold start.
+    pub fn record(&self, audit: &Audit, measures: Measures) {
+        let tokens = self.tokens.snapshot();
         let before = self
             .refreshes_reported
             .swap(tokens.refreshes, Ordering::Relaxed);
@@ -118,7 +108,7 @@ impl Observer {
             cold_start: self.cold.swap(false, Ordering::Relaxed),
             ..measures
         };
-        let timestamp = u64::try_from(unix_now().as_millis()).unwrap_or(u64::MAX);
+        let timestamp = unix_ms();
         let metrics = emf::document(&self.namespace, audit, &measures, timestamp);
         self.lines.write(audit.to_line(), metrics);
     }
@@ -130,18 +120,19 @@ mod tests {
 
     #[test]
     fn writes_an_audit_line_then_its_metrics_and_counts_the_cold_start_once() {
-        let observer = Observer::new("Ns".into(), Lines::memory());
+        let tokens = Arc::new(TokenCounters::default());
+        let observer = Observer::new("Ns".into(), Lines::memory(), tokens.clone());
         let audit = Audit {
             request_id: "r".into(),
             status: 200,
             ..Audit::default()
         };
-        let tokens = |refreshes| TokenStats {
-            refreshes,
-            unwritten_pairs: 1,
-        };
-        observer.record(&audit, Measures::default(), tokens(2));
-        observer.record(&audit, Measures::default(), tokens(3));
+        tokens.refreshed();
+        tokens.refreshed();
+        observer.record(&audit, Measures::default());
+        tokens.refreshed();
+        tokens.written(2);
+        observer.record(&audit, Measures::default());
         let lines = observer.lines().kept();
         assert_eq!(lines.len(), 4);
         let parse = |i: usize| serde_json::from_str::<serde_json::Value>(&lines[i]).unwrap();

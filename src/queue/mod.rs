@@ -1,7 +1,8 @@
 //! Queue mode: finalize requests carried as messages, so nothing is lost while HighLevel is
 //! down or a burst outruns its rate limit.
 //!
-//! - [`Message`]: what the receiver sends and the worker reads (pure).
+//! - [`Message`]: what the receiver sends and the worker reads (pure); [`ReceivedMessage`]
+//!   and its [`Disposition`]: a message as a queue hands it over, and what becomes of it.
 //! - [`sqs`]: the SQS queue (`QUEUE_URL`), with its dead-letter queue behind it.
 //! - [`memory`]: a queue in this process's memory, for `serve --queue` and `demo --queue`.
 
@@ -14,12 +15,32 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::error::{BoxError, Error};
-use crate::ids::{CsvId, LocationId, UserId};
 use crate::records::FinalizationId;
-use crate::service::FinalizeRequest;
+use crate::request::ids::{CsvId, LocationId, UserId};
+use crate::request::FinalizeRequest;
 
 /// Longest a message may stay invisible (SQS: 12 hours).
 pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
+
+/// One message as a queue hands it over (an SQS record, or the in-memory queue's).
+#[derive(Debug, Clone)]
+pub struct ReceivedMessage {
+    /// The queue's id for it (SQS `messageId`), for the batch answer and the log.
+    pub message_id: String,
+    /// Its body.
+    pub body: String,
+    /// How many times it has been received, this time included.
+    pub receives: u32,
+}
+
+/// What to do with a received message once it was worked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Delete it: finalized, failed for good, or not a message at all.
+    Done,
+    /// Leave it on the queue, visible again after this long.
+    Later(Duration),
+}
 
 /// One queued finalize.
 #[derive(Debug, Clone, PartialEq, Eq)]

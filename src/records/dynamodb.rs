@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::record::{FinalizationId, Record, RecordedError, Status};
 use super::StoreError;
 use crate::aws::{classify, Fault};
-use crate::ids::{CsvId, LocationId, UserId};
+use crate::request::ids::{CsvId, LocationId, UserId};
 
 type Item = HashMap<String, AttributeValue>;
 

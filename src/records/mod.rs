@@ -12,10 +12,10 @@ pub mod dynamodb;
 pub mod memory;
 pub mod record;
 
-pub use record::{key_for, FinalizationId, Found, Record, RecordedError, Status};
+pub use record::{FinalizationId, Found, Record, RecordedError, Status};
 
 use crate::error::{BoxError, Error};
-use crate::service::FinalizeRequest;
+use crate::request::FinalizeRequest;
 
 /// Why the store could not be used.
 #[derive(Debug, thiserror::Error)]

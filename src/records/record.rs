@@ -1,20 +1,16 @@
-//! A finalization record and the pure rules around it: which key a request has, what a record
-//! found for it means, and how it reads as JSON.
+//! A finalization record and the pure rules around it: its id, what a record found for a
+//! request means, and how it reads as JSON.
 //!
-//! Every finalize has one record, shared by every instance, under an id derived from its key:
-//! the `webhook-id` header when the request carries one, else an `Idempotency-Key` header, else
-//! the csvId itself (a CSV is finalized once) — always scoped to the location.
+//! Every finalize has one record, shared by every instance, under an id derived from its
+//! [`IdempotencyKey`] (the `webhook-id` header, else `Idempotency-Key`, else the csvId), always
+//! scoped to the location.
 
 use aws_lc_rs::digest;
-use http::HeaderMap;
 use serde_json::{json, Value};
 
-use crate::error::Error;
-use crate::ids::{CsvId, LocationId, UserId};
-use crate::service::FinalizeRequest;
-
-/// Longest `Idempotency-Key` or `webhook-id` accepted.
-pub const MAX_KEY_LEN: usize = 255;
+use crate::request::ids::{CsvId, LocationId, UserId};
+use crate::request::key::IdempotencyKey;
+use crate::request::FinalizeRequest;
 
 /// Where a record is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +65,11 @@ impl FinalizationId {
             .then(|| Self(text.to_owned()))
     }
 
+    /// The id of the record for `key` at `location`.
+    pub fn of(location: &LocationId, key: &IdempotencyKey) -> Self {
+        Self::derive(location, key.kind().as_str(), key.as_str())
+    }
+
     /// The id of the key `kind:key` for `location`.
     fn derive(location: &LocationId, kind: &str, key: &str) -> Self {
         let mut context = digest::Context::new(&digest::SHA256);
@@ -93,37 +94,6 @@ impl std::fmt::Display for FinalizationId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
-}
-
-/// The record id for a request: from `webhook-id`, else `Idempotency-Key`, else the csvId,
-/// scoped to the location. A key header that is not 1–255 visible ASCII characters is a 400.
-pub fn key_for(request: &FinalizeRequest, headers: &HeaderMap) -> Result<FinalizationId, Error> {
-    for (header, kind) in [("webhook-id", "webhook"), ("idempotency-key", "key")] {
-        if let Some(value) = headers.get(header) {
-            let key = value
-                .to_str()
-                .ok()
-                .map(str::trim)
-                .filter(|k| (1..=MAX_KEY_LEN).contains(&k.len()))
-                .filter(|k| k.bytes().all(|b| b.is_ascii_graphic()))
-                .ok_or_else(|| {
-                    Error::invalid_field(
-                        if kind == "webhook" {
-                            "webhook-id"
-                        } else {
-                            "Idempotency-Key"
-                        },
-                        "an idempotency key must be 1 to 255 visible ASCII characters",
-                    )
-                })?;
-            return Ok(FinalizationId::derive(&request.location_id, kind, key));
-        }
-    }
-    Ok(FinalizationId::derive(
-        &request.location_id,
-        "csv",
-        request.csv_id.as_str(),
-    ))
 }
 
 /// The error a failed or retrying record holds.
@@ -274,7 +244,7 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
+    use crate::request::key::KeyKind;
 
     fn request(csv: &str, user: Option<&str>) -> FinalizeRequest {
         FinalizeRequest {
@@ -305,49 +275,32 @@ mod tests {
     }
 
     #[test]
-    fn keys_come_from_webhook_id_then_idempotency_key_then_the_csv_id() {
-        let r = request("C1", None);
-        let mut headers = HeaderMap::new();
-        let by_csv = key_for(&r, &headers).unwrap();
-        headers.insert("idempotency-key", HeaderValue::from_static("k-1"));
-        let by_key = key_for(&r, &headers).unwrap();
-        headers.insert("webhook-id", HeaderValue::from_static("msg_1"));
-        let by_webhook = key_for(&r, &headers).unwrap();
+    fn ids_differ_by_key_kind_and_location_and_are_decided_by_the_key() {
+        let (l1, l2) = (
+            LocationId::parse("L1").unwrap(),
+            LocationId::parse("L2").unwrap(),
+        );
+        let key = |kind, text| IdempotencyKey::parse(kind, text).unwrap();
+        let by_csv = FinalizationId::of(&l1, &IdempotencyKey::csv(&CsvId::parse("k-1").unwrap()));
+        let by_key = FinalizationId::of(&l1, &key(KeyKind::IdempotencyKey, "k-1"));
+        let by_webhook = FinalizationId::of(&l1, &key(KeyKind::WebhookId, "k-1"));
         assert!(by_csv != by_key && by_key != by_webhook && by_csv != by_webhook);
         assert_eq!(
             by_webhook,
-            key_for(&request("C2", None), &headers).unwrap(),
+            FinalizationId::of(&l1, &key(KeyKind::WebhookId, "k-1")),
             "the key decides"
         );
-        let other_location = FinalizeRequest {
-            location_id: LocationId::parse("L2").unwrap(),
-            ..request("C1", None)
-        };
         assert_ne!(
-            key_for(&other_location, &headers).unwrap(),
+            FinalizationId::of(&l2, &key(KeyKind::WebhookId, "k-1")),
             by_webhook,
             "scoped to the location"
         );
         assert!(FinalizationId::parse(by_csv.as_str()).is_some());
-    }
-
-    #[test]
-    fn refuses_a_key_that_is_empty_too_long_or_not_visible_ascii() {
-        let r = request("C1", None);
-        for bad in ["", " ", &"k".repeat(256), "a b", "é"] {
-            let mut headers = HeaderMap::new();
-            if let Ok(value) = HeaderValue::from_str(bad) {
-                headers.insert("idempotency-key", value);
-                let error = key_for(&r, &headers).unwrap_err();
-                assert_eq!(error.field(), Some("Idempotency-Key"), "{bad:?}");
-            }
-        }
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            "idempotency-key",
-            HeaderValue::from_str(&"k".repeat(255)).unwrap(),
+        assert_eq!(
+            by_csv,
+            FinalizationId::derive(&l1, "csv", "k-1"),
+            "ids stored before the key type keep their meaning"
         );
-        assert!(key_for(&r, &headers).is_ok());
     }
 
     #[test]

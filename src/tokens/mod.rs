@@ -17,14 +17,14 @@ pub mod template;
 pub(crate) mod token;
 
 pub use secret::{Parsed, TokenEntry, TokenSecret};
-pub use store::TokenStats;
 pub(crate) use store::{LeasedToken, SecretStore};
+pub use store::{TokenCounters, TokenStats};
 pub use template::resolve;
 pub use token::{Token, TokenShapeError};
 
-use crate::deadline::Budget;
 use crate::error::Error;
-use crate::ids::LocationId;
+use crate::request::deadline::Budget;
+use crate::request::ids::LocationId;
 
 /// The token source chosen by the configuration.
 pub(crate) enum TokenSource {
@@ -59,14 +59,6 @@ impl TokenSource {
         match self {
             TokenSource::Local(_) => Ok(refused.clone()),
             TokenSource::SecretsManager(store) => store.reload(location, refused, budget).await,
-        }
-    }
-
-    /// Refreshes so far and pairs held unwritten (none for a local token), for the metrics.
-    pub(crate) fn stats(&self) -> TokenStats {
-        match self {
-            TokenSource::Local(_) => TokenStats::default(),
-            TokenSource::SecretsManager(store) => store.stats(),
         }
     }
 

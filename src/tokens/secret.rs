@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::oauth::OAuthEntry;
 use super::token::{Token, TokenShapeError};
-use crate::ids::LocationId;
+use crate::request::ids::LocationId;
 
 /// One usable entry: the access token, and the OAuth details when it can be refreshed.
 #[derive(Debug, Clone, PartialEq, Eq)]

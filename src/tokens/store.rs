@@ -17,6 +17,7 @@
 //!   written first on the next request for that secret.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
@@ -28,10 +29,10 @@ use super::template::{resolve, LOCATION_PLACEHOLDER};
 use super::token::Token;
 use crate::aws::secrets_manager::{ReadError, SecretsClient, WriteError};
 use crate::cache::{Forgettable, KeyedLocks};
-use crate::deadline::{unix_seconds, Budget, Deadline};
 use crate::error::{chain, Error};
 use crate::highlevel::{Exchange, HighLevel};
-use crate::ids::LocationId;
+use crate::request::deadline::{unix_seconds, Budget, Deadline};
+use crate::request::ids::LocationId;
 use crate::upstream::UpstreamReply;
 
 /// How long to wait for another instance's refreshed pair after HighLevel refused ours.
@@ -79,10 +80,39 @@ pub(crate) struct SecretStore {
     highlevel: HighLevel,
     secrets: KeyedLocks<SecretState>,
     generations: AtomicU64,
-    /// OAuth refreshes so far, for the metrics.
+    /// Refreshes and unwritten pairs, shared with the observer that reports them.
+    counters: Arc<TokenCounters>,
+}
+
+/// The store's running counts, shared with whoever reports them (the fronts' observer): made
+/// once per instance and handed to both, so the metrics need no path through the store.
+#[derive(Debug, Default)]
+pub struct TokenCounters {
+    /// OAuth refreshes since the instance started.
     refreshes: AtomicU64,
-    /// Refreshed pairs held in memory, not yet written back, for the metrics.
+    /// Refreshed pairs held in memory, not yet written back.
     unwritten_pairs: AtomicU64,
+}
+
+impl TokenCounters {
+    /// One refresh, its pair held unwritten until [`TokenCounters::written`].
+    pub(crate) fn refreshed(&self) {
+        self.refreshes.fetch_add(1, Ordering::Relaxed);
+        self.unwritten_pairs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `pairs` held pairs written back.
+    pub(crate) fn written(&self, pairs: u64) {
+        self.unwritten_pairs.fetch_sub(pairs, Ordering::Relaxed);
+    }
+
+    /// The counts now.
+    pub fn snapshot(&self) -> TokenStats {
+        TokenStats {
+            refreshes: self.refreshes.load(Ordering::Relaxed),
+            unwritten_pairs: self.unwritten_pairs.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// What the store has done, for the metrics.
@@ -139,6 +169,7 @@ impl SecretStore {
         ttl: Duration,
         skew: Duration,
         highlevel: HighLevel,
+        counters: Arc<TokenCounters>,
     ) -> Self {
         Self {
             secret_id,
@@ -148,22 +179,13 @@ impl SecretStore {
             highlevel,
             secrets: KeyedLocks::new(),
             generations: AtomicU64::new(1),
-            refreshes: AtomicU64::new(0),
-            unwritten_pairs: AtomicU64::new(0),
+            counters,
         }
     }
 
     /// The secret id as configured (possibly a `{locationId}` template).
     pub(crate) fn secret_id(&self) -> &str {
         &self.secret_id
-    }
-
-    /// Refreshes so far and pairs held unwritten, for the metrics.
-    pub(crate) fn stats(&self) -> TokenStats {
-        TokenStats {
-            refreshes: self.refreshes.load(Ordering::Relaxed),
-            unwritten_pairs: self.unwritten_pairs.load(Ordering::Relaxed),
-        }
     }
 
     /// The token for `location`, refreshing an OAuth pair that expires within the skew.
@@ -336,8 +358,7 @@ impl SecretStore {
             fields,
             entry: refreshed,
         });
-        self.refreshes.fetch_add(1, Ordering::Relaxed);
-        self.unwritten_pairs.fetch_add(1, Ordering::Relaxed);
+        self.counters.refreshed();
         self.write_unwritten(id, state).await?;
         let (token, _) = entry(state, location)?;
         Ok(lease(state, token))
@@ -397,7 +418,7 @@ impl SecretStore {
                 Ok(version_id) => {
                     state.loaded = Some(self.written(document, version_id)?);
                     let written = state.unwritten.len() as u64;
-                    self.unwritten_pairs.fetch_sub(written, Ordering::Relaxed);
+                    self.counters.written(written);
                     state.unwritten.clear();
                     return Ok(());
                 }
@@ -655,7 +676,7 @@ mod tests {
 
     #[test]
     fn refreshes_only_with_the_time_to_store_the_new_pair() {
-        use crate::deadline::Deadline;
+        use crate::request::deadline::Deadline;
         let roomy = Budget::new(
             Duration::from_secs(10),
             Deadline::after(Duration::from_secs(29)),

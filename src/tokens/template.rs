@@ -5,7 +5,7 @@
 //! not be able to name any secret that is not a token secret: it needs fixed text on at least
 //! one side of the placeholder, and no id may turn it into the inbound-auth secret's name.
 
-use crate::ids::{check_id, LocationId, MAX_ID_LEN};
+use crate::request::ids::{check_id, LocationId, MAX_ID_LEN};
 
 /// The placeholder that selects one secret per location.
 pub const LOCATION_PLACEHOLDER: &str = "{locationId}";

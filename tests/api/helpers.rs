@@ -113,7 +113,7 @@ impl Intercept for ReadCounter {
 
 /// The one HTTPS client, as the function builds it.
 pub fn https_client() -> reqwest::Client {
-    ghl_csv_finalize::https::client().expect("the HTTPS client builds")
+    ghl_csv_finalize::app::https::client().expect("the HTTPS client builds")
 }
 
 /// A real SDK client for `endpoint`, sending through the function's HTTPS client, with test
@@ -442,7 +442,7 @@ pub fn kept_json(app: &App) -> Vec<Value> {
 
 /// Sends `request` to `app` (one instance of a deployment) and reads the answer.
 pub async fn send_to(app: &App, request: Request) -> TestResponse {
-    let response = app.handle(request).await;
+    let response = app.respond(request).await;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let text = String::from_utf8(response.body().to_vec()).expect("responses are UTF-8");
@@ -508,7 +508,7 @@ pub async fn spawn_oauth_app(secret: Value, live: &[(&str, &str, &str)], setup: 
 /// Parses a Lambda event into a request with a Lambda context, as the Lambda runtime loop does.
 pub fn request_with_deadline(event: &str, remaining: Duration) -> Request {
     let event: Value = serde_json::from_str(event).expect("the event is JSON");
-    let (request, _) = ghl_csv_finalize::http::event::into_request(event);
+    let (request, _) = ghl_csv_finalize::fronts::http::event::into_request(event);
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -746,7 +746,7 @@ pub fn capture_logs(level: tracing::Level) -> (Captured, tracing::subscriber::De
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
         .json()
-        .with_env_filter(ghl_csv_finalize::logging::filter(level.as_str()))
+        .with_env_filter(ghl_csv_finalize::observe::logging::filter(level.as_str()))
         .with_writer(move || writer.clone())
         .finish();
     keep_callsites_asking();
@@ -808,4 +808,16 @@ pub fn retry_after_secs(response: &TestResponse) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("a Retry-After in seconds: {:?}", response.headers))
+}
+
+/// An address on 127.0.0.1 that refuses every connection for as long as the returned socket
+/// lives: bound but never listened on, so no other test's server can take the port meanwhile
+/// (a port merely freed can be).
+pub fn refusing_address() -> (tokio::net::TcpSocket, String) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("an address"))
+        .expect("bound");
+    let address = format!("http://{}", socket.local_addr().expect("an address"));
+    (socket, address)
 }

@@ -90,7 +90,7 @@ async fn refreshes_an_access_token_that_expires_within_the_skew_and_stores_the_n
         assert_eq!(refresh.body["client_id"], CLIENT_ID);
         let secret_id = ghl_csv_finalize::tokens::resolve(
             &t.token_secret_id,
-            &ghl_csv_finalize::ids::LocationId::parse(LOCATION).unwrap(),
+            &ghl_csv_finalize::request::ids::LocationId::parse(LOCATION).unwrap(),
         );
         let secret = stored(&secret_id).await;
         let (access, refresh) = live(&t, LOCATION);

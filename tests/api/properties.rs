@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use base64::Engine;
 use ghl_csv_finalize::auth::InboundKeys;
-use ghl_csv_finalize::http::inbound::{self, BodyKind, Sources};
+use ghl_csv_finalize::fronts::http::inbound::{self, BodyKind, Sources};
 use ghl_csv_finalize::local::standin::{Behaviour, StandIn};
 use ghl_csv_finalize::{App, Config};
 use http::{HeaderMap, HeaderValue};
@@ -252,7 +252,7 @@ proptest! {
         let mut builder = http::Request::builder().method(method).uri(uri.as_str());
         if let Some(ct) = content_type { builder = builder.header("content-type", ct); }
         let Ok(request) = builder.body(if body.is_empty() { Body::Empty } else { Body::Binary(body) }) else { return Ok(()) };
-        let response = world.runtime.block_on(world.app.handle(request));
+        let response = world.runtime.block_on(world.app.respond(request));
         let status = response.status().as_u16();
         prop_assert!([200, 400, 405, 413, 415].contains(&status), "status {}", status);
         let json: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
@@ -339,8 +339,8 @@ proptest! {
     #[test]
     fn any_event_of_any_kind_is_answered_from_the_contract(event in hostile_event()) {
         let world = world();
-        let (request, _) = ghl_csv_finalize::http::event::into_request(event);
-        let response = world.runtime.block_on(world.app.handle(request));
+        let (request, _) = ghl_csv_finalize::fronts::http::event::into_request(event);
+        let response = world.runtime.block_on(world.app.respond(request));
         let status = response.status().as_u16();
         prop_assert!([200, 400, 405, 413, 415].contains(&status), "status {}", status);
         let json: Value = serde_json::from_slice(response.body().as_ref()).unwrap();

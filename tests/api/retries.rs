@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use crate::helpers::*;
-use tokio::net::TcpListener;
 
 fn status(code: u16) -> Scripted {
     Scripted::status(code)
@@ -150,9 +149,7 @@ async fn sends_nothing_when_the_lambda_deadline_leaves_no_time() {
 
 #[tokio::test]
 async fn retries_a_refused_connection_and_then_answers_503() {
-    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let (refusing, url) = refusing_address();
     let t = spawn_app_with(Setup {
         api_base_url: Some(url),
         ..Setup::default()
@@ -163,6 +160,7 @@ async fn retries_a_refused_connection_and_then_answers_503() {
     assert_eq!(code(&response), "upstream_unavailable");
     assert_eq!(response.body["attempts"], 3);
     assert!(response.headers.contains_key("retry-after"));
+    drop(refusing);
 }
 
 #[tokio::test]

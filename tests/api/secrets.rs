@@ -257,9 +257,7 @@ async fn throttling_and_server_errors_are_transient() {
 
 #[tokio::test]
 async fn an_unreachable_secrets_manager_is_transient() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    drop(listener);
+    let (socket, endpoint) = refusing_address();
     let t = spawn_app_with(Setup {
         token_secret: None,
         auth_secret: None,
@@ -270,6 +268,7 @@ async fn an_unreachable_secrets_manager_is_transient() {
     let response = answered_within(Duration::from_secs(10), t.invoke(EV_PATH_PARAMS)).await;
     assert_eq!(response.status, 503, "{}", response.text);
     assert_eq!(code(&response), "secret_unavailable");
+    drop(socket);
 }
 
 /// The path-parameter event for another location.

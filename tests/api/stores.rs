@@ -207,7 +207,7 @@ impl TestApp {
 /// Works an SQS event through one instance, with 30 s to its deadline.
 pub async fn work_on(app: &ghl_csv_finalize::App, event: &Value) -> Value {
     let answer = app
-        .work(event.clone(), &context(Duration::from_secs(30)))
+        .work_sqs(event.clone(), &context(Duration::from_secs(30)))
         .await;
     serde_json::to_value(answer).expect("the batch answer serializes")
 }

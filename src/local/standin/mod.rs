@@ -5,19 +5,19 @@
 //! documents it: 200 `CsvPostStatusResponseDTO`, 400 `BadRequestDTO` (wrong `Version`, or a
 //! csvId starting with `unknown`), 401 `UnauthorizedDTO` (no bearer token, or not the one
 //! required), 422 `UnprocessableDTO` (a body that is not an object with a string `userId`).
-//! `POST /oauth/token` refreshes OAuth pairs ([`oauth`]). On purpose it can misbehave:
+//! `POST /oauth/token` refreshes OAuth pairs ([`token_endpoint`]). On purpose it can misbehave:
 //! [`Faults`] (a share of 429s or 5xx, slowness) for load runs, a [`Scripted`] answer per
 //! request (any status and body, `Retry-After`, a connection closed before or during the
 //! answer, a trickling body, silence), and idle kept-alive connections closed behind the
 //! client's back. Every request is recorded with its credentials redacted.
 
-mod oauth;
-mod ratelimit;
+mod burst;
 mod script;
+mod token_endpoint;
 
-pub use oauth::TokenEndpoint;
-pub use ratelimit::BurstLimit;
+pub use burst::BurstLimit;
 pub use script::{Reply, Scripted};
+pub use token_endpoint::TokenEndpoint;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -95,10 +95,10 @@ struct State {
     behaviour: Behaviour,
     received: Mutex<Vec<Received>>,
     script: Mutex<VecDeque<Scripted>>,
-    pairs: Mutex<oauth::Pairs>,
+    pairs: Mutex<token_endpoint::Pairs>,
     finalize_count: AtomicU64,
     finalized: AtomicU64,
-    windows: ratelimit::Windows,
+    windows: burst::Windows,
     log_to_stdout: bool,
 }
 
@@ -134,10 +134,10 @@ impl StandIn {
             behaviour,
             received: Mutex::new(Vec::new()),
             script: Mutex::new(VecDeque::new()),
-            pairs: Mutex::new(oauth::Pairs::default()),
+            pairs: Mutex::new(token_endpoint::Pairs::default()),
             finalize_count: AtomicU64::new(0),
             finalized: AtomicU64::new(0),
-            windows: ratelimit::Windows::default(),
+            windows: burst::Windows::default(),
             log_to_stdout,
         });
         let shared = Arc::clone(&state);
@@ -258,7 +258,7 @@ async fn answer(
         HashMap::new()
     };
     if is_token_call {
-        received.body = oauth::redacted_form(&form);
+        received.body = token_endpoint::redacted_form(&form);
     }
     // Recorded on arrival, so a request still waiting for its answer is seen too.
     let index = (!state.behaviour.forget_requests).then(|| {
@@ -440,8 +440,7 @@ fn finalize_target<'a>(method: &Method, path: &'a str) -> Option<(&'a str, &'a s
 fn fault(faults: &Faults, n: u64) -> Option<(u16, Option<String>)> {
     let status = faults.fault_status.unwrap_or(429);
     let random_hit = faults.random_fault_rate > 0.0
-        && (crate::highlevel::retry::random_u64() % 10_000) as f64 / 10_000.0
-            < faults.random_fault_rate;
+        && (crate::random::random_u64() % 10_000) as f64 / 10_000.0 < faults.random_fault_rate;
     (n < faults.fail_first || random_hit).then(|| (status, faults.retry_after.clone()))
 }
 

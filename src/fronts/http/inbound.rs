@@ -5,12 +5,13 @@
 //! come from the path, the query string and the body (JSON or form, with aliases and HighLevel's
 //! `customData`); wherever a field is given more than once, every value must agree.
 
-use http::{HeaderValue, Method};
+use http::{HeaderMap, HeaderValue, Method};
 use serde_json::{Map, Value};
 
 use crate::error::Error;
-use crate::ids::{check_id, CsvId, LocationId, UserId};
-use crate::service::FinalizeRequest;
+use crate::request::ids::{check_id, CsvId, LocationId, UserId};
+use crate::request::key::{IdempotencyKey, KeyKind};
+use crate::request::FinalizeRequest;
 
 /// Largest accepted request body, in bytes (256 KiB).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -173,7 +174,7 @@ impl Name {
 
 /// The value found so far for one field, and where it came from.
 #[derive(Debug, Default)]
-struct Found {
+struct FieldValue {
     value: Option<(String, &'static str)>,
     /// Offered by the body (or its `customData`).
     in_body: bool,
@@ -183,13 +184,13 @@ struct Found {
 
 #[derive(Debug, Default)]
 struct Fields {
-    location: Found,
-    csv: Found,
-    user: Found,
+    location: FieldValue,
+    csv: FieldValue,
+    user: FieldValue,
 }
 
 impl Fields {
-    fn found(&mut self, name: Name) -> &mut Found {
+    fn field(&mut self, name: Name) -> &mut FieldValue {
         match name {
             Name::Location => &mut self.location,
             Name::Csv => &mut self.csv,
@@ -202,7 +203,7 @@ impl Fields {
         let field = name.field();
         check_id(value)
             .map_err(|e| Error::invalid_field(field, format!("{field} in the {origin} {e}")))?;
-        let found = self.found(name);
+        let found = self.field(name);
         if origin.starts_with("body") {
             found.in_body = true;
         } else {
@@ -414,6 +415,32 @@ fn offer_object(
         }
     }
     Ok(())
+}
+
+/// The request's idempotency key: its `webhook-id` header, else its `Idempotency-Key` header,
+/// else its csvId. A key header that is not 1–255 visible ASCII characters is a 400 naming it.
+pub fn idempotency_key(
+    request: &FinalizeRequest,
+    headers: &HeaderMap,
+) -> Result<IdempotencyKey, Error> {
+    for kind in [KeyKind::WebhookId, KeyKind::IdempotencyKey] {
+        let Some(header) = kind.header() else {
+            continue;
+        };
+        if let Some(value) = headers.get(header) {
+            return value
+                .to_str()
+                .ok()
+                .and_then(|text| IdempotencyKey::parse(kind, text))
+                .ok_or_else(|| {
+                    Error::invalid_field(
+                        header,
+                        "an idempotency key must be 1 to 255 visible ASCII characters",
+                    )
+                });
+        }
+    }
+    Ok(IdempotencyKey::csv(&request.csv_id))
 }
 
 #[cfg(test)]
@@ -776,5 +803,44 @@ mod tests {
             kind: BodyKind::Form,
         });
         assert_eq!(field_of(result), None);
+    }
+
+    fn keyed(headers: &[(&'static str, &str)]) -> Result<IdempotencyKey, Error> {
+        let request = from_json(json!({"locationId": "L1", "csvId": "C1"})).unwrap();
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                map.insert(*name, value);
+            }
+        }
+        idempotency_key(&request, &map)
+    }
+
+    #[test]
+    fn the_key_comes_from_webhook_id_then_idempotency_key_then_the_csv_id() {
+        let key = keyed(&[]).unwrap();
+        assert_eq!((key.kind(), key.as_str()), (KeyKind::CsvId, "C1"));
+        let key = keyed(&[("idempotency-key", "k-1")]).unwrap();
+        assert_eq!((key.kind(), key.as_str()), (KeyKind::IdempotencyKey, "k-1"));
+        let key = keyed(&[("idempotency-key", "k-1"), ("webhook-id", "msg_1")]).unwrap();
+        assert_eq!((key.kind(), key.as_str()), (KeyKind::WebhookId, "msg_1"));
+    }
+
+    #[test]
+    fn refuses_a_key_header_that_is_empty_too_long_or_not_visible_ascii() {
+        for bad in ["", " ", &"k".repeat(256), "a b", "é"] {
+            for header in ["idempotency-key", "webhook-id"] {
+                if HeaderValue::from_str(bad).is_ok() {
+                    let error = keyed(&[(header, bad)]).unwrap_err();
+                    let named = if header == "webhook-id" {
+                        "webhook-id"
+                    } else {
+                        "Idempotency-Key"
+                    };
+                    assert_eq!(error.field(), Some(named), "{header}: {bad:?}");
+                }
+            }
+        }
+        assert!(keyed(&[("idempotency-key", &"k".repeat(255))]).is_ok());
     }
 }

@@ -1,10 +1,16 @@
-//! The function assembled: clients built once at start, delivery around the service, and its
-//! fronts.
+//! The function assembled: its configuration, clients built once at start, delivery around the
+//! service, and the fronts with their observer.
 //!
-//! [`App::build`] makes every client once per instance (the AWS clients the configuration
-//! needs, HighLevel) and wires them into the [`FinalizeService`], [`Delivery`] and the
-//! [`HttpFront`]; [`App::handle`] answers one HTTP request with them, [`App::work`] one SQS
-//! batch. Nothing is read from Secrets Manager until a request needs it.
+//! [`App::build`] makes every client once per instance (the one HTTPS client of [`https`], the
+//! AWS clients the [`config`] needs, HighLevel) and wires them into the [`FinalizeService`],
+//! [`Delivery`], the [`HttpFront`] and the [`Observer`] the fronts write through;
+//! [`App::respond`] answers one HTTP request with them, [`App::work_sqs`] one SQS batch, and
+//! [`lambda::run`] serves Lambda invocations with both. Nothing is read from Secrets Manager
+//! until a request needs it.
+
+pub mod config;
+pub mod https;
+pub mod lambda;
 
 use std::sync::Arc;
 
@@ -15,16 +21,17 @@ use serde_json::Value;
 use crate::auth::InboundAuth;
 use crate::aws::AwsClients;
 use crate::cache::SingleFlightCache;
-use crate::config::{Config, InboundAuthConfig, QueueConfig, RecordsConfig, TokenSourceConfig};
-use crate::delivery::{Delivery, DeliverySettings};
+use crate::delivery::Delivery;
+use crate::fronts::http::HttpFront;
+use crate::fronts::sqs_batch;
 use crate::highlevel::HighLevel;
-use crate::http::HttpFront;
 use crate::observe::Observer;
 use crate::queue::memory::MemoryQueue;
 use crate::queue::{sqs::SqsQueue, Queue};
 use crate::records::{dynamodb::DynamoRecords, memory::MemoryRecords, Records};
-use crate::service::{FinalizeService, Settings};
-use crate::tokens::{SecretStore, TokenSource};
+use crate::service::FinalizeService;
+use crate::tokens::{SecretStore, TokenCounters, TokenSource};
+use config::{Config, InboundAuthConfig, QueueConfig, RecordsConfig, TokenSourceConfig};
 
 /// Why the app could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -39,18 +46,19 @@ impl BuildError {
     }
 }
 
-/// The function: delivery around the finalize service, and the fronts, created once per
-/// instance.
+/// The function: delivery around the finalize service, and the fronts with the observer they
+/// write through, created once per instance.
 pub struct App {
     delivery: Delivery,
     http: HttpFront,
+    observer: Observer,
     memory_queue: Option<Arc<MemoryQueue>>,
 }
 
 impl App {
     /// Builds the clients, the AWS ones from the full AWS configuration chain (the local tools).
     pub async fn build(config: Config) -> Result<Self, BuildError> {
-        let http = crate::https::client().map_err(BuildError)?;
+        let http = crate::app::https::client().map_err(BuildError)?;
         let aws = AwsClients::from_env(&http, config.services()).await;
         Self::build_with(config, http, aws).await
     }
@@ -72,6 +80,7 @@ impl App {
         let ttl = config.secret_cache_ttl;
         let highlevel = HighLevel::new(http, config.api_version.clone(), &config.api_base_url)
             .map_err(BuildError)?;
+        let token_counters = Arc::new(TokenCounters::default());
         let tokens = match config.token_source {
             TokenSourceConfig::SecretsManager { secret_id } => {
                 TokenSource::SecretsManager(Box::new(SecretStore::new(
@@ -80,6 +89,7 @@ impl App {
                     ttl,
                     config.oauth_refresh_skew,
                     highlevel.clone(),
+                    Arc::clone(&token_counters),
                 )))
             }
             TokenSourceConfig::Local(token) => TokenSource::Local(token),
@@ -127,54 +137,61 @@ impl App {
         let service = FinalizeService::new(
             tokens,
             highlevel,
-            Settings {
-                upstream_timeout: config.upstream_timeout,
-                max_attempts: config.max_attempts,
-                dry_run: config.dry_run,
-            },
+            config.upstream_timeout,
+            config.max_attempts,
+            config.dry_run,
         );
-        let settings = DeliverySettings {
-            record_ttl: delivery.record_ttl,
-            max_receives: delivery.max_receives,
-            observer: Observer::new(config.metrics_namespace.clone(), config.lines.clone()),
-        };
+        let observer = Observer::new(
+            config.metrics_namespace.clone(),
+            config.lines.clone(),
+            token_counters,
+        );
         Ok(Self {
-            delivery: Delivery::new(service, records, queue, settings),
+            delivery: Delivery::new(
+                service,
+                records,
+                queue,
+                delivery.record_ttl,
+                delivery.max_receives,
+            ),
             http,
+            observer,
             memory_queue,
         })
     }
 
     /// Answers one HTTP request (a Lambda HTTP event or a local one). Never fails: every
     /// outcome is a response.
-    pub async fn handle(&self, request: Request) -> Response<Body> {
-        self.http.handle(&self.delivery, request).await
+    pub async fn respond(&self, request: Request) -> Response<Body> {
+        self.http
+            .answer(&self.delivery, &self.observer, request)
+            .await
     }
 
     /// Works one SQS event (queue mode's worker) and answers with its batch item failures.
     /// Never fails: a message that cannot be handled now is reported, so SQS keeps it.
-    pub async fn work(
+    pub async fn work_sqs(
         &self,
         event: Value,
         context: &Context,
     ) -> aws_lambda_events::sqs::SqsBatchResponse {
-        crate::worker::handle(&self.delivery, event, context).await
+        sqs_batch::work_event(&self.delivery, &self.observer, event, context).await
     }
 
     /// The audit lines and metrics written so far, when they are kept in memory (the tests and
     /// the local tools that print their own output); none when they go to stdout.
     pub fn kept_lines(&self) -> Vec<String> {
-        self.delivery.observer().lines().kept()
+        self.observer.lines().kept()
     }
 
-    /// The in-memory queue of `serve --queue` and `demo --queue`, for their local worker.
+    /// The in-memory queue of `serve --queue` and `demo --queue`, for its loop.
     pub fn memory_queue(&self) -> Option<Arc<MemoryQueue>> {
         self.memory_queue.clone()
     }
 
-    /// Delivery, for the local worker's front.
+    /// Delivery and the fronts' observer, for the in-memory queue's loop (a front of its own).
     #[cfg(feature = "local")]
-    pub(crate) fn delivery(&self) -> &Delivery {
-        &self.delivery
+    pub(crate) fn delivery_and_observer(&self) -> (&Delivery, &Observer) {
+        (&self.delivery, &self.observer)
     }
 }

@@ -1,4 +1,4 @@
-//! The queue worker's front: an SQS event from Lambda's event source mapping (with
+//! Queue mode's worker front: an SQS event from Lambda's event source mapping (with
 //! `ReportBatchItemFailures`) to [`Delivery::work`], and the batch answer back.
 //!
 //! A message to come back later has its visibility set to the delay delivery asks for and is
@@ -11,11 +11,11 @@ use futures_util::future::join_all;
 use lambda_http::lambda_runtime::Context;
 use serde_json::Value;
 
-use crate::deadline::Deadline;
-use crate::delivery::worker::{Received, Settled};
 use crate::delivery::Delivery;
 use crate::error::chain;
-use crate::service::Invocation;
+use crate::observe::Observer;
+use crate::queue::{Disposition, ReceivedMessage};
+use crate::request::Invocation;
 
 /// Whether a Lambda event is an SQS batch (`Records[0].eventSource == "aws:sqs"`).
 pub fn is_sqs_event(event: &Value) -> bool {
@@ -25,16 +25,14 @@ pub fn is_sqs_event(event: &Value) -> bool {
         == Some("aws:sqs")
 }
 
-/// Works one SQS event; never fails.
-pub(crate) async fn handle(
+/// Works one SQS event, writing each message's audit line through `observer`; never fails.
+pub(crate) async fn work_event(
     delivery: &Delivery,
+    observer: &Observer,
     event: Value,
     context: &Context,
 ) -> SqsBatchResponse {
-    let invocation = Invocation {
-        request_id: context.request_id.clone(),
-        deadline: Deadline::from_lambda_ms(context.deadline),
-    };
+    let invocation = Invocation::of(Some(context));
     let mut answer = SqsBatchResponse::default();
     let event: SqsEvent = match serde_json::from_value(event.clone()) {
         Ok(parsed) => parsed,
@@ -46,10 +44,10 @@ pub(crate) async fn handle(
             return answer;
         }
     };
-    let received: Vec<Received> = event
+    let received: Vec<ReceivedMessage> = event
         .records
         .iter()
-        .map(|message| Received {
+        .map(|message| ReceivedMessage {
             message_id: message.message_id.clone().unwrap_or_default(),
             body: message.body.clone().unwrap_or_default(),
             receives: message
@@ -59,17 +57,20 @@ pub(crate) async fn handle(
                 .unwrap_or(1),
         })
         .collect();
-    let settled = delivery.work(&received, &invocation).await;
-    let later = event.records.iter().zip(&received).zip(settled).filter_map(
-        |((message, received), settled)| match settled {
-            Settled::Done => None,
-            Settled::Later(delay) => Some((
+    let dispositions = super::work_batch(delivery, observer, &received, &invocation).await;
+    let later = event
+        .records
+        .iter()
+        .zip(&received)
+        .zip(dispositions)
+        .filter_map(|((message, received), disposition)| match disposition {
+            Disposition::Done => None,
+            Disposition::Later(delay) => Some((
                 message.receipt_handle.as_deref(),
                 received.message_id.as_str(),
                 delay,
             )),
-        },
-    );
+        });
     let delays = later.map(|(receipt, message_id, delay)| async move {
         if let (Some(queue), Some(receipt)) = (delivery.queue(), receipt) {
             if let Err(error) = queue.delay(receipt, delay).await {

@@ -5,11 +5,11 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use lambda_http::{Body, Response};
 use serde_json::{json, Map, Value};
 
-use crate::delivery::{Submission, Submitted};
+use crate::delivery::{Delivered, Receipt};
 use crate::error::Error;
-use crate::highlevel::retry::retry_after_header;
+use crate::highlevel::Outcome;
 use crate::records::{Record, Status};
-use crate::service::{FinalizeRequest, Outcome};
+use crate::request::FinalizeRequest;
 
 /// The header that marks an answer given again from a finalized record.
 pub const REPLAYED_HEADER: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -29,18 +29,18 @@ pub fn finalization(record: &Record, request_id: &str) -> Response<Body> {
 
 /// The answer to a finalize request that reached delivery: the outcome, the stored answer
 /// again, 202 for a queued one, or why its record refused it — with its `finalizationId`.
-pub(crate) fn submitted(
+pub(crate) fn receipt(
     request: &FinalizeRequest,
-    submitted: &Submitted,
+    receipt: &Receipt,
     request_id: &str,
 ) -> Response<Body> {
-    let id = submitted.finalization_id.as_ref().map(|id| id.as_str());
-    match &submitted.result {
-        Submission::Ran(ran) => outcome(request, ran, id, request_id),
-        Submission::Replayed(record) => replayed(record, request_id),
-        Submission::Accepted => queued(request, Status::Queued, id, request_id),
-        Submission::Queued(status) => queued(request, *status, id, request_id),
-        Submission::Refused(refusal) => error(refusal, 0, id, request_id),
+    let id = receipt.finalization_id.as_ref().map(|id| id.as_str());
+    match &receipt.result {
+        Delivered::Ran(ran) => outcome(request, ran, id, request_id),
+        Delivered::Replayed(record) => replayed(record, request_id),
+        Delivered::Accepted => queued(request, Status::Queued, id, request_id),
+        Delivered::Queued(status) => queued(request, *status, id, request_id),
+        Delivered::Refused(refusal) => error(refusal, 0, id, request_id),
     }
 }
 
@@ -189,6 +189,14 @@ fn respond(status: StatusCode, body: Value) -> Response<Body> {
     response
 }
 
+/// Whole seconds for a `Retry-After` header we send: rounded up, at least 1.
+fn retry_after_header(delay: std::time::Duration) -> u64 {
+    let whole = delay
+        .as_secs()
+        .saturating_add(u64::from(delay.subsec_nanos() > 0));
+    whole.max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,8 +247,8 @@ mod tests {
 
     fn request() -> FinalizeRequest {
         FinalizeRequest {
-            location_id: crate::ids::LocationId::parse("L1").unwrap(),
-            csv_id: crate::ids::CsvId::parse("C1").unwrap(),
+            location_id: crate::request::ids::LocationId::parse("L1").unwrap(),
+            csv_id: crate::request::ids::CsvId::parse("C1").unwrap(),
             user_id: None,
         }
     }
@@ -286,8 +294,8 @@ mod tests {
         Record {
             id: crate::records::FinalizationId::parse("fz_0123456789abcdef0123456789abcdef")
                 .unwrap(),
-            location_id: crate::ids::LocationId::parse("L1").unwrap(),
-            csv_id: crate::ids::CsvId::parse("C1").unwrap(),
+            location_id: crate::request::ids::LocationId::parse("L1").unwrap(),
+            csv_id: crate::request::ids::CsvId::parse("C1").unwrap(),
             user_id: None,
             status: Status::Finalized,
             attempts: 1,
@@ -304,20 +312,20 @@ mod tests {
 
     #[test]
     fn a_replay_gives_the_stored_answer_again_marked_as_such() {
-        let first = Submitted {
+        let first = Receipt {
             finalization_id: Some(record().id),
-            result: Submission::Ran(Outcome::Finalized {
+            result: Delivered::Ran(Outcome::Finalized {
                 reply: UpstreamReply::new(200, json!({"success": true}), false),
                 attempts: 1,
                 call: Default::default(),
             }),
         };
-        let first = body_of(&submitted(&request(), &first, "r1"));
-        let again = submitted(
+        let first = body_of(&receipt(&request(), &first, "r1"));
+        let again = receipt(
             &request(),
-            &Submitted {
+            &Receipt {
                 finalization_id: Some(record().id),
-                result: Submission::Replayed(record()),
+                result: Delivered::Replayed(record()),
             },
             "r2",
         );
@@ -343,22 +351,22 @@ mod tests {
 
     #[test]
     fn a_queued_request_is_accepted_with_its_finalization_id() {
-        let queued = Submitted {
+        let queued = Receipt {
             finalization_id: Some(record().id),
-            result: Submission::Queued(Status::Queued),
+            result: Delivered::Queued(Status::Queued),
         };
-        let response = submitted(&request(), &queued, "r");
+        let response = receipt(&request(), &queued, "r");
         assert_eq!(response.status(), 202);
         assert_eq!(
             body_of(&response),
             json!({"ok": true, "status": "queued", "locationId": "L1", "csvId": "C1",
                    "finalizationId": "fz_0123456789abcdef0123456789abcdef", "requestId": "r"})
         );
-        let refused = Submitted {
+        let refused = Receipt {
             finalization_id: Some(record().id),
-            result: Submission::Refused(Error::RequestInProgress),
+            result: Delivered::Refused(Error::RequestInProgress),
         };
-        let response = submitted(&request(), &refused, "r");
+        let response = receipt(&request(), &refused, "r");
         assert_eq!(
             (
                 response.status().as_u16(),
@@ -376,5 +384,19 @@ mod tests {
     fn renders_the_allow_header_on_405() {
         let response = error(&Error::MethodNotAllowed, 0, None, "r");
         assert_eq!(response.headers()["allow"], "POST, GET");
+    }
+
+    #[test]
+    fn rounds_our_retry_after_up_to_whole_seconds_however_long() {
+        use std::time::Duration;
+        assert_eq!(retry_after_header(Duration::ZERO), 1);
+        assert_eq!(retry_after_header(Duration::from_millis(1500)), 2);
+        assert_eq!(retry_after_header(Duration::from_secs(30)), 30);
+        assert_eq!(
+            retry_after_header(Duration::from_secs(u64::MAX)),
+            u64::MAX,
+            "an absurd wait stays merely long"
+        );
+        assert_eq!(retry_after_header(Duration::MAX), u64::MAX);
     }
 }

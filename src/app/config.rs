@@ -10,7 +10,7 @@ use reqwest::header::HeaderValue;
 use url::Url;
 
 use crate::aws::Services;
-use crate::ids::UserId;
+use crate::request::ids::UserId;
 use crate::tokens::Token;
 
 /// Default HighLevel API base URL.

@@ -23,6 +23,11 @@ pub(crate) fn unix_now() -> Duration {
         .unwrap_or_default()
 }
 
+/// Milliseconds since the Unix epoch, as records, messages and metrics count time.
+pub(crate) fn unix_ms() -> u64 {
+    u64::try_from(unix_now().as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Whole seconds since the Unix epoch, as the secrets and webhook timestamps count them.
 pub(crate) fn unix_seconds() -> i64 {
     i64::try_from(unix_now().as_secs()).unwrap_or(i64::MAX)

@@ -1,9 +1,10 @@
 //! The HTTP front: Lambda HTTP events and the local server, on one handler.
 //!
-//! [`HttpFront::handle`] runs the contract's checks in order — method (405), body size (413),
-//! authentication (401), content type (415), body and fields (400) — hands a
-//! [`FinalizeRequest`] to [`Delivery`] (which runs, replays or queues it), and turns what
-//! happened into the response and the request's log line, each in one place. The status route
+//! [`HttpFront::answer`] runs the contract's checks in order — method (405), body size (413),
+//! authentication (401), content type (415), body, fields and idempotency key (400) — hands a
+//! [`FinalizeRequest`] and its [`IdempotencyKey`] to [`Delivery`] (which runs, replays or
+//! queues it), and turns what happened into the response and the request's audit line, each in
+//! one place. The status route
 //! (`GET …/finalizations/{id}`) is checked the same way and reads a record.
 //!
 //! - [`event`]: Lambda HTTP events to `http::Request` and back, in each origin's format.
@@ -14,20 +15,20 @@ pub mod event;
 pub mod inbound;
 pub mod response;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use http::Method;
 use lambda_http::{Body, Request, RequestExt, Response};
 
 use crate::auth::{Credential, InboundAuth, Proof};
-use crate::deadline::{unix_now, Deadline};
-use crate::delivery::{Delivery, Submission, Submitted};
+use crate::delivery::{Delivered, Delivery, Receipt};
 use crate::error::{chain, Error};
-use crate::ids::UserId;
-use crate::observe::{Audit, Measures, Mode};
-use crate::records::{key_for, FinalizationId, Record};
-use crate::service::{FinalizeRequest, Invocation};
+use crate::observe::{Audit, Measures, Mode, Observer};
+use crate::records::{FinalizationId, Record};
+use crate::request::deadline::Deadline;
+use crate::request::ids::UserId;
+use crate::request::key::IdempotencyKey;
+use crate::request::{FinalizeRequest, Invocation};
 use event::{Caller, InvalidBase64Body, MalformedEvent, PathParams};
 use inbound::{Route, Sources};
 
@@ -35,8 +36,8 @@ use inbound::{Route, Sources};
 enum Accepted {
     /// `GET …/healthz`.
     Health,
-    /// A finalize request, with its record's id when records are kept.
-    Finalize(FinalizeRequest, Option<FinalizationId>),
+    /// A finalize request, with its idempotency key when records are kept.
+    Finalize(FinalizeRequest, Option<IdempotencyKey>),
     /// `GET …/finalizations/{id}` by a caller who may see the locations it may act for.
     Lookup(FinalizationId),
 }
@@ -54,7 +55,7 @@ enum Handled {
     /// A check refused the request before delivery saw it.
     Refused(Error),
     /// Delivery handled it.
-    Finalize(FinalizeRequest, Submitted),
+    Finalize(FinalizeRequest, Receipt),
     /// The status route found the record.
     Found(Record),
 }
@@ -73,10 +74,16 @@ impl HttpFront {
         !matches!(self.auth, InboundAuth::Disabled)
     }
 
-    /// Answers one request. Never fails: every outcome is a response.
-    pub(crate) async fn handle(&self, delivery: &Delivery, request: Request) -> Response<Body> {
+    /// Answers one request through `delivery`, writing its audit line through `observer`.
+    /// Never fails: every outcome is a response.
+    pub(crate) async fn answer(
+        &self,
+        delivery: &Delivery,
+        observer: &Observer,
+        request: Request,
+    ) -> Response<Body> {
         let started = Instant::now();
-        let invocation = invocation_of(&request);
+        let invocation = Invocation::of(request.lambda_context_ref());
         let mut credential = None;
         let handled = match self
             .accept(&request, delivery, invocation.deadline, &mut credential)
@@ -84,8 +91,8 @@ impl HttpFront {
         {
             Ok(Accepted::Health) => Handled::Health,
             Ok(Accepted::Finalize(finalize, key)) => {
-                let submitted = delivery.submit(&finalize, key, &invocation).await;
-                Handled::Finalize(finalize, submitted)
+                let receipt = delivery.submit(&finalize, key.as_ref(), &invocation).await;
+                Handled::Finalize(finalize, receipt)
             }
             Ok(Accepted::Lookup(id)) => {
                 let caller = credential.as_ref();
@@ -101,8 +108,8 @@ impl HttpFront {
         let response = match &handled {
             Handled::Health => response::health(request_id),
             Handled::Refused(error) => response::error(error, 0, None, request_id),
-            Handled::Finalize(finalize, submitted) => {
-                response::submitted(finalize, submitted, request_id)
+            Handled::Finalize(finalize, receipt) => {
+                response::receipt(finalize, receipt, request_id)
             }
             Handled::Found(record) => response::finalization(record, request_id),
         };
@@ -122,7 +129,7 @@ impl HttpFront {
             duration_ms: started.elapsed().as_millis() as u64,
             ..Audit::default()
         };
-        observe(delivery, audit, &handled);
+        observe(observer, audit, &handled);
         response
     }
 
@@ -189,35 +196,13 @@ impl HttpFront {
         }
         let key = delivery
             .keeps_records()
-            .then(|| key_for(&finalize, request.headers()))
+            .then(|| inbound::idempotency_key(&finalize, request.headers()))
             .transpose()?;
         if !caller.allows(&finalize.location_id) {
             return Err(Error::CredentialNotAllowed(finalize.location_id));
         }
         Ok(Accepted::Finalize(finalize, key))
     }
-}
-
-/// The invocation's facts from the Lambda context, or made up for a local request.
-fn invocation_of(request: &Request) -> Invocation {
-    match request.lambda_context_ref() {
-        Some(context) if !context.request_id.is_empty() => Invocation {
-            request_id: context.request_id.clone(),
-            deadline: Deadline::from_lambda_ms(context.deadline),
-        },
-        _ => Invocation {
-            request_id: local_request_id(),
-            deadline: Deadline::NONE,
-        },
-    }
-}
-
-/// `local-…`: unique within the process, and unlikely to repeat across runs.
-fn local_request_id() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let nanos = unix_now().as_nanos() as u64;
-    format!("local-{:016x}", nanos.rotate_left(17) ^ n)
 }
 
 /// The `webhook-id` header for the audit line, when it is a plausible id (1–255 visible ASCII
@@ -231,7 +216,7 @@ fn webhook_id(headers: &http::HeaderMap) -> Option<String> {
 /// The request's audit line and metrics (who asked — the credential's name, never the
 /// credential —, what, what came of it, how long it took), and for a server-side failure its
 /// cause in the log.
-fn observe(delivery: &Delivery, mut audit: Audit, handled: &Handled) {
+fn observe(observer: &Observer, mut audit: Audit, handled: &Handled) {
     let mut measures = Measures::default();
     let error = match handled {
         Handled::Health => None,
@@ -242,28 +227,26 @@ fn observe(delivery: &Delivery, mut audit: Audit, handled: &Handled) {
             audit.csv_id = Some(record.csv_id.as_str().to_owned());
             None
         }
-        Handled::Finalize(request, submitted) => {
-            audit.finalization_id = submitted
+        Handled::Finalize(request, receipt) => {
+            audit.finalization_id = receipt
                 .finalization_id
                 .as_ref()
                 .map(|id| id.as_str().to_owned());
             audit.location_id = Some(request.location_id.as_str().to_owned());
             audit.csv_id = Some(request.csv_id.as_str().to_owned());
-            audit.attempts = submitted.attempts();
-            if let Submission::Ran(outcome) = &submitted.result {
+            audit.attempts = receipt.attempts();
+            if let Delivered::Ran(outcome) = &receipt.result {
                 audit.upstream_status = outcome.call().last_status;
                 measures = Measures::of(outcome);
             }
-            audit.replayed = matches!(submitted.result, Submission::Replayed(_));
-            measures.queued = matches!(submitted.result, Submission::Accepted);
-            submitted.error()
+            audit.replayed = matches!(receipt.result, Delivered::Replayed(_));
+            measures.queued = matches!(receipt.result, Delivered::Accepted);
+            receipt.error()
         }
     };
     audit.code = error.map(Error::code);
     if let Some(error) = error.filter(|_| audit.status >= 500) {
         tracing::error!(request_id = %audit.request_id, code = error.code(), cause = %chain(error), "request failed");
     }
-    delivery
-        .observer()
-        .record(&audit, measures, delivery.token_stats());
+    observer.record(&audit, measures);
 }

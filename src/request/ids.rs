@@ -5,7 +5,7 @@
 //! checked: no slashes, dots, percent signs, spaces or unicode can smuggle in a different path.
 //!
 //! ```
-//! use ghl_csv_finalize::ids::{CsvId, IdError, LocationId};
+//! use ghl_csv_finalize::request::ids::{CsvId, IdError, LocationId};
 //!
 //! assert_eq!(LocationId::parse("ve9EPM428h8vShlRW1KT").unwrap().as_str(), "ve9EPM428h8vShlRW1KT");
 //! assert_eq!(CsvId::parse("../../oauth/token"), Err(IdError::BadCharacter));
