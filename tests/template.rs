@@ -232,6 +232,11 @@ fn keeps_records_in_an_on_demand_table_with_ttl_and_point_in_time_recovery_by_de
         t["Parameters"]["IdempotencyTtlSecs"]["Default"].as_u64(),
         Some(ghl_csv_finalize::app::config::DEFAULT_IDEMPOTENCY_TTL_SECS)
     );
+    assert_eq!(
+        t["Parameters"]["IdempotencyTtlSecs"]["MinValue"].as_u64(),
+        Some(ghl_csv_finalize::app::config::MIN_IDEMPOTENCY_TTL_SECS),
+        "the template refuses a TTL the function would refuse at start"
+    );
 }
 
 #[test]
@@ -516,10 +521,40 @@ fn alarms_and_the_dashboard_are_off_by_default_and_notify_one_topic() {
             "FunctionErrorsAlarm",
             "FunctionThrottlesAlarm",
             "ServerErrorRateAlarm",
+            "UnrecordedResultsAlarm",
             "UnwrittenTokenPairsAlarm",
             "WorkerErrorsAlarm"
         ]
     );
+}
+
+#[test]
+fn the_alarm_topic_is_encrypted_with_a_key_cloudwatch_may_use() {
+    let t = template();
+    let topic = &t["Resources"]["AlarmTopic"]["Properties"];
+    assert_eq!(
+        reference(&topic["KmsMasterKeyId"]),
+        Some("AlarmTopicKey"),
+        "not alias/aws/sns, which CloudWatch alarms cannot publish with"
+    );
+    let key = &t["Resources"]["AlarmTopicKey"];
+    assert_eq!(key["Type"], "AWS::KMS::Key");
+    assert_eq!(key["Condition"], "CreateAlarms");
+    let statements = key["Properties"]["KeyPolicy"]["Statement"]
+        .as_sequence()
+        .unwrap();
+    let cloudwatch = statements
+        .iter()
+        .find(|s| s["Principal"]["Service"] == "cloudwatch.amazonaws.com")
+        .expect("a statement for CloudWatch");
+    assert_eq!(cloudwatch["Effect"], "Allow");
+    let actions: Vec<&str> = cloudwatch["Action"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert_eq!(actions, ["kms:Decrypt", "kms:GenerateDataKey*"]);
 }
 
 #[test]
@@ -605,6 +640,7 @@ fn the_dashboard_shows_every_metric_the_function_writes() {
         "RateLimitRemaining",
         "TokenRefreshes",
         "UnwrittenTokenPairs",
+        "UnrecordedResults",
         "AuthFailures",
         "QueueAgeMs",
         "ColdStart",

@@ -27,6 +27,9 @@ pub const DEFAULT_SECRET_CACHE_TTL_SECS: u64 = 300;
 pub const DEFAULT_OAUTH_REFRESH_SKEW_SECS: u64 = 300;
 /// Default time a finalization record counts (and a finalized one is replayed).
 pub const DEFAULT_IDEMPOTENCY_TTL_SECS: u64 = 86_400;
+/// Least `IDEMPOTENCY_TTL_SECS`: twice a signed request's 5-minute window, so a captured signed
+/// request can never outlive its record and finalize again.
+pub const MIN_IDEMPOTENCY_TTL_SECS: u64 = 600;
 /// Default receives of a queued message before it goes to the dead-letter queue (the redrive
 /// policy's `maxReceiveCount`).
 pub const DEFAULT_QUEUE_MAX_RECEIVES: u32 = 10;
@@ -154,7 +157,7 @@ impl DeliveryConfig {
                 "IDEMPOTENCY_TTL_SECS",
                 get("IDEMPOTENCY_TTL_SECS"),
                 DEFAULT_IDEMPOTENCY_TTL_SECS,
-                60..=31_536_000,
+                MIN_IDEMPOTENCY_TTL_SECS..=31_536_000,
             )?),
             queue,
             max_receives: parse_number(
@@ -516,6 +519,7 @@ mod tests {
             ("GHL_DEFAULT_USER_ID", "a/b"),
             ("ALLOW_UNAUTHENTICATED", "yes"),
             ("IDEMPOTENCY_TTL_SECS", "0"),
+            ("IDEMPOTENCY_TTL_SECS", "599"),
             ("QUEUE_MAX_RECEIVES", "0"),
             ("QUEUE_URL", "http://sqs.eu-west-1.amazonaws.com/1/q"),
             ("METRICS_NAMESPACE", "AWS/Lambda"),

@@ -24,16 +24,20 @@ use crate::observe::{Audit, Measures, Mode};
 use crate::queue::{Disposition, Message, Queue, ReceivedMessage, MAX_VISIBILITY};
 use crate::random::random_u64;
 use crate::records::{Begun, Claimed, FinalizationId, Record, Records, Status};
-use crate::request::deadline::{unix_ms, LAMBDA_MARGIN};
+use crate::request::deadline::{unix_ms, Deadline, LAMBDA_MARGIN};
 use crate::request::ids::LocationId;
 use crate::request::key::IdempotencyKey;
 use crate::request::{FinalizeRequest, Invocation};
 use crate::service::FinalizeService;
 use rules::{after_outcome, answer_found, recorded, redelivery_delay};
 
-/// How long a record stays locked by a request with no Lambda deadline (the local tools),
-/// beyond the HighLevel budget: long enough for the secret reads and the record writes.
-const LOCAL_LOCK_EXTRA: Duration = Duration::from_secs(30);
+/// How long a lock outlasts its holder's deadline: a margin covering the holder's last write
+/// (one DynamoDB call, at most its 6 s operation timeout), so a holder still writing is never
+/// taken over.
+const LOCK_MARGIN: Duration = Duration::from_secs(10);
+/// The deadline of an invocation without one from Lambda (the local tools) while it holds a
+/// record, beyond the HighLevel budget: its work is bounded by its lock as Lambda's is.
+const LOCAL_DEADLINE_EXTRA: Duration = Duration::from_secs(20);
 /// Extra wait beyond another invocation's lock, so the message comes back after it ends.
 const BUSY_GRACE: Duration = Duration::from_secs(1);
 
@@ -53,6 +57,8 @@ pub(crate) struct Receipt {
     pub finalization_id: Option<FinalizationId>,
     /// What happened.
     pub result: Delivered,
+    /// The finalize ran, but what came of it could not be written to its record.
+    pub unrecorded: bool,
 }
 
 /// What happened to a finalize request.
@@ -75,6 +81,15 @@ impl Receipt {
         Self {
             finalization_id: None,
             result,
+            unrecorded: false,
+        }
+    }
+
+    fn recorded(id: FinalizationId, result: Delivered) -> Self {
+        Self {
+            finalization_id: Some(id),
+            result,
+            unrecorded: false,
         }
     }
 
@@ -158,13 +173,14 @@ impl Delivery {
             ));
         };
         let id = FinalizationId::of(&request.location_id, key);
-        let result = match &self.queue {
-            None => self.run_once(records, &id, request, invocation).await,
-            Some(queue) => self.enqueue(records, queue, &id, request, invocation).await,
-        };
-        Receipt {
-            finalization_id: Some(id),
-            result,
+        let invocation = &self.bounded(invocation);
+        match &self.queue {
+            None => self.run_once(records, id, request, invocation).await,
+            Some(queue) => Receipt {
+                result: self.enqueue(records, queue, &id, request, invocation).await,
+                finalization_id: Some(id),
+                unrecorded: false,
+            },
         }
     }
 
@@ -172,24 +188,28 @@ impl Delivery {
     async fn run_once(
         &self,
         records: &Records,
-        id: &FinalizationId,
+        id: FinalizationId,
         request: &FinalizeRequest,
         invocation: &Invocation,
-    ) -> Delivered {
+    ) -> Receipt {
         let now = unix_ms();
-        let fresh = self.fresh(id, request, Status::InProgress, invocation, now);
+        let fresh = self.fresh(&id, request, Status::InProgress, invocation, now);
         let record = match records.begin(fresh, request, now).await {
             Ok(Begun::Started(record)) => record,
-            Ok(Begun::Found(found, existing)) => return answer_found(found, existing, false),
-            Err(error) => return Delivered::Refused(error.into()),
+            Ok(Begun::Found(found, existing)) => {
+                return Receipt::recorded(id, answer_found(found, existing, false))
+            }
+            Err(error) => return Receipt::recorded(id, Delivered::Refused(error.into())),
         };
         let outcome = self.service.finalize(request, invocation).await;
         let done = after_outcome(record, &outcome, false, self.record_ttl, unix_ms());
-        if let Err(error) = records.finish(&done).await {
-            // The finalize happened (or failed) all the same: answer with it.
-            tracing::error!(finalization_id = %id, cause = %chain(&error), "the record of a finalize could not be written");
+        // The finalize happened (or failed) all the same: answer with it.
+        let unrecorded = !record_result(records, &done, invocation).await;
+        Receipt {
+            finalization_id: Some(id),
+            result: Delivered::Ran(outcome),
+            unrecorded,
         }
-        Delivered::Ran(outcome)
     }
 
     /// Queue mode's receiver: take the record as `queued`, send one message, and confirm the
@@ -292,12 +312,28 @@ impl Delivery {
         }
     }
 
-    /// How long this invocation may hold a record: until Lambda's own deadline, when it ends
-    /// the invocation for good.
+    /// How long this invocation holds a record: until Lambda's own deadline (when it ends the
+    /// invocation for good) and [`LOCK_MARGIN`] more. `invocation` is [`Delivery::bounded`].
     fn lock_length(&self, invocation: &Invocation) -> Duration {
-        match invocation.deadline.instant() {
-            Some(deadline) => deadline.saturating_duration_since(Instant::now()) + LAMBDA_MARGIN,
-            None => self.service.upstream_timeout() + LOCAL_LOCK_EXTRA,
+        let left = invocation
+            .deadline
+            .instant()
+            .map_or(Duration::ZERO, |deadline| {
+                deadline.saturating_duration_since(Instant::now())
+            });
+        left + LAMBDA_MARGIN + LOCK_MARGIN
+    }
+
+    /// `invocation` with a deadline: Lambda's, or for the local tools the HighLevel budget and
+    /// [`LOCAL_DEADLINE_EXTRA`] from now, so whatever a record's holder does ends before its
+    /// lock does.
+    fn bounded(&self, invocation: &Invocation) -> Invocation {
+        if invocation.deadline.instant().is_some() {
+            return invocation.clone();
+        }
+        Invocation {
+            deadline: Deadline::after(self.service.upstream_timeout() + LOCAL_DEADLINE_EXTRA),
+            ..invocation.clone()
         }
     }
 
@@ -326,8 +362,9 @@ impl Delivery {
             ..Audit::default()
         };
         let mut measures = Measures::default();
+        let invocation = &self.bounded(invocation);
         let disposition = self
-            .work_message(received, invocation, &mut audit, &mut measures)
+            .work_message(received, invocation, started, &mut audit, &mut measures)
             .await;
         audit.duration_ms = started.elapsed().as_millis() as u64;
         Worked {
@@ -342,6 +379,7 @@ impl Delivery {
         &self,
         received: &ReceivedMessage,
         invocation: &Invocation,
+        started: Instant,
         audit: &mut Audit,
         measures: &mut Measures,
     ) -> Disposition {
@@ -372,16 +410,22 @@ impl Delivery {
                 "queue mode needs finalization records; the message comes back"
             );
             (audit.status, audit.code) = (500, Some("config_error"));
-            return Disposition::Later(redelivery_delay(received.receives, random_u64()));
+            return later(received, None, started);
         };
         let now = unix_ms();
-        let fresh = self.fresh(
-            &message.finalization_id,
-            &message.request,
-            Status::InProgress,
-            invocation,
-            now,
-        );
+        let fresh = Record {
+            // One invocation works a whole batch: each message holds its record as its own
+            // owner, so two copies of one message in a batch never take each other's write
+            // for their own.
+            owner: Some(format!("{}/{message_id}", invocation.request_id)),
+            ..self.fresh(
+                &message.finalization_id,
+                &message.request,
+                Status::InProgress,
+                invocation,
+                now,
+            )
+        };
         let record = match records.claim(fresh, now).await {
             Ok(Claimed::Held(record)) => record,
             Ok(Claimed::Finalized) => {
@@ -389,16 +433,23 @@ impl Delivery {
                 (audit.status, audit.replayed) = (200, true);
                 return Disposition::Done;
             }
+            Ok(Claimed::Stale(field)) => {
+                tracing::warn!(request_id, message_id, field, "the message's finalize is not its record's (a stale message of an earlier record under the same key); it ends without a call");
+                (audit.status, audit.code) = (422, Some("idempotency_key_reused"));
+                return Disposition::Done;
+            }
             Ok(Claimed::Busy(until_ms)) => {
                 let wait = Duration::from_millis(until_ms.saturating_sub(now)) + BUSY_GRACE;
                 (audit.status, audit.code) = (409, Some("request_in_progress"));
-                return Disposition::Later(wait.min(MAX_VISIBILITY));
+                return Disposition::Later(
+                    wait.min(MAX_VISIBILITY.saturating_sub(started.elapsed())),
+                );
             }
             Err(error) => {
                 let error = crate::error::Error::from(error);
                 tracing::warn!(request_id, message_id, cause = %chain(&error), "the record could not be claimed; the message comes back");
                 (audit.status, audit.code) = (error.status().as_u16(), Some(error.code()));
-                return Disposition::Later(redelivery_delay(received.receives, random_u64()));
+                return later(received, None, started);
             }
         };
         let outcome = self.service.finalize(&message.request, invocation).await;
@@ -411,13 +462,12 @@ impl Delivery {
             self.record_ttl,
             unix_ms(),
         );
-        if let Err(error) = records.finish(&done).await {
-            tracing::error!(request_id, message_id, cause = %chain(&error), "the record of a queued finalize could not be written");
-        }
+        measures.unrecorded_results = u64::from(!record_result(records, &done, invocation).await);
         audit.attempts = outcome.attempts();
         audit.upstream_status = outcome.call().last_status;
         *measures = Measures {
             queue_age_ms: measures.queue_age_ms,
+            unrecorded_results: measures.unrecorded_results,
             ..Measures::of(&outcome)
         };
         match &outcome {
@@ -436,17 +486,43 @@ impl Delivery {
                     // Visible at once, so SQS moves it to the dead-letter queue on the next receive.
                     return Disposition::Later(Duration::ZERO);
                 }
-                let wait = upstream_wait.map_or_else(
-                    || redelivery_delay(received.receives, random_u64()),
-                    |w| w.min(MAX_VISIBILITY),
-                );
-                tracing::warn!(request_id, message_id, code = error.code(), wait_ms = wait.as_millis() as u64, cause = %chain(error), "finalize failed for now; the message comes back");
-                Disposition::Later(wait)
+                let later = later(received, *upstream_wait, started);
+                tracing::warn!(request_id, message_id, code = error.code(), later = ?later, cause = %chain(error), "finalize failed for now; the message comes back");
+                later
             }
             Outcome::Finalized { .. } | Outcome::DryRun { .. } => {
                 audit.status = 200;
                 Disposition::Done
             }
+        }
+    }
+}
+
+/// A message that failed for now comes back after its redelivery delay
+/// ([`redelivery_delay`]): at least `upstream_wait`, within what SQS accepts for a receive that
+/// began at `started`.
+fn later(
+    received: &ReceivedMessage,
+    upstream_wait: Option<Duration>,
+    started: Instant,
+) -> Disposition {
+    Disposition::Later(redelivery_delay(
+        received.receives,
+        upstream_wait,
+        started.elapsed(),
+        random_u64(),
+    ))
+}
+
+/// Writes the record of a finalize that ran, trying again until the holder's deadline; false
+/// (and an error in the log) when it never went through: the record stays `in_progress`, and
+/// whoever takes it over after its lock confirms with HighLevel before any PATCH.
+async fn record_result(records: &Records, done: &Record, invocation: &Invocation) -> bool {
+    match records.finish_within(done, invocation.deadline).await {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::error!(request_id = %invocation.request_id, finalization_id = %done.id, cause = %chain(&error), "the result of a finalize could not be written to its record");
+            false
         }
     }
 }

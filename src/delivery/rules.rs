@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::Delivered;
 use crate::error::Error;
 use crate::highlevel::Outcome;
+use crate::queue::MAX_VISIBILITY;
 use crate::records::{Found, Record, RecordedError, Status};
 
 /// First redelivery delay of a transient failure, without a `Retry-After` from HighLevel.
@@ -19,8 +20,13 @@ pub(crate) fn answer_found(found: Found, existing: Option<Record>, queued: bool)
     match (found, existing) {
         (Found::Finalized, Some(record)) => Delivered::Replayed(record),
         (Found::KeyReused(field), _) => Delivered::Refused(Error::IdempotencyKeyReused(field)),
-        (_, Some(record)) if queued => Delivered::Queued(record.status),
-        (_, None) if queued => Delivered::Queued(Status::Queued),
+        // A 202 promises a message that exists: not while its receiver has yet to confirm the
+        // send (the record `queued` and still locked), nor when who holds it is unknown.
+        (_, Some(record))
+            if queued && !(record.status == Status::Queued && record.lock_until_ms.is_some()) =>
+        {
+            Delivered::Queued(record.status)
+        }
         _ => Delivered::Refused(Error::RequestInProgress),
     }
 }
@@ -73,16 +79,28 @@ pub(crate) fn recorded(error: &Error) -> RecordedError {
     }
 }
 
-/// The visibility delay after the `receives`-th receive failed without a `Retry-After`:
-/// exponential from [`REDELIVERY_FIRST`], jittered upwards by up to a quarter, within
-/// [`REDELIVERY_CAP`] (where the jitter reaches down instead, so capped delays still spread).
-pub fn redelivery_delay(receives: u32, random: u64) -> Duration {
+/// How long a message whose `receives`-th receive failed for now stays invisible: a random
+/// value from half to all of [`REDELIVERY_FIRST`] × 2^(receives − 1), capped at
+/// [`REDELIVERY_CAP`]; at least HighLevel's own wait (`upstream_wait`: its `Retry-After` or a
+/// spent rate-limit window), never less, so an outage answering `Retry-After: 1` cannot spend
+/// every receive in half a minute; and never more than SQS accepts, 12 hours from the receive,
+/// less the part of it already `spent`. With ten receives the minimum delays add up to over an
+/// hour.
+pub fn redelivery_delay(
+    receives: u32,
+    upstream_wait: Option<Duration>,
+    spent: Duration,
+    random: u64,
+) -> Duration {
     let doublings = receives.saturating_sub(1).min(16);
-    let base = REDELIVERY_FIRST.saturating_mul(1 << doublings);
-    let low = base.min(REDELIVERY_CAP * 4 / 5);
-    let high = (base + base / 4).min(REDELIVERY_CAP);
-    let span_ms = (high - low).as_millis() as u64;
-    low + Duration::from_millis(random % (span_ms + 1))
+    let full = REDELIVERY_FIRST.saturating_mul(1 << doublings);
+    let half = full / 2;
+    let span_ms = u64::try_from((full - half).as_millis()).unwrap_or(u64::MAX);
+    let backoff = half + Duration::from_millis(random % span_ms.saturating_add(1));
+    backoff
+        .min(REDELIVERY_CAP)
+        .max(upstream_wait.unwrap_or_default())
+        .min(MAX_VISIBILITY.saturating_sub(spent))
 }
 
 #[cfg(test)]
@@ -192,28 +210,91 @@ mod tests {
     }
 
     #[test]
-    fn redelivers_after_thirty_seconds_doubling_to_fifteen_minutes_with_jitter() {
-        assert_eq!(redelivery_delay(1, 0), Duration::from_secs(30));
-        assert_eq!(
-            redelivery_delay(1, u64::MAX),
-            Duration::from_millis(30_000 + u64::MAX % 7_501)
+    fn a_queued_duplicate_gets_202_only_once_its_message_is_confirmed_sent() {
+        let sending = record(Status::Queued); // still locked: its receiver has not confirmed
+        assert!(matches!(
+            answer_found(Found::Pending, Some(sending), true),
+            Delivered::Refused(Error::RequestInProgress)
+        ));
+        let sent = Record {
+            lock_until_ms: None,
+            ..record(Status::Queued)
+        };
+        assert!(matches!(
+            answer_found(Found::Pending, Some(sent), true),
+            Delivered::Queued(Status::Queued)
+        ));
+        assert!(
+            matches!(
+                answer_found(Found::Pending, None, true),
+                Delivered::Refused(Error::RequestInProgress)
+            ),
+            "taken over a moment ago by someone unknown: no promise"
         );
-        assert!(redelivery_delay(1, 7_500) <= Duration::from_millis(37_500));
-        assert_eq!(redelivery_delay(2, 0), Duration::from_secs(60));
-        assert_eq!(redelivery_delay(5, 0), Duration::from_secs(480));
-        for receives in [6, 10, 1000, u32::MAX] {
+    }
+
+    #[test]
+    fn redelivers_after_half_to_all_of_thirty_seconds_doubling_capped_at_fifteen_minutes() {
+        let delay = |receives, random| redelivery_delay(receives, None, Duration::ZERO, random);
+        assert_eq!(delay(1, 0), Duration::from_secs(15));
+        assert_eq!(delay(1, 15_000), Duration::from_secs(30));
+        assert_eq!(
+            delay(1, u64::MAX),
+            Duration::from_millis(15_000 + u64::MAX % 15_001)
+        );
+        assert_eq!(delay(2, 0), Duration::from_secs(30));
+        assert_eq!(delay(5, 0), Duration::from_secs(240));
+        assert_eq!(delay(6, 0), Duration::from_secs(480));
+        for receives in [7, 10, 1000, u32::MAX] {
             for random in [0, 1, 123_456_789, u64::MAX] {
-                let delay = redelivery_delay(receives, random);
-                assert!(
-                    delay >= Duration::from_secs(720) && delay <= REDELIVERY_CAP,
-                    "{receives} {random}: {delay:?}"
+                assert_eq!(
+                    delay(receives, random),
+                    REDELIVERY_CAP,
+                    "{receives} {random}"
                 );
             }
         }
-        assert_ne!(
-            redelivery_delay(8, 1),
-            redelivery_delay(8, 99_999),
-            "capped delays still spread"
+        assert_ne!(delay(3, 1), delay(3, 99_999), "jittered");
+    }
+
+    #[test]
+    fn the_receives_before_the_dead_letter_queue_span_over_an_hour() {
+        // QUEUE_MAX_RECEIVES = 10: nine delays before the last receive, each at its least.
+        let least: Duration = (1..=9)
+            .map(|receives| redelivery_delay(receives, None, Duration::ZERO, 0))
+            .sum();
+        assert!(least >= Duration::from_secs(3600), "{least:?}");
+    }
+
+    #[test]
+    fn highlevels_wait_is_a_floor_never_a_ceiling() {
+        let second = Some(Duration::from_secs(1));
+        for receives in 1..=10 {
+            assert!(
+                redelivery_delay(receives, second, Duration::ZERO, 0) >= Duration::from_secs(15),
+                "Retry-After: 1 does not shorten the backoff"
+            );
+        }
+        let two_hours = Duration::from_secs(7200);
+        assert_eq!(
+            redelivery_delay(1, Some(two_hours), Duration::ZERO, 0),
+            two_hours
+        );
+    }
+
+    #[test]
+    fn never_asks_sqs_for_more_than_twelve_hours_from_the_receive() {
+        let day = Some(Duration::from_secs(86_400));
+        assert_eq!(redelivery_delay(3, day, Duration::ZERO, 0), MAX_VISIBILITY);
+        let spent = Duration::from_secs(20);
+        assert_eq!(
+            redelivery_delay(3, day, spent, 0),
+            MAX_VISIBILITY - spent,
+            "less the time already spent in this receive"
+        );
+        assert_eq!(
+            redelivery_delay(1, None, MAX_VISIBILITY + spent, 0),
+            Duration::ZERO
         );
     }
 }

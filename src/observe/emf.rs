@@ -29,6 +29,8 @@ pub struct Measures {
     pub unwritten_token_pairs: u64,
     /// For a queued message: time since the receiver accepted it.
     pub queue_age_ms: Option<u64>,
+    /// A finalize ran but what came of it could not be written to its record (1) or was (0).
+    pub unrecorded_results: u64,
     /// The instance's first document.
     pub cold_start: bool,
 }
@@ -83,7 +85,7 @@ const UPSTREAM_BY_STATUS: &[Metric] = &[count("UpstreamStatus", 1)];
 /// The EMF document for one request or message, at `timestamp_ms`, as one JSON line.
 pub fn document(namespace: &str, audit: &Audit, measures: &Measures, timestamp_ms: u64) -> String {
     let failed = audit.status >= 400;
-    let mut plain = Vec::with_capacity(14);
+    let mut plain = Vec::with_capacity(15);
     plain.extend([
         count("Requests", 1),
         count("Finalized", measures.finalized.into()),
@@ -94,6 +96,7 @@ pub fn document(namespace: &str, audit: &Audit, measures: &Measures, timestamp_m
         count("Attempts", audit.attempts.into()),
         count("TokenRefreshes", measures.token_refreshes),
         count("UnwrittenTokenPairs", measures.unwritten_token_pairs),
+        count("UnrecordedResults", measures.unrecorded_results),
         count("AuthFailures", (audit.status == 401).into()),
     ]);
     if let Some(latency) = measures.upstream_latency_ms {

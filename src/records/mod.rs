@@ -14,8 +14,18 @@ pub mod record;
 
 pub use record::{FinalizationId, Found, Record, RecordedError, Status};
 
+use std::time::Duration;
+
 use crate::error::{BoxError, Error};
+use crate::request::deadline::Deadline;
 use crate::request::FinalizeRequest;
+
+/// First pause before a result write is tried again.
+const FINISH_FIRST_PAUSE: Duration = Duration::from_millis(100);
+/// Longest pause between tries of a result write.
+const FINISH_LAST_PAUSE: Duration = Duration::from_secs(1);
+/// How long a result write is tried without a deadline.
+const FINISH_WITHOUT_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Why the store could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +78,9 @@ pub enum Claimed {
     Finalized,
     /// Held by another live invocation until this time (Unix ms): come back later.
     Busy(u64),
+    /// The live record under this id is another finalize's (the field named differs): the
+    /// message is a stale one of an earlier record under the same key, and ends unrun.
+    Stale(&'static str),
 }
 
 impl Records {
@@ -90,6 +103,11 @@ impl Records {
         let Some(existing) = self.create(&fresh, now_ms).await? else {
             return Ok(Begun::Started(fresh));
         };
+        if existing.is_copy_of(&fresh) {
+            // Our own write, sent again by the client after its answer was lost, and refused
+            // because the first copy was applied: it is ours.
+            return Ok(Begun::Started(fresh));
+        }
         match existing.judge(request, now_ms) {
             Found::TakeOver | Found::Absent => {
                 let taken = Record {
@@ -98,7 +116,7 @@ impl Records {
                     version: existing.version + 1,
                     ..fresh
                 };
-                if self.replace(&taken, existing.version).await? {
+                if self.replace(&taken, existing.version).await? || self.holds(&taken).await? {
                     Ok(Begun::Started(taken))
                 } else {
                     // Someone else took it over a moment ago.
@@ -121,16 +139,45 @@ impl Records {
         Ok(())
     }
 
+    /// Writes what became of a record this request holds, trying again while the store is
+    /// unavailable, until `deadline` (its lock lasts beyond it, so a write in time is never
+    /// raced by a takeover). The last error when it never went through.
+    pub(crate) async fn finish_within(
+        &self,
+        record: &Record,
+        deadline: Deadline,
+    ) -> Result<(), StoreError> {
+        let now = tokio::time::Instant::now();
+        let end = deadline.instant().unwrap_or(now + FINISH_WITHOUT_DEADLINE);
+        let mut pause = FINISH_FIRST_PAUSE;
+        loop {
+            match self.finish(record).await {
+                Err(StoreError::Unavailable(cause))
+                    if tokio::time::Instant::now() + pause < end =>
+                {
+                    tracing::warn!(finalization_id = %record.id, cause = %crate::error::chain(&*cause), "a record could not be written; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(FINISH_LAST_PAUSE);
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// A worker's claim on the record of a queued message: created from the message when it is
     /// gone (expired while queued), refused while another live invocation holds it.
     pub async fn claim(&self, fresh: Record, now_ms: u64) -> Result<Claimed, StoreError> {
         let Some(existing) = self.get(&fresh.id).await? else {
             return Ok(match self.create(&fresh, now_ms).await? {
                 None => Claimed::Held(fresh),
+                Some(own) if own.is_copy_of(&fresh) => Claimed::Held(fresh),
                 Some(other) => Claimed::Busy(other.lock_until_ms.unwrap_or(now_ms)),
             });
         };
         let expired = existing.expires_at.saturating_mul(1000) <= now_ms;
+        if let Some(field) = existing.differs_from(&fresh.request()).filter(|_| !expired) {
+            return Ok(Claimed::Stale(field));
+        }
         let locked = existing.status == Status::InProgress
             && existing.lock_until_ms.is_some_and(|until| until > now_ms);
         if existing.status == Status::Finalized && !expired {
@@ -145,11 +192,22 @@ impl Records {
             version: existing.version + 1,
             ..fresh
         };
-        Ok(if self.replace(&held, existing.version).await? {
-            Claimed::Held(held)
-        } else {
-            Claimed::Busy(now_ms)
-        })
+        Ok(
+            if self.replace(&held, existing.version).await? || self.holds(&held).await? {
+                Claimed::Held(held)
+            } else {
+                Claimed::Busy(now_ms)
+            },
+        )
+    }
+
+    /// Whether the stored record is `ours` as written: a conditional write refused because the
+    /// client's first copy of it was applied (its answer lost, the write sent again).
+    async fn holds(&self, ours: &Record) -> Result<bool, StoreError> {
+        Ok(self
+            .get(&ours.id)
+            .await?
+            .is_some_and(|stored| stored.is_copy_of(ours)))
     }
 
     /// The record with `id`, if there is one (expired or not).

@@ -156,6 +156,21 @@ pub enum Found {
 }
 
 impl Record {
+    /// Whether this stored record is `written` as its writer wrote it: same owner, same
+    /// version. Owners are request ids, unique per invocation, so no one else's write matches.
+    pub fn is_copy_of(&self, written: &Record) -> bool {
+        self.owner.is_some() && self.owner == written.owner && self.version == written.version
+    }
+
+    /// The finalize this record is for.
+    pub fn request(&self) -> FinalizeRequest {
+        FinalizeRequest {
+            location_id: self.location_id.clone(),
+            csv_id: self.csv_id.clone(),
+            user_id: self.user_id.clone(),
+        }
+    }
+
     /// The first field in which `request` differs from this record's finalize, if any.
     pub fn differs_from(&self, request: &FinalizeRequest) -> Option<&'static str> {
         if self.location_id != request.location_id {
@@ -316,6 +331,27 @@ mod tests {
         ] {
             assert!(FinalizationId::parse(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_record_is_a_copy_only_of_its_own_owners_write_at_its_version() {
+        let written = record(Status::InProgress);
+        assert!(written.clone().is_copy_of(&written));
+        let other_owner = Record {
+            owner: Some("req-2".into()),
+            ..written.clone()
+        };
+        assert!(!other_owner.is_copy_of(&written));
+        let later = Record {
+            version: 2,
+            ..written.clone()
+        };
+        assert!(!later.is_copy_of(&written));
+        let unowned = Record {
+            owner: None,
+            ..written.clone()
+        };
+        assert!(!unowned.is_copy_of(&unowned));
     }
 
     #[test]

@@ -196,6 +196,45 @@ async fn a_signed_request_takes_its_ids_from_the_signed_body_alone() {
 }
 
 #[tokio::test]
+async fn a_signed_json_body_replayed_as_form_data_is_refused_with_415() {
+    let t = spawn_app().await;
+    t.highlevel_answers(highlevel_ok());
+    // A JSON body whose text member smuggles form fields for another location and CSV.
+    let smuggling = json!({
+        "locationId": LOCATION,
+        "csvId": CSV,
+        "note": format!("&locationId={OTHER_LOCATION}&csvId=AnotherCsv0001"),
+    })
+    .to_string();
+    let as_json = edit(
+        &with_body(EV_PATH_PARAMS, &smuggling, Some("application/json")),
+        |v| v["rawQueryString"] = json!(""),
+    );
+    let signed_json = signed(&as_json, WEBHOOK_SECRET, now_unix());
+    // The same signed bytes, the unsigned Content-Type changed to a form.
+    let as_form = with_header(
+        &signed_json,
+        "content-type",
+        Some("application/x-www-form-urlencoded"),
+    );
+    let response = t.invoke(&as_form).await;
+    assert_eq!(
+        (response.status, code(&response)),
+        (415, "unsupported_media_type"),
+        "{}",
+        response.text
+    );
+    assert!(t.highlevel.finalize_requests().is_empty(), "nothing sent");
+    let response = t.invoke(&signed_json).await;
+    assert_eq!(
+        response.status, 200,
+        "as JSON it is served: {}",
+        response.text
+    );
+    assert_eq!(response.body["locationId"], LOCATION);
+}
+
+#[tokio::test]
 async fn an_api_key_caller_may_still_name_the_ids_in_the_path() {
     let t = spawn_app().await;
     t.highlevel_answers(highlevel_ok());

@@ -233,6 +233,18 @@ async fn a_record_whose_holder_died_is_taken_over_after_its_deadline() {
         blocked.text
     );
     tokio::time::sleep(deadline).await;
+    let still = t.invoke(EV_JSON_BODY).await;
+    assert_eq!(
+        (still.status, code(&still)),
+        (409, "request_in_progress"),
+        "the lock outlasts the deadline by a margin for the holder's last write: {}",
+        still.text
+    );
+    // As once the margin has passed too.
+    let id = still.body["finalizationId"].as_str().unwrap().to_owned();
+    let past = (now_unix() as u64 * 1000 - 1).to_string();
+    t.set_record_field(&id, "lock_until_ms", AttributeValue::N(past))
+        .await;
     let taken_over = t.invoke(EV_JSON_BODY).await;
     assert_eq!(taken_over.status, 200, "{}", taken_over.text);
     assert_eq!(t.highlevel.finalize_requests().len(), 2);
@@ -440,7 +452,11 @@ async fn a_record_that_cannot_be_written_after_the_finalize_does_not_hide_the_ou
         tokio::time::sleep(Duration::from_millis(100)).await;
         proxy_in.fail("PutItem", 500, "InternalServerError");
     });
-    let response = t.invoke(EV_JSON_BODY).await;
+    let response = answered_within(
+        Duration::from_secs(5),
+        t.invoke_with_deadline(EV_JSON_BODY, Duration::from_secs(3)),
+    )
+    .await;
     breaker.await.unwrap();
     assert_eq!(
         response.status, 200,
@@ -448,10 +464,53 @@ async fn a_record_that_cannot_be_written_after_the_finalize_does_not_hide_the_ou
         response.text
     );
     assert_eq!(t.highlevel.finalize_requests().len(), 1);
+    assert!(
+        proxy.calls("PutItem") >= 4,
+        "the result write was tried again until the deadline: {} PutItems",
+        proxy.calls("PutItem")
+    );
+    let metrics = t
+        .metric_documents()
+        .pop()
+        .expect("the request's EMF document");
+    assert_eq!(metrics["UnrecordedResults"], 1, "{metrics}");
     proxy.heal();
     let status = t.status_of(&finalization_id(&response)).await;
     assert_eq!(
         status.body["finalization"]["status"], "in_progress",
         "the result was never written"
     );
+}
+
+#[tokio::test]
+async fn a_result_write_that_fails_for_a_moment_is_tried_again_and_written() {
+    let (t, proxy) = app_behind_fault_proxy(false).await;
+    t.highlevel_answers(Scripted::ok().delayed(Duration::from_millis(200)));
+    let proxy_in = proxy.clone();
+    let breaker = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        proxy_in.fail("PutItem", 500, "InternalServerError");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        proxy_in.heal();
+    });
+    let response = t.invoke(EV_JSON_BODY).await;
+    breaker.await.unwrap();
+    assert_eq!(response.status, 200, "{}", response.text);
+    let status = t.status_of(&finalization_id(&response)).await;
+    assert_eq!(status.body["finalization"]["status"], "finalized");
+}
+
+#[tokio::test]
+async fn a_record_write_whose_answer_was_lost_is_recognised_as_our_own() {
+    let (t, proxy) = app_behind_fault_proxy(false).await;
+    t.highlevel_answers(highlevel_ok());
+    // The record's conditional create is done, its answer lost; the SDK sends it again and
+    // DynamoDB refuses the copy, returning the record the first one wrote.
+    proxy.lose_answer_once("PutItem");
+    let response = t.invoke(EV_JSON_BODY).await;
+    assert_eq!(response.status, 200, "{}", response.text);
+    assert_eq!(t.highlevel.finalize_requests().len(), 1);
+    let id = response.body["finalizationId"].as_str().unwrap();
+    let status = t.status_of(id).await;
+    assert_eq!(status.body["finalization"]["status"], "finalized");
 }

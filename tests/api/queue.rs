@@ -3,6 +3,7 @@
 //! `finalized` and `failed`, the last receive and the dead-letter queue, duplicates and
 //! outages.
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
@@ -69,6 +70,25 @@ async fn a_duplicate_while_queued_gets_202_and_sends_no_second_message() {
         again.text
     );
     assert_eq!(id_of(&again), id);
+    assert_eq!(t.queue_depths().await, (1, 0), "one message");
+}
+
+#[tokio::test]
+async fn a_duplicate_before_the_first_send_is_confirmed_gets_409_not_a_promise() {
+    let t = queue_app(10).await;
+    let id = id_of(&t.invoke(EV_JSON_BODY).await);
+    // As between the first receiver's record write and its confirmed send: still locked.
+    let until = now_unix() as u64 * 1000 + 20_000;
+    t.set_record_field(&id, "lock_until_ms", AttributeValue::N(until.to_string()))
+        .await;
+    let again = t.invoke(EV_JSON_BODY).await;
+    assert_eq!(
+        (again.status, code(&again)),
+        (409, "request_in_progress"),
+        "{}",
+        again.text
+    );
+    assert!(again.headers.contains_key("retry-after"));
     assert_eq!(t.queue_depths().await, (1, 0), "one message");
 }
 
@@ -179,6 +199,58 @@ async fn a_transient_failure_marks_retrying_and_brings_the_message_back_later() 
         (Some("finalized"), Some(2))
     );
     assert!(record.get("error").is_none());
+}
+
+#[tokio::test]
+async fn an_outage_answering_retry_after_one_second_does_not_bring_the_message_back_within_it() {
+    let t = queue_app(10).await;
+    t.highlevel_answers_in_turn([Scripted::status(503).retry_after("1")]);
+    t.invoke(EV_JSON_BODY).await;
+    let event = t.receive_event().await.expect("the message");
+    assert_eq!(TestApp::failures(&t.work(&event).await).len(), 1);
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert!(
+        t.receive_event().await.is_none(),
+        "invisible for the backoff (at least 15 s on the first receive), not HighLevel's 1 s"
+    );
+}
+
+#[tokio::test]
+async fn a_stale_message_for_another_csv_under_the_same_record_ends_without_a_call() {
+    let t = queue_app(10).await;
+    t.highlevel_answers(highlevel_ok());
+    let id = id_of(&t.invoke(EV_JSON_BODY).await);
+    let event = t.receive_event().await.expect("the message");
+    // The same record id, another CSV: a message left over from an earlier record whose key
+    // was reused after it expired.
+    let stale = edit_message(&event, |body| body["csvId"] = json!("AnEarlierCsv0001"));
+    assert_eq!(
+        TestApp::failures(&t.work(&stale).await),
+        Vec::<String>::new(),
+        "done: a retry cannot make it the record's"
+    );
+    assert!(t.highlevel.finalize_requests().is_empty(), "no PATCH");
+    assert_eq!(
+        record_status(&t, &id).await["status"],
+        "queued",
+        "untouched"
+    );
+    assert_eq!(
+        TestApp::failures(&t.work(&event).await),
+        Vec::<String>::new()
+    );
+    assert_eq!(t.highlevel.finalize_requests().len(), 1);
+    assert_eq!(record_status(&t, &id).await["status"], "finalized");
+}
+
+/// An SQS event whose first message's body is changed by `change`.
+fn edit_message(event: &Value, change: impl FnOnce(&mut Value)) -> Value {
+    let mut event = event.clone();
+    let mut body: Value =
+        serde_json::from_str(event["Records"][0]["body"].as_str().unwrap()).unwrap();
+    change(&mut body);
+    event["Records"][0]["body"] = json!(body.to_string());
+    event
 }
 
 #[tokio::test]

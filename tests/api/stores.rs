@@ -299,12 +299,15 @@ pub async fn app_behind_fault_proxy(queue: bool) -> (TestApp, FaultProxy) {
 }
 
 /// One failure rule of a [`FaultProxy`]: operations whose `X-Amz-Target` ends with `target`
-/// answer `status` with the AWS error type `error`.
+/// answer `status` with the AWS error type `error` — `times` more times — after passing the
+/// operation on to moto when `apply` (an answer lost after the write was done).
 #[derive(Debug, Clone)]
 struct Rule {
     target: String,
     status: u16,
     error: String,
+    times: usize,
+    apply: bool,
 }
 
 /// An AWS endpoint in front of moto that fails chosen operations while told to and forwards
@@ -341,18 +344,33 @@ impl FaultProxy {
                         .unwrap_or("")
                         .to_owned();
                     seen.lock().unwrap().push(target.clone());
-                    let rule = rules
-                        .lock()
-                        .unwrap()
-                        .iter()
-                        .find(|r| target.ends_with(&r.target))
-                        .cloned();
+                    let rule = {
+                        let mut rules = rules.lock().unwrap();
+                        let rule = rules
+                            .iter_mut()
+                            .find(|r| r.times > 0 && target.ends_with(&r.target));
+                        rule.map(|r| {
+                            r.times -= 1;
+                            r.clone()
+                        })
+                    };
                     let full = |status: u16, body: bytes::Bytes| {
                         let mut response = http::Response::new(http_body_util::Full::new(body));
                         *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
                         response
                     };
+                    let mut forward = client
+                        .post(format!("{}{}", moto_endpoint(), parts.uri.path()))
+                        .body(body);
+                    for (name, value) in &parts.headers {
+                        if name != http::header::HOST {
+                            forward = forward.header(name, value);
+                        }
+                    }
                     if let Some(rule) = rule {
+                        if rule.apply {
+                            forward.send().await.unwrap();
+                        }
                         let body =
                             json!({"__type": rule.error, "message": "simulated"}).to_string();
                         let mut response = full(rule.status, bytes::Bytes::from(body));
@@ -365,14 +383,6 @@ impl FaultProxy {
                             http::HeaderValue::from_static("application/x-amz-json-1.0"),
                         );
                         return Ok::<_, std::convert::Infallible>(response);
-                    }
-                    let mut forward = client
-                        .post(format!("{}{}", moto_endpoint(), parts.uri.path()))
-                        .body(body);
-                    for (name, value) in &parts.headers {
-                        if name != http::header::HOST {
-                            forward = forward.header(name, value);
-                        }
                     }
                     let answer = forward.send().await.unwrap();
                     let status = answer.status().as_u16();
@@ -394,6 +404,20 @@ impl FaultProxy {
             target: target.to_owned(),
             status,
             error: error.to_owned(),
+            times: usize::MAX,
+            apply: false,
+        });
+    }
+
+    /// The next operation ending with `target` is done at moto, but its answer is lost: the
+    /// client gets a 500 `InternalServerError` (which the SDK sends again).
+    pub fn lose_answer_once(&self, target: &str) {
+        self.rules.lock().unwrap().push(Rule {
+            target: target.to_owned(),
+            status: 500,
+            error: "InternalServerError".to_owned(),
+            times: 1,
+            apply: true,
         });
     }
 

@@ -30,7 +30,7 @@ use crate::request::ids::UserId;
 use crate::request::key::IdempotencyKey;
 use crate::request::{FinalizeRequest, Invocation};
 use event::{Caller, InvalidBase64Body, MalformedEvent, PathParams};
-use inbound::{Route, Sources};
+use inbound::{BodyKind, Route, Sources};
 
 /// A request that passed the checks.
 enum Accepted {
@@ -175,6 +175,12 @@ impl HttpFront {
             ));
         }
         let kind = inbound::body_kind(request.headers().get(http::header::CONTENT_TYPE), body)?;
+        if caller.proof == Proof::Signature && kind == BodyKind::Form {
+            // The signature covers the body, not the Content-Type that decides how it is
+            // read: signed bytes are read as JSON only, or a signed JSON body could be replayed
+            // as a form whose fields it smuggled in a string.
+            return Err(Error::UnsupportedMediaType);
+        }
         let params: Vec<(&str, &str)> = request
             .extensions()
             .get::<PathParams>()
@@ -241,6 +247,7 @@ fn observe(observer: &Observer, mut audit: Audit, handled: &Handled) {
             }
             audit.replayed = matches!(receipt.result, Delivered::Replayed(_));
             measures.queued = matches!(receipt.result, Delivered::Accepted);
+            measures.unrecorded_results = receipt.unrecorded.into();
             receipt.error()
         }
     };

@@ -319,6 +319,7 @@ mod tests {
                 attempts: 1,
                 call: Default::default(),
             }),
+            unrecorded: false,
         };
         let first = body_of(&receipt(&request(), &first, "r1"));
         let again = receipt(
@@ -326,6 +327,7 @@ mod tests {
             &Receipt {
                 finalization_id: Some(record().id),
                 result: Delivered::Replayed(record()),
+                unrecorded: false,
             },
             "r2",
         );
@@ -354,6 +356,7 @@ mod tests {
         let queued = Receipt {
             finalization_id: Some(record().id),
             result: Delivered::Queued(Status::Queued),
+            unrecorded: false,
         };
         let response = receipt(&request(), &queued, "r");
         assert_eq!(response.status(), 202);
@@ -365,6 +368,7 @@ mod tests {
         let refused = Receipt {
             finalization_id: Some(record().id),
             result: Delivered::Refused(Error::RequestInProgress),
+            unrecorded: false,
         };
         let response = receipt(&request(), &refused, "r");
         assert_eq!(
