@@ -77,6 +77,11 @@ pub enum Error {
     #[error("HighLevel refused the token with status {}", .0.status)]
     UpstreamAuthFailed(UpstreamReply),
 
+    /// The token endpoint refused the refresh token and no newer pair appeared: another
+    /// instance's refresh won, and its pair will be there on a later try (queue mode retries).
+    #[error("the OAuth refresh token was refused and no newer pair appeared (status {})", .0.status)]
+    RefreshLost(UpstreamReply),
+
     /// HighLevel failed or is overloaded: retry later.
     #[error("HighLevel is unavailable{}", .reply.as_ref().map(|r| format!(" (last status {})", r.status)).unwrap_or_default())]
     UpstreamUnavailable {
@@ -161,7 +166,7 @@ impl Error {
                 }
                 _ => StatusCode::BAD_GATEWAY,
             },
-            Error::UpstreamAuthFailed(_) => StatusCode::BAD_GATEWAY,
+            Error::UpstreamAuthFailed(_) | Error::RefreshLost(_) => StatusCode::BAD_GATEWAY,
             Error::UpstreamUnavailable { retry_after, .. } => match retry_after {
                 Some(_) => StatusCode::SERVICE_UNAVAILABLE,
                 None => StatusCode::BAD_GATEWAY,
@@ -188,7 +193,7 @@ impl Error {
             Error::Config { .. } => "config_error",
             Error::SecretUnavailable(_) => "secret_unavailable",
             Error::UpstreamRejected(_) => "upstream_rejected",
-            Error::UpstreamAuthFailed(_) => "upstream_auth_failed",
+            Error::UpstreamAuthFailed(_) | Error::RefreshLost(_) => "upstream_auth_failed",
             Error::UpstreamUnavailable { .. } => "upstream_unavailable",
             Error::UpstreamTimeout => "upstream_timeout",
             Error::NotFound => "not_found",
@@ -224,7 +229,9 @@ impl Error {
     /// HighLevel's answer, for the response's `upstream` member.
     pub fn upstream(&self) -> Option<&UpstreamReply> {
         match self {
-            Error::UpstreamRejected(reply) | Error::UpstreamAuthFailed(reply) => Some(reply),
+            Error::UpstreamRejected(reply)
+            | Error::UpstreamAuthFailed(reply)
+            | Error::RefreshLost(reply) => Some(reply),
             Error::UpstreamUnavailable { reply, .. } => reply.as_ref(),
             _ => None,
         }
@@ -238,6 +245,7 @@ impl Error {
         matches!(
             self,
             Error::SecretUnavailable(_)
+                | Error::RefreshLost(_)
                 | Error::UpstreamUnavailable { .. }
                 | Error::UpstreamTimeout
                 | Error::RequestInProgress
@@ -329,6 +337,7 @@ mod tests {
                 502,
                 "upstream_auth_failed",
             ),
+            (Error::RefreshLost(reply(400)), 502, "upstream_auth_failed"),
             (
                 Error::UpstreamUnavailable {
                     reply: Some(reply(500)),
@@ -389,6 +398,8 @@ mod tests {
             },
             Error::UpstreamTimeout,
             Error::StoreUnavailable("down".into()),
+            // Another instance's refresh won: its pair is there on the next receive.
+            Error::RefreshLost(reply(400)),
         ];
         let permanent = [
             Error::UpstreamRejected(reply(422)),

@@ -113,14 +113,41 @@ fn routes_the_two_finalize_forms_the_health_check_and_the_status_route() {
 /// The receiver's policy statements, with the condition guarding each (`None` when
 /// unconditional).
 fn statements(t: &Value) -> Vec<(Option<String>, Value)> {
-    statements_of(function(t))
+    assert_eq!(
+        reference_of_arn(&function(t)["Properties"]["Role"]),
+        Some("FinalizeRole")
+    );
+    statements_of(&t["Resources"]["FinalizeRole"])
 }
 
-fn statements_of(function: &Value) -> Vec<(Option<String>, Value)> {
-    let policies = function["Properties"]["Policies"].as_sequence().unwrap();
+/// The worker's policy statements, likewise.
+fn worker_statements(t: &Value) -> Vec<(Option<String>, Value)> {
+    assert_eq!(
+        reference_of_arn(&worker(t)["Properties"]["Role"]),
+        Some("WorkerRole")
+    );
+    statements_of(&t["Resources"]["WorkerRole"])
+}
+
+/// The resource a `!GetAtt X.Arn` names.
+fn reference_of_arn(value: &Value) -> Option<&str> {
+    match value {
+        Value::Tagged(tagged) if tagged.tag == "!GetAtt" => {
+            tagged.value.as_str()?.strip_suffix(".Arn")
+        }
+        _ => None,
+    }
+}
+
+fn statements_of(role: &Value) -> Vec<(Option<String>, Value)> {
+    assert!(
+        role["Properties"]["ManagedPolicyArns"].is_null(),
+        "no managed policy"
+    );
+    let policies = role["Properties"]["Policies"].as_sequence().unwrap();
     let mut out = Vec::new();
     for policy in policies {
-        for statement in policy["Statement"].as_sequence().unwrap() {
+        for statement in policy["PolicyDocument"]["Statement"].as_sequence().unwrap() {
             match statement {
                 Value::Tagged(tagged) if tagged.tag == "!If" => {
                     let branches = tagged.value.as_sequence().unwrap();
@@ -170,6 +197,8 @@ fn the_receiver_reads_tokens_only_in_sync_mode_and_only_sends_to_the_queue() {
     let t = template();
     let granted = actions(statements(&t));
     let expected = owned(&[
+        (None, "logs:CreateLogStream"),
+        (None, "logs:PutLogEvents"),
         (
             Some("HasInboundAuthSecret"),
             "secretsmanager:GetSecretValue",
@@ -188,10 +217,12 @@ fn the_receiver_reads_tokens_only_in_sync_mode_and_only_sends_to_the_queue() {
 fn the_worker_only_reads_tokens_writes_records_and_receives_deletes_or_delays_messages() {
     let t = template();
     assert_eq!(worker(&t)["Condition"], "QueueMode");
-    let granted = actions(statements_of(worker(&t)));
+    let granted = actions(worker_statements(&t));
     let expected = owned(&[
         (None, "dynamodb:GetItem"),
         (None, "dynamodb:PutItem"),
+        (None, "logs:CreateLogStream"),
+        (None, "logs:PutLogEvents"),
         (None, "secretsmanager:GetSecretValue"),
         (None, "sqs:ChangeMessageVisibility"),
         (None, "sqs:DeleteMessage"),
@@ -430,7 +461,7 @@ fn grants_the_token_secrets_exactly_as_the_template_names_them_and_nothing_wider
     let mut token_statements = 0;
     let secret_statements = statements(&t)
         .into_iter()
-        .chain(statements_of(worker(&t)))
+        .chain(worker_statements(&t))
         .filter(|(_, s)| {
             s["Action"]
                 .as_str()
@@ -714,4 +745,91 @@ fn the_template_with_alarms_and_queue_mode_on_passes_cfn_lint_and_sam_validate()
             String::from_utf8_lossy(&output.stderr)
         );
     }
+}
+
+/// The template as deployed with alarms and queue mode on, translated by the SAM translator
+/// (the library `sam deploy` sends it through), as JSON.
+fn translated_with_everything_on() -> serde_json::Value {
+    let text = with_defaults(&[
+        ("AlarmsEnabled", "\"false\"", "\"true\""),
+        ("DeliveryMode", "sync", "queue"),
+    ]);
+    let dir = std::env::temp_dir().join(format!("ghl-translate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("template.yaml");
+    std::fs::write(&path, text).unwrap();
+    let output = python(
+        r#"
+import json, os, sys
+from samtranslator.yaml_helper import yaml_parse
+from samtranslator.translator.transform import transform
+class NoManagedPolicies:
+    def load(self):
+        return {}
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+template = yaml_parse(open(sys.argv[1]).read())
+template["Globals"]["Function"]["CodeUri"] = "s3://bucket/code.zip"
+print(json.dumps(transform(template, {}, NoManagedPolicies())))
+"#,
+        &[path.to_str().unwrap()],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        output.status.success(),
+        "the SAM translator: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("the translation is JSON")
+}
+
+#[test]
+fn translated_no_role_has_a_managed_policy_or_a_wildcard_resource() {
+    let t = translated_with_everything_on();
+    let resources = t["Resources"].as_object().unwrap();
+    let roles: Vec<_> = resources
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::IAM::Role")
+        .collect();
+    assert!(roles.len() >= 2, "the receiver's and the worker's");
+    for (name, role) in roles {
+        let managed = &role["Properties"]["ManagedPolicyArns"];
+        assert!(
+            managed.as_array().is_none_or(Vec::is_empty),
+            "{name}: {managed}"
+        );
+        for policy in role["Properties"]["Policies"].as_array().unwrap() {
+            let statements = &policy["PolicyDocument"]["Statement"];
+            assert!(
+                !statements.to_string().contains(r#""Resource":"*""#),
+                "{name}: {statements}"
+            );
+        }
+    }
+    let mappings = resources
+        .values()
+        .filter(|r| r["Type"] == "AWS::Lambda::EventSourceMapping")
+        .count();
+    assert_eq!(mappings, 1, "the worker still reads its queue");
+}
+
+#[test]
+fn translated_the_queues_and_the_table_are_kept_and_the_alarm_topic_is_usable() {
+    let t = translated_with_everything_on();
+    let resources = &t["Resources"];
+    for name in [
+        "FinalizeQueue",
+        "FinalizeDeadLetterQueue",
+        "FinalizationsTable",
+    ] {
+        assert_eq!(
+            (
+                resources[name]["DeletionPolicy"].as_str(),
+                resources[name]["UpdateReplacePolicy"].as_str()
+            ),
+            (Some("Retain"), Some("Retain")),
+            "{name}"
+        );
+    }
+    let key = &resources["AlarmTopic"]["Properties"]["KmsMasterKeyId"];
+    assert_eq!(key, &serde_json::json!({"Ref": "AlarmTopicKey"}));
 }

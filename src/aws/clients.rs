@@ -122,10 +122,13 @@ impl AwsClients {
             .timeout_config(timeouts())
             .load()
             .await;
-        // The chain has already applied any service endpoint.
+        // The chain already gives each service its endpoint (`AWS_ENDPOINT_URL_<SERVICE>`, then
+        // `AWS_ENDPOINT_URL`): nothing is to be set over it.
         Self::with_endpoints(&shared, needs, |_| None)
     }
 
+    /// The clients of `needs` from `shared`, each at `endpoint(service)` when that names one,
+    /// else at whatever endpoint `shared` gives the service (never none over it).
     fn with_endpoints(
         shared: &SdkConfig,
         needs: Services,
@@ -134,19 +137,25 @@ impl AwsClients {
         Self {
             secrets: needs.secrets.then(|| {
                 let mut builder = aws_sdk_secretsmanager::config::Builder::from(shared);
-                builder.set_endpoint_url(endpoint("SECRETS_MANAGER"));
+                if let Some(url) = endpoint("SECRETS_MANAGER") {
+                    builder.set_endpoint_url(Some(url));
+                }
                 let config = builder.build();
                 SecretsClient::from_client(aws_sdk_secretsmanager::Client::from_conf(config))
             }),
             dynamodb: needs.dynamodb.then(|| {
                 let mut builder = aws_sdk_dynamodb::config::Builder::from(shared);
-                builder.set_endpoint_url(endpoint("DYNAMODB"));
+                if let Some(url) = endpoint("DYNAMODB") {
+                    builder.set_endpoint_url(Some(url));
+                }
                 let config = builder.build();
                 aws_sdk_dynamodb::Client::from_conf(config)
             }),
             sqs: needs.sqs.then(|| {
                 let mut builder = aws_sdk_sqs::config::Builder::from(shared);
-                builder.set_endpoint_url(endpoint("SQS"));
+                if let Some(url) = endpoint("SQS") {
+                    builder.set_endpoint_url(Some(url));
+                }
                 SqsClient::deferred(builder.build())
             }),
         }

@@ -45,10 +45,7 @@ where
         if let Some(left) = highlevel.pauses().remaining(&call.location) {
             // The location's rate-limit window is spent: wait it out, or, when it does not
             // fit the budget, say when to come back without spending an attempt.
-            let fits = Instant::now()
-                .checked_add(left)
-                .is_some_and(|end| end < deadline);
-            if !fits {
+            if !fits(left, deadline) {
                 upstream_wait = Some(left);
                 break Err(unavailable(None, Some(left), None));
             }
@@ -67,15 +64,17 @@ where
         let exchange = highlevel.send(call, headers, deadline).await;
         call_facts.latency += sent_at.elapsed();
         if let Exchange::Answered {
-            reply, rate_limit, ..
+            reply,
+            rate_limit,
+            retry_after,
         } = &exchange
         {
             call_facts.last_status = Some(reply.status);
             call_facts.rate_limit = *rate_limit;
-            if let Some(until) = rate_limit
-                .pause()
-                .and_then(|p| Instant::now().checked_add(p))
-            {
+            // HighLevel's own Retry-After says when to come back; a spent window is the
+            // location's pause only when it sent none.
+            let pause = rate_limit.pause().filter(|_| retry_after.is_none());
+            if let Some(until) = pause.and_then(|p| Instant::now().checked_add(p)) {
                 highlevel.pauses().pause(&call.location, until);
             }
         }
@@ -120,10 +119,7 @@ where
             break give_up(retry_after);
         }
         let wait = retry_after.unwrap_or_else(|| retry::backoff(counted, random_u64()));
-        let fits = Instant::now()
-            .checked_add(wait)
-            .is_some_and(|resume| resume < deadline);
-        if !fits {
+        if !fits(wait, deadline) {
             break give_up(retry_after);
         }
         tracing::info!(url = %call.url, attempt = sent, wait_ms = wait.as_millis() as u64, "retrying HighLevel");
@@ -142,6 +138,19 @@ where
             call: call_facts,
         },
     }
+}
+
+/// Least budget an attempt needs after a wait: a wait that leaves less is not waited, so no
+/// attempt goes out with milliseconds left to time out in (a 504 that "may have been
+/// applied") when a 503 could say when to come back.
+pub(crate) const MIN_ATTEMPT_BUDGET: Duration = Duration::from_secs(1);
+
+/// Whether waiting `wait` from now leaves an attempt [`MIN_ATTEMPT_BUDGET`] before `deadline`.
+fn fits(wait: Duration, deadline: Instant) -> bool {
+    Instant::now()
+        .checked_add(wait)
+        .and_then(|resume| resume.checked_add(MIN_ATTEMPT_BUDGET))
+        .is_some_and(|end| end <= deadline)
 }
 
 fn unavailable(
@@ -168,5 +177,19 @@ impl Retryable {
             Retryable::Answered(reply) => unavailable(Some(reply), Some(retry_after), None),
             Retryable::NotDelivered(source) => unavailable(None, Some(retry_after), Some(source)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_fits_only_if_it_leaves_a_second_for_the_attempt_after_it() {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        assert!(fits(Duration::from_millis(500), deadline));
+        assert!(!fits(Duration::from_millis(2500), deadline), "500 ms left");
+        assert!(!fits(Duration::from_secs(3), deadline));
+        assert!(!fits(Duration::MAX, deadline), "an absurd wait never fits");
     }
 }

@@ -385,7 +385,7 @@ impl SecretStore {
             }
             if started.elapsed().saturating_add(WINNER_POLL) > WINNER_WAIT {
                 tracing::error!(location_id = %location, "the refresh token was refused and no newer pair appeared");
-                return Err(Error::UpstreamAuthFailed(UpstreamReply::status_only(400)));
+                return Err(Error::RefreshLost(UpstreamReply::status_only(400)));
             }
             tokio::time::sleep(WINNER_POLL).await;
         }

@@ -30,17 +30,62 @@ pub fn confine(template: &str, other_secrets: &[&str]) -> Result<(), String> {
              or a caller's id alone would name the secret to read"
         ));
     }
+    // The deployment grants the template with each placeholder as IAM's `*`, which also
+    // matches `/`: a name no id can produce may still be granted (`ghl/*` reaches
+    // `ghl/auth/inbound`).
+    let granted = name_of(template).replace(LOCATION_PLACEHOLDER, "*");
     for other in other_secrets {
-        if could_produce(&name_of(template), &name_of(other))
-            || could_produce(&name_of(template), without_arn_suffix(&name_of(other)))
+        let other_name = name_of(other);
+        if could_produce(&name_of(template), &other_name)
+            || could_produce(&name_of(template), without_arn_suffix(&other_name))
         {
             return Err(format!(
                 "could produce the name of {other} for some locationId; choose a template no \
                  location id can turn into another secret (e.g. ghl/{LOCATION_PLACEHOLDER}/token)"
             ));
         }
+        if iam_matches(&granted, &other_name)
+            || iam_matches(&granted, without_arn_suffix(&other_name))
+        {
+            return Err(format!(
+                "as an IAM resource pattern ({granted}) it also matches {other}, so the function \
+                 would be allowed to read it; choose a template whose fixed text sets it apart \
+                 (e.g. ghl/{LOCATION_PLACEHOLDER}/token)"
+            ));
+        }
     }
     Ok(())
+}
+
+/// Whether IAM's resource pattern `pattern` (`*`: any run of characters, `/` included; `?`:
+/// any one character) matches `name`.
+fn iam_matches(pattern: &str, name: &str) -> bool {
+    let (pattern, name) = (pattern.as_bytes(), name.as_bytes());
+    // The classic two-pointer wildcard match: on a mismatch, let the last `*` take one more
+    // character.
+    let (mut p, mut n) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, n));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c == name[n] => {
+                p += 1;
+                n += 1;
+            }
+            _ => match star {
+                Some((star_p, star_n)) => {
+                    p = star_p + 1;
+                    n = star_n + 1;
+                    star = Some((star_p, star_n + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
 }
 
 /// The secret name of a name or ARN (`arn:…:secret:NAME`).
@@ -134,11 +179,39 @@ mod tests {
         ] {
             assert!(confine(template, &[auth]).is_err(), "{template} vs {auth}");
         }
-        // Not within an id's reach: a slash, or more than 64 characters.
-        assert_eq!(confine("ghl/{locationId}", &["ghl/a/b"]), Ok(()));
-        assert_eq!(
-            confine("ghl/{locationId}", &[&format!("ghl/{}", "a".repeat(65))]),
-            Ok(())
-        );
+        // Beyond an id's reach (a slash, more than 64 characters) but not IAM's: IAM's `*`
+        // matches them all, so the deployment would grant them.
+        for auth in [
+            "ghl/a/b",
+            "ghl/auth/inbound",
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:ghl/auth/inbound-AbCdEf",
+            &format!("ghl/{}", "a".repeat(65)),
+        ] {
+            let refused = confine("ghl/{locationId}", &[auth]).unwrap_err();
+            assert!(refused.contains("IAM"), "{auth}: {refused}");
+        }
+        assert!(confine("ghl/{locationId}/token", &["ghl/auth/inbound/token"]).is_err());
+    }
+
+    #[test]
+    fn matches_names_as_iam_reads_a_resource_pattern() {
+        for (pattern, name) in [
+            ("ghl/*", "ghl/auth/inbound"),
+            ("ghl/*/token", "ghl/a/b/token"),
+            ("*", ""),
+            ("a?c", "abc"),
+            ("*-??????", "name-AbCdEf"),
+            ("a*b*c", "aXbYbZc"),
+        ] {
+            assert!(iam_matches(pattern, name), "{pattern} {name}");
+        }
+        for (pattern, name) in [
+            ("ghl/*/token", "ghl/inbound-auth"),
+            ("a?c", "ac"),
+            ("ghl/*", "gh/x"),
+            ("a*b", "aXc"),
+        ] {
+            assert!(!iam_matches(pattern, name), "{pattern} {name}");
+        }
     }
 }

@@ -175,6 +175,34 @@ async fn finalize_calls_highlevel_directly() {
     assert_eq!(received[0].body, serde_json::json!({"userId": USER}));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_tools_reach_aws_through_the_service_endpoint_variables() {
+    let standin = standin().await;
+    let secret = unique("cli-token");
+    put_secret(&secret, TOKEN).await;
+    let home = std::env::temp_dir().join(unique("cli-home"));
+    let home = home.to_string_lossy().into_owned();
+    let env = [
+        ("GHL_TOKEN_SECRET_ID", secret.as_str()),
+        ("ALLOW_UNAUTHENTICATED", "true"),
+        ("GHL_API_BASE_URL", &standin.base_url()),
+        // Only the service's own variable says where Secrets Manager is.
+        ("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto_endpoint()),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        // No profile or file of this machine's takes part.
+        ("HOME", &home),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    cli_ok(&["finalize", "--location", LOCATION, "--csv", CSV], &env);
+    assert_eq!(
+        standin.finalize_tokens(),
+        [TOKEN],
+        "the token came from the secret in moto"
+    );
+}
+
 #[test]
 fn bad_arguments_exit_with_status_2_and_a_clear_message() {
     for args in [

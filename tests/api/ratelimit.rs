@@ -162,3 +162,50 @@ async fn an_absurd_rate_limit_interval_is_answered_at_once_and_the_instance_live
     }
     assert_eq!(t.invoke(EV_HEALTHZ).await.status, 200, "still answering");
 }
+
+#[tokio::test]
+async fn a_spent_window_is_no_pause_when_highlevel_said_when_to_come_back() {
+    let t = spawn_app().await;
+    t.highlevel_answers_in_turn([
+        Scripted::status(429)
+            .retry_after("1")
+            .header("x-ratelimit-remaining", "0")
+            .header("x-ratelimit-interval-milliseconds", "60000"),
+        Scripted::ok(),
+        Scripted::ok(),
+    ]);
+    let first = t.invoke(&finalize_csv("csv-1")).await;
+    assert_eq!(
+        (first.status, first.body["attempts"].as_u64()),
+        (200, Some(2)),
+        "{}",
+        first.text
+    );
+    // HighLevel's Retry-After (1 s) was its word; its 60 s window is no pause for the next.
+    let second = answered_within(Duration::from_secs(3), t.invoke(&finalize_csv("csv-2"))).await;
+    assert_eq!(second.status, 200, "{}", second.text);
+}
+
+#[tokio::test]
+async fn no_attempt_is_sent_after_a_wait_that_leaves_less_than_a_second() {
+    let t = spawn_app_with(Setup {
+        env: vec![("UPSTREAM_TIMEOUT_MS", "2500".into())],
+        ..Setup::default()
+    })
+    .await;
+    // A 2 s Retry-After fits the 2.5 s budget but would leave the retry half a second.
+    t.highlevel_answers_in_turn([Scripted::status(503).retry_after("2"), Scripted::ok()]);
+    let response = answered_within(Duration::from_secs(2), t.invoke(&finalize_csv("csv-1"))).await;
+    assert_eq!(
+        (response.status, code(&response)),
+        (503, "upstream_unavailable"),
+        "{}",
+        response.text
+    );
+    assert_eq!(response.headers["retry-after"], "2");
+    assert_eq!(
+        t.highlevel.finalize_requests().len(),
+        1,
+        "no attempt squeezed in"
+    );
+}

@@ -42,6 +42,7 @@ pub struct Reply {
     content_type: String,
     body: Bytes,
     retry_after: Option<String>,
+    headers: Vec<(String, String)>,
     delay: Duration,
 }
 
@@ -71,6 +72,7 @@ impl Scripted {
             content_type: content_type.to_owned(),
             body: body.into(),
             retry_after: None,
+            headers: Vec::new(),
             delay: Duration::ZERO,
         })
     }
@@ -78,6 +80,11 @@ impl Scripted {
     /// The same reply with a `Retry-After` header (seconds or an HTTP date, sent verbatim).
     pub fn retry_after(self, value: &str) -> Self {
         self.map_reply(|reply| reply.retry_after = Some(value.to_owned()))
+    }
+
+    /// The same reply with one more header (HighLevel's `X-RateLimit-*`, say), sent verbatim.
+    pub fn header(self, name: &str, value: &str) -> Self {
+        self.map_reply(|reply| reply.headers.push((name.to_owned(), value.to_owned())))
     }
 
     /// The same reply, sent after `delay`.
@@ -114,6 +121,14 @@ impl Reply {
             .and_then(|v| HeaderValue::from_str(v).ok())
         {
             headers.insert(http::header::RETRY_AFTER, value);
+        }
+        for (name, value) in &self.headers {
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                headers.insert(name, value);
+            }
         }
         response
     }
