@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::highlevel::{self, attempts, HighLevel, Outcome};
+use crate::highlevel::{self, attempts, Exchange, HighLevel, Outcome};
 use crate::request::deadline::Budget;
 use crate::request::{FinalizeRequest, Invocation};
 use crate::tokens::TokenSource;
@@ -52,15 +52,64 @@ impl FinalizeService {
         self.dry_run
     }
 
+    /// The budget for one finalize's HighLevel calls (the CSV reads included), within the
+    /// invocation's deadline.
+    pub(crate) fn budget(&self, invocation: &Invocation) -> Budget {
+        Budget::new(self.upstream_timeout, invocation.deadline)
+    }
+
     /// Finalizes the import `request` names, within the invocation's deadline.
     pub(crate) async fn finalize(
         &self,
         request: &FinalizeRequest,
         invocation: &Invocation,
     ) -> Outcome {
-        let budget = Budget::new(self.upstream_timeout, invocation.deadline);
+        self.finalize_within(request, &self.budget(invocation))
+            .await
+    }
+
+    /// The import's status at HighLevel (`GET …/csv/{csvId}?skip=0&limit=1`), read once within
+    /// `budget`; `None` when it cannot be had (no token, an error, a timeout, an odd answer) —
+    /// which never stops a finalize.
+    pub(crate) async fn csv_status(
+        &self,
+        request: &FinalizeRequest,
+        budget: &Budget,
+    ) -> Option<String> {
         let location = &request.location_id;
-        let token = match self.tokens.token(location, &budget).await {
+        let token = self.tokens.token(location, budget).await.ok()?;
+        let call = self
+            .highlevel
+            .finalize_call(location, &request.csv_id, request.user_id.as_ref())
+            .ok()?;
+        let headers = self.highlevel.headers(token.token.bearer());
+        match self
+            .highlevel
+            .read_csv(&call, headers, budget.deadline())
+            .await
+        {
+            Exchange::Answered { reply, .. } => {
+                let status = highlevel::csv_status(&reply);
+                if status.is_none() {
+                    tracing::warn!(location_id = %location, csv_id = %request.csv_id, status = reply.status, "HighLevel's CSV read gave no status");
+                }
+                status
+            }
+            other => {
+                tracing::warn!(location_id = %location, csv_id = %request.csv_id, exchange = ?other, "the CSV could not be read");
+                None
+            }
+        }
+    }
+
+    /// Finalizes the import `request` names, its HighLevel calls within `budget`.
+    pub(crate) async fn finalize_within(
+        &self,
+        request: &FinalizeRequest,
+        budget: &Budget,
+    ) -> Outcome {
+        let location = &request.location_id;
+        let token = match self.tokens.token(location, budget).await {
             Ok(token) => token,
             Err(error) => return Outcome::not_sent(error),
         };
@@ -79,14 +128,14 @@ impl FinalizeService {
             };
         }
         let reauthenticate = || async {
-            let fresh = self.tokens.reload(location, &token, &budget).await?;
+            let fresh = self.tokens.reload(location, &token, budget).await?;
             Ok(fresh.token.bearer())
         };
         attempts::finalize(
             &self.highlevel,
             &call,
             token.token.bearer(),
-            &budget,
+            budget,
             self.max_attempts,
             reauthenticate,
         )

@@ -326,6 +326,15 @@ fn queue_mode_has_a_queue_a_dead_letter_queue_and_a_worker_reporting_batch_item_
         Some("QueueMaxReceives"),
         "the worker knows its last receive"
     );
+    let Value::Tagged(retention) = &env["QUEUE_RETENTION_SECS"] else {
+        panic!("QUEUE_RETENTION_SECS is an !If");
+    };
+    let branches = retention.value.as_sequence().unwrap();
+    assert_eq!(
+        (branches[0].as_str(), reference(&branches[1])),
+        (Some("QueueMode"), Some("QueueRetentionSecs")),
+        "records outlive the queue's messages"
+    );
 }
 
 #[test]
@@ -364,6 +373,7 @@ fn sets_only_variables_the_function_reads() {
         "IDEMPOTENCY_TTL_SECS",
         "QUEUE_URL",
         "QUEUE_MAX_RECEIVES",
+        "QUEUE_RETENTION_SECS",
         "METRICS_NAMESPACE",
     ];
     let source = include_str!("../src/app/config.rs");

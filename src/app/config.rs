@@ -151,14 +151,27 @@ impl DeliveryConfig {
             }
             None => QueueConfig::None,
         };
+        let ttl = parse_number(
+            "IDEMPOTENCY_TTL_SECS",
+            get("IDEMPOTENCY_TTL_SECS"),
+            DEFAULT_IDEMPOTENCY_TTL_SECS,
+            MIN_IDEMPOTENCY_TTL_SECS..=31_536_000,
+        )?;
+        // A record must outlive every message of its finalize: in queue mode it is kept at
+        // least as long as the queue keeps a message (`QUEUE_RETENTION_SECS`, SQS at most 14
+        // days), or a late message would find no record and finalize again.
+        let retention = match get("QUEUE_RETENTION_SECS") {
+            Some(value) => parse_number("QUEUE_RETENTION_SECS", Some(value), 0, 60..=1_209_600)?,
+            None => 0,
+        };
+        let ttl = if matches!(queue, QueueConfig::None) {
+            ttl
+        } else {
+            ttl.max(retention)
+        };
         Ok(Self {
             records,
-            record_ttl: Duration::from_secs(parse_number(
-                "IDEMPOTENCY_TTL_SECS",
-                get("IDEMPOTENCY_TTL_SECS"),
-                DEFAULT_IDEMPOTENCY_TTL_SECS,
-                MIN_IDEMPOTENCY_TTL_SECS..=31_536_000,
-            )?),
+            record_ttl: Duration::from_secs(ttl),
             queue,
             max_receives: parse_number(
                 "QUEUE_MAX_RECEIVES",
@@ -613,5 +626,31 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.var, "GHL_TOKEN");
         assert!(!err.to_string().contains("has space"));
+    }
+
+    #[test]
+    fn in_queue_mode_a_record_outlives_the_queues_retention() {
+        let mut vars = MINIMAL.to_vec();
+        vars.extend([
+            ("IDEMPOTENCY_TABLE", "t"),
+            ("QUEUE_URL", "https://sqs.eu-west-1.amazonaws.com/1/q"),
+            ("IDEMPOTENCY_TTL_SECS", "600"),
+            ("QUEUE_RETENTION_SECS", "345600"),
+        ]);
+        let c = config(&vars).unwrap();
+        assert_eq!(c.delivery.record_ttl, Duration::from_secs(345_600));
+        let mut sync = MINIMAL.to_vec();
+        sync.extend([
+            ("IDEMPOTENCY_TABLE", "t"),
+            ("IDEMPOTENCY_TTL_SECS", "600"),
+            ("QUEUE_RETENTION_SECS", "345600"),
+        ]);
+        assert_eq!(
+            config(&sync).unwrap().delivery.record_ttl,
+            Duration::from_secs(600),
+            "no queue, no retention to outlive"
+        );
+        vars.push(("QUEUE_RETENTION_SECS", "5"));
+        assert_eq!(config(&vars).unwrap_err().var, "QUEUE_RETENTION_SECS");
     }
 }

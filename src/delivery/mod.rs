@@ -23,13 +23,14 @@ use crate::highlevel::Outcome;
 use crate::observe::{Audit, Measures, Mode};
 use crate::queue::{Disposition, Message, Queue, ReceivedMessage, MAX_VISIBILITY};
 use crate::random::random_u64;
-use crate::records::{Begun, Claimed, FinalizationId, Record, Records, Status};
+use crate::records::{Begun, Claimed, FinalizationId, Record, RecordedError, Records, Status};
 use crate::request::deadline::{unix_ms, Deadline, LAMBDA_MARGIN};
 use crate::request::ids::LocationId;
 use crate::request::key::IdempotencyKey;
 use crate::request::{FinalizeRequest, Invocation};
 use crate::service::FinalizeService;
-use rules::{after_outcome, answer_found, recorded, redelivery_delay};
+use crate::upstream::UpstreamReply;
+use rules::{after_outcome, answer_found, judge_csv_status, recorded, redelivery_delay, Judged};
 
 /// How long a lock outlasts its holder's deadline: a margin covering the holder's last write
 /// (one DynamoDB call, at most its 6 s operation timeout), so a holder still writing is never
@@ -194,14 +195,16 @@ impl Delivery {
     ) -> Receipt {
         let now = unix_ms();
         let fresh = self.fresh(&id, request, Status::InProgress, invocation, now);
-        let record = match records.begin(fresh, request, now).await {
-            Ok(Begun::Started(record)) => record,
+        let (record, in_doubt) = match records.begin(fresh, request, now).await {
+            Ok(Begun::Started { record, in_doubt }) => (record, in_doubt),
             Ok(Begun::Found(found, existing)) => {
                 return Receipt::recorded(id, answer_found(found, existing, false))
             }
             Err(error) => return Receipt::recorded(id, Delivered::Refused(error.into())),
         };
-        let outcome = self.service.finalize(request, invocation).await;
+        let (record, outcome) = self
+            .finalize_held(records, record, in_doubt, request, invocation)
+            .await;
         let done = after_outcome(record, &outcome, false, self.record_ttl, unix_ms());
         // The finalize happened (or failed) all the same: answer with it.
         let unrecorded = !record_result(records, &done, invocation).await;
@@ -225,7 +228,7 @@ impl Delivery {
         let now = unix_ms();
         let fresh = self.fresh(id, request, Status::Queued, invocation, now);
         let record = match records.begin(fresh, request, now).await {
-            Ok(Begun::Started(record)) => record,
+            Ok(Begun::Started { record, .. }) => record,
             Ok(Begun::Found(found, existing)) => return answer_found(found, existing, true),
             Err(error) => return Delivered::Refused(error.into()),
         };
@@ -262,6 +265,57 @@ impl Delivery {
                 Delivered::Refused(error)
             }
         }
+    }
+
+    /// Finalizes `request` under `record`, which this invocation holds, letting HighLevel's
+    /// CSV status settle what the function cannot know: the status is read before the first
+    /// PATCH and kept on the record; when a PATCH may have been applied unseen (`in_doubt`) it
+    /// is read again, and a changed status means applied (no PATCH), `deleted` a permanent
+    /// failure. A read that fails never stops a finalize. Every read counts against the
+    /// finalize's budget; none is an attempt. The record comes back as last written.
+    async fn finalize_held(
+        &self,
+        records: &Records,
+        mut record: Record,
+        in_doubt: bool,
+        request: &FinalizeRequest,
+        invocation: &Invocation,
+    ) -> (Record, Outcome) {
+        let budget = self.service.budget(invocation);
+        match record.csv_status_before.clone() {
+            None => {
+                if let Some(status) = self.service.csv_status(request, &budget).await {
+                    record.csv_status_before = Some(status);
+                    // Kept before the PATCH, so whoever takes over from a holder that dies
+                    // after it can tell whether it was applied.
+                    match records.finish(&record).await {
+                        Ok(()) => record.version += 1,
+                        Err(error) => {
+                            tracing::warn!(finalization_id = %record.id, cause = %chain(&error), "the CSV's status could not be kept on the record");
+                        }
+                    }
+                }
+            }
+            Some(before) if in_doubt => {
+                if let Some(now) = self.service.csv_status(request, &budget).await {
+                    match judge_csv_status(&before, &now) {
+                        Judged::Applied => {
+                            tracing::info!(finalization_id = %record.id, before, now, "HighLevel's CSV status shows the finalize applied; no PATCH");
+                            let attempts = record.attempts.max(1);
+                            return (record, Outcome::Confirmed { attempts });
+                        }
+                        Judged::Deleted => {
+                            let error = Error::UpstreamRejected(deleted_import());
+                            return (record, Outcome::not_sent(error));
+                        }
+                        Judged::NotApplied => {}
+                    }
+                }
+            }
+            Some(_) => {}
+        }
+        let outcome = self.service.finalize_within(request, &budget).await;
+        (record, outcome)
     }
 
     /// The record with `id`, when `may_see` its location and it has not expired: the status
@@ -308,6 +362,9 @@ impl Delivery {
             expires_at: (now / 1000).saturating_add(self.record_ttl.as_secs()),
             upstream: None,
             error: None,
+            csv_status_before: None,
+            confirmed_by: None,
+            answer_attempts: None,
             version: 1,
         }
     }
@@ -366,11 +423,41 @@ impl Delivery {
         let disposition = self
             .work_message(received, invocation, started, &mut audit, &mut measures)
             .await;
+        if received.receives >= self.max_receives && disposition != Disposition::Done {
+            self.mark_dead_lettered(&audit, invocation).await;
+        }
         audit.duration_ms = started.elapsed().as_millis() as u64;
         Worked {
             disposition,
             audit,
             measures,
+        }
+    }
+
+    /// The message's last receive ended without a final outcome, and SQS moves it to the
+    /// dead-letter queue: its record says `failed` (with why), if the store lets it.
+    async fn mark_dead_lettered(&self, audit: &Audit, invocation: &Invocation) {
+        let (Some(records), Some(id)) = (
+            &self.records,
+            audit
+                .finalization_id
+                .as_deref()
+                .and_then(FinalizationId::parse),
+        ) else {
+            return;
+        };
+        let error = RecordedError {
+            code: audit.code.unwrap_or("upstream_unavailable").to_owned(),
+            message: "the last receive ended without a final outcome; the message went to the dead-letter queue".to_owned(),
+        };
+        match records.mark_failed(&id, error, unix_ms()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::error!(request_id = %invocation.request_id, finalization_id = %id, "a dead-lettered message's record could not be marked failed (changed meanwhile)");
+            }
+            Err(error) => {
+                tracing::error!(request_id = %invocation.request_id, finalization_id = %id, cause = %chain(&error), "a dead-lettered message's record could not be marked failed");
+            }
         }
     }
 
@@ -426,8 +513,8 @@ impl Delivery {
                 now,
             )
         };
-        let record = match records.claim(fresh, now).await {
-            Ok(Claimed::Held(record)) => record,
+        let (record, in_doubt) = match records.claim(fresh, now).await {
+            Ok(Claimed::Held { record, in_doubt }) => (record, in_doubt),
             Ok(Claimed::Finalized) => {
                 // A duplicate delivery: the record already holds the answer.
                 (audit.status, audit.replayed) = (200, true);
@@ -452,7 +539,9 @@ impl Delivery {
                 return later(received, None, started);
             }
         };
-        let outcome = self.service.finalize(&message.request, invocation).await;
+        let (record, outcome) = self
+            .finalize_held(records, record, in_doubt, &message.request, invocation)
+            .await;
         let last_receive = received.receives >= self.max_receives;
         let transient = outcome.error().is_some_and(|e| e.is_transient());
         let done = after_outcome(
@@ -490,7 +579,7 @@ impl Delivery {
                 tracing::warn!(request_id, message_id, code = error.code(), later = ?later, cause = %chain(error), "finalize failed for now; the message comes back");
                 later
             }
-            Outcome::Finalized { .. } | Outcome::DryRun { .. } => {
+            Outcome::Finalized { .. } | Outcome::Confirmed { .. } | Outcome::DryRun { .. } => {
                 audit.status = 200;
                 Disposition::Done
             }
@@ -525,4 +614,16 @@ async fn record_result(records: &Records, done: &Record, invocation: &Invocation
             false
         }
     }
+}
+
+/// What the caller is shown when HighLevel's CSV status says the import was deleted.
+fn deleted_import() -> UpstreamReply {
+    UpstreamReply::new(
+        422,
+        serde_json::json!({
+            "statusCode": 422,
+            "message": "HighLevel's CSV status is deleted: the import no longer exists",
+        }),
+        false,
+    )
 }

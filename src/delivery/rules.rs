@@ -9,6 +9,35 @@ use crate::highlevel::Outcome;
 use crate::queue::MAX_VISIBILITY;
 use crate::records::{Found, Record, RecordedError, Status};
 
+/// A record's `confirmedBy` when HighLevel's CSV status showed the finalize applied.
+pub const CONFIRMED_BY_CSV_STATUS: &str = "csv_status";
+/// HighLevel's CSV status of an import that no longer exists.
+pub const DELETED: &str = "deleted";
+
+/// What HighLevel's CSV status `now` says of a PATCH that may have been applied unseen, the
+/// import having shown `before` before the first PATCH.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Judged {
+    /// The status changed: HighLevel applied the finalize; no PATCH.
+    Applied,
+    /// The import is gone: a permanent failure.
+    Deleted,
+    /// Unchanged: not applied; PATCH as usual.
+    NotApplied,
+}
+
+/// Judges a CSV status read after a PATCH that may have been applied unseen. Nothing else
+/// about the statuses' order is assumed.
+pub fn judge_csv_status(before: &str, now: &str) -> Judged {
+    if now == before {
+        Judged::NotApplied
+    } else if now == DELETED {
+        Judged::Deleted
+    } else {
+        Judged::Applied
+    }
+}
+
 /// First redelivery delay of a transient failure, without a `Retry-After` from HighLevel.
 pub const REDELIVERY_FIRST: Duration = Duration::from_secs(30);
 /// Longest redelivery delay.
@@ -49,10 +78,24 @@ pub(crate) fn after_outcome(
         ..record
     };
     match outcome {
-        Outcome::Finalized { reply, .. } => Record {
+        Outcome::Finalized {
+            reply,
+            attempts: answered,
+            ..
+        } => Record {
             status: Status::Finalized,
             upstream: Some(reply.to_json()),
             error: None,
+            answer_attempts: Some(*answered),
+            expires_at: (now / 1000).saturating_add(ttl.as_secs()),
+            ..base
+        },
+        Outcome::Confirmed { attempts: answered } => Record {
+            status: Status::Finalized,
+            upstream: None,
+            error: None,
+            confirmed_by: Some(CONFIRMED_BY_CSV_STATUS.to_owned()),
+            answer_attempts: Some(*answered),
             expires_at: (now / 1000).saturating_add(ttl.as_secs()),
             ..base
         },
@@ -126,6 +169,9 @@ mod tests {
             expires_at: 100,
             upstream: None,
             error: None,
+            csv_status_before: None,
+            confirmed_by: None,
+            answer_attempts: None,
             version: 3,
         }
     }
@@ -296,5 +342,35 @@ mod tests {
             redelivery_delay(1, None, MAX_VISIBILITY + spent, 0),
             Duration::ZERO
         );
+    }
+
+    #[test]
+    fn a_changed_csv_status_means_applied_unless_the_import_is_gone() {
+        assert_eq!(judge_csv_status("pending", "importing"), Judged::Applied);
+        assert_eq!(judge_csv_status("pending", "completed"), Judged::Applied);
+        assert_eq!(judge_csv_status("pending", "failed"), Judged::Applied);
+        assert_eq!(judge_csv_status("pending", "pending"), Judged::NotApplied);
+        assert_eq!(judge_csv_status("pending", "deleted"), Judged::Deleted);
+        assert_eq!(
+            judge_csv_status("deleted", "deleted"),
+            Judged::NotApplied,
+            "unchanged: HighLevel answers the PATCH itself"
+        );
+    }
+
+    #[test]
+    fn a_confirmed_outcome_is_finalized_by_csv_status_with_the_patches_so_far() {
+        let done = after_outcome(
+            record(Status::InProgress),
+            &Outcome::Confirmed { attempts: 2 },
+            false,
+            Duration::from_secs(60),
+            50_000,
+        );
+        assert_eq!(done.status, Status::Finalized);
+        assert_eq!(done.confirmed_by.as_deref(), Some("csv_status"));
+        assert_eq!(done.answer_attempts, Some(2));
+        assert_eq!(done.attempts, 2, "no PATCH sent now");
+        assert_eq!(done.expires_at, 110);
     }
 }

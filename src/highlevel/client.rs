@@ -128,6 +128,22 @@ impl HighLevel {
         exchange(request, deadline).await
     }
 
+    /// Reads the CSV import `call` finalizes, its status and first post at most
+    /// (`GET …/csv/{csvId}?skip=0&limit=1`), answering by `deadline`.
+    pub(crate) async fn read_csv(
+        &self,
+        call: &FinalizeCall,
+        mut headers: HeaderMap,
+        deadline: Instant,
+    ) -> Exchange {
+        headers.remove(CONTENT_TYPE);
+        let mut url = call.url.clone();
+        url.query_pairs_mut()
+            .append_pair("skip", "0")
+            .append_pair("limit", "1");
+        exchange(self.http.get(url).headers(headers), deadline).await
+    }
+
     /// Calls `POST {base}/oauth/token` once with a form-encoded refresh request.
     pub(crate) async fn refresh_token(
         &self,
@@ -156,6 +172,20 @@ pub(crate) fn finalize_body(user: Option<&UserId>) -> Vec<u8> {
         Some(user) => format!(r#"{{"userId":"{user}"}}"#).into_bytes(),
         None => b"{}".to_vec(),
     }
+}
+
+/// The import's status in HighLevel's answer to a CSV read (`results.csv.status`), when it
+/// accepted the read and the status is plausible text.
+pub(crate) fn csv_status(reply: &UpstreamReply) -> Option<String> {
+    if !(200..300).contains(&reply.status) {
+        return None;
+    }
+    let status = reply.body.pointer("/results/csv/status")?.as_str()?.trim();
+    let plausible = (1..=64).contains(&status.len())
+        && status
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    plausible.then(|| status.to_owned())
 }
 
 /// Describes the request that would be sent, the token redacted (for `--dry-run`).
@@ -320,5 +350,25 @@ mod tests {
         let shown = describe(&call, &headers);
         assert_eq!(shown["headers"]["authorization"], "Bearer [redacted]");
         assert_eq!(shown["body"], json!({}));
+    }
+
+    #[test]
+    fn reads_the_import_status_from_a_csv_read() {
+        let reply = |status, body| UpstreamReply::new(status, body, false);
+        let body = serde_json::json!({"results": {"csv": {"status": "importing"}}});
+        assert_eq!(
+            csv_status(&reply(200, body.clone())).as_deref(),
+            Some("importing")
+        );
+        assert_eq!(csv_status(&reply(404, body)), None, "only an accepted read");
+        for odd in [
+            serde_json::json!({"results": {"csv": {"status": 7}}}),
+            serde_json::json!({"results": {}}),
+            serde_json::json!({"results": {"csv": {"status": "has space"}}}),
+            serde_json::json!({"results": {"csv": {"status": ""}}}),
+            serde_json::json!("text"),
+        ] {
+            assert_eq!(csv_status(&reply(200, odd.clone())), None, "{odd}");
+        }
     }
 }

@@ -9,6 +9,6 @@ pub mod outcome;
 pub mod ratelimit;
 pub(crate) mod retry;
 
-pub(crate) use client::{describe, Exchange};
+pub(crate) use client::{csv_status, describe, Exchange};
 pub use client::{FinalizeCall, HighLevel};
 pub use outcome::{CallFacts, Outcome};

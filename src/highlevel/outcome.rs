@@ -1,5 +1,6 @@
-//! What became of a finalize: HighLevel's acceptance, a dry run's would-be request, or the
-//! error that ended the attempts — with what the calls showed, for the audit line and metrics.
+//! What became of a finalize: HighLevel's acceptance (answered, or confirmed by the CSV's
+//! status), a dry run's would-be request, or the error that ended the attempts — with what the
+//! calls showed, for the audit line and metrics.
 
 use std::time::Duration;
 
@@ -20,6 +21,12 @@ pub enum Outcome {
         attempts: u32,
         /// What the calls showed (latency, rate-limit headers).
         call: CallFacts,
+    },
+    /// HighLevel's CSV status shows an earlier PATCH applied, whose answer was lost: finalized,
+    /// and no PATCH sent now.
+    Confirmed {
+        /// The PATCHes sent for the finalize so far, by every try (at least 1).
+        attempts: u32,
     },
     /// `--dry-run`: everything but the call; what would have been sent, token redacted.
     DryRun {
@@ -62,15 +69,15 @@ impl Outcome {
     pub fn call(&self) -> CallFacts {
         match self {
             Outcome::Finalized { call, .. } | Outcome::Failed { call, .. } => *call,
-            Outcome::DryRun { .. } => CallFacts::default(),
+            Outcome::Confirmed { .. } | Outcome::DryRun { .. } => CallFacts::default(),
         }
     }
 
-    /// Finalize requests sent to HighLevel.
+    /// Finalize requests sent to HighLevel now (none for a confirmation or a dry run).
     pub fn attempts(&self) -> u32 {
         match self {
             Outcome::Finalized { attempts, .. } | Outcome::Failed { attempts, .. } => *attempts,
-            Outcome::DryRun { .. } => 0,
+            Outcome::Confirmed { .. } | Outcome::DryRun { .. } => 0,
         }
     }
 }

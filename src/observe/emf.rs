@@ -31,6 +31,8 @@ pub struct Measures {
     pub queue_age_ms: Option<u64>,
     /// A finalize ran but what came of it could not be written to its record (1) or was (0).
     pub unrecorded_results: u64,
+    /// HighLevel's CSV status showed an unseen PATCH applied (1), so none was sent now.
+    pub confirmed_by_status: u64,
     /// The instance's first document.
     pub cold_start: bool,
 }
@@ -41,7 +43,11 @@ impl Measures {
     pub(crate) fn of(outcome: &Outcome) -> Self {
         let call = outcome.call();
         Self {
-            finalized: matches!(outcome, Outcome::Finalized { .. }),
+            finalized: matches!(
+                outcome,
+                Outcome::Finalized { .. } | Outcome::Confirmed { .. }
+            ),
+            confirmed_by_status: matches!(outcome, Outcome::Confirmed { .. }).into(),
             upstream_latency_ms: (outcome.attempts() > 0)
                 .then_some(call.latency.as_millis() as u64),
             rate_limit_remaining: call.rate_limit.remaining,
@@ -85,7 +91,7 @@ const UPSTREAM_BY_STATUS: &[Metric] = &[count("UpstreamStatus", 1)];
 /// The EMF document for one request or message, at `timestamp_ms`, as one JSON line.
 pub fn document(namespace: &str, audit: &Audit, measures: &Measures, timestamp_ms: u64) -> String {
     let failed = audit.status >= 400;
-    let mut plain = Vec::with_capacity(15);
+    let mut plain = Vec::with_capacity(16);
     plain.extend([
         count("Requests", 1),
         count("Finalized", measures.finalized.into()),
@@ -97,6 +103,7 @@ pub fn document(namespace: &str, audit: &Audit, measures: &Measures, timestamp_m
         count("TokenRefreshes", measures.token_refreshes),
         count("UnwrittenTokenPairs", measures.unwritten_token_pairs),
         count("UnrecordedResults", measures.unrecorded_results),
+        count("ConfirmedByStatus", measures.confirmed_by_status),
         count("AuthFailures", (audit.status == 401).into()),
     ]);
     if let Some(latency) = measures.upstream_latency_ms {

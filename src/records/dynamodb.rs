@@ -223,6 +223,15 @@ fn to_item(record: &Record) -> Item {
         item.insert("error_code".into(), text(&error.code));
         item.insert("error_message".into(), text(&error.message));
     }
+    if let Some(status) = &record.csv_status_before {
+        item.insert("csv_status_before".into(), text(status));
+    }
+    if let Some(confirmed_by) = &record.confirmed_by {
+        item.insert("confirmed_by".into(), text(confirmed_by));
+    }
+    if let Some(attempts) = record.answer_attempts {
+        item.insert("answer_attempts".into(), number(attempts.into()));
+    }
     item.insert("version".into(), number(record.version));
     item
 }
@@ -275,6 +284,9 @@ fn from_item(item: &Item) -> Result<Record, StoreError> {
             }),
             _ => None,
         },
+        csv_status_before: s("csv_status_before").map(str::to_owned),
+        confirmed_by: s("confirmed_by").map(str::to_owned),
+        answer_attempts: n("answer_attempts").and_then(|a| u32::try_from(a).ok()),
         version: n("version").unwrap_or(0),
     })
 }
@@ -303,6 +315,9 @@ mod tests {
                 code: "upstream_unavailable".into(),
                 message: "m".into(),
             }),
+            csv_status_before: Some("pending".into()),
+            confirmed_by: Some("csv_status".into()),
+            answer_attempts: Some(1),
             version: 7,
         };
         assert_eq!(from_item(&to_item(&record)).unwrap(), record);
@@ -324,6 +339,9 @@ mod tests {
             expires_at: 9,
             upstream: None,
             error: None,
+            csv_status_before: None,
+            confirmed_by: None,
+            answer_attempts: None,
             version: 1,
         });
         item.insert("status".into(), text("lost"));

@@ -50,6 +50,23 @@ impl From<StoreError> for Error {
     }
 }
 
+/// `fresh` in place of `existing`. When it `continues` the same finalize (not one past its
+/// expiry), it keeps what that finalize has learnt so far: when it was first asked for, the
+/// PATCHes sent, and the CSV's status before the first.
+fn taken_over(fresh: Record, existing: &Record, continues: bool) -> Record {
+    let version = existing.version + 1;
+    if !continues {
+        return Record { version, ..fresh };
+    }
+    Record {
+        created_at_ms: existing.created_at_ms,
+        attempts: existing.attempts,
+        csv_status_before: existing.csv_status_before.clone(),
+        version,
+        ..fresh
+    }
+}
+
 /// Where records live.
 pub enum Records {
     /// A DynamoDB table.
@@ -62,8 +79,14 @@ pub enum Records {
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)] // short-lived; boxing the common case buys nothing
 pub enum Begun {
-    /// This request now holds the record (written as given).
-    Started(Record),
+    /// This request now holds the record (written as given); `in_doubt` when it took over one
+    /// under which a PATCH may have been applied unseen ([`Record::leaves_doubt`]).
+    Started {
+        /// The record as held.
+        record: Record,
+        /// Whether HighLevel's CSV status must be consulted before any PATCH.
+        in_doubt: bool,
+    },
     /// Another record stands in the way: what it means.
     Found(Found, Option<Record>),
 }
@@ -72,8 +95,13 @@ pub enum Begun {
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)] // short-lived; boxing the common case buys nothing
 pub enum Claimed {
-    /// This worker now holds the record.
-    Held(Record),
+    /// This worker now holds the record; `in_doubt` as for [`Begun::Started`].
+    Held {
+        /// The record as held.
+        record: Record,
+        /// Whether HighLevel's CSV status must be consulted before any PATCH.
+        in_doubt: bool,
+    },
     /// Already finalized: the message is done.
     Finalized,
     /// Held by another live invocation until this time (Unix ms): come back later.
@@ -100,24 +128,27 @@ impl Records {
         request: &FinalizeRequest,
         now_ms: u64,
     ) -> Result<Begun, StoreError> {
+        let started = |record| Begun::Started {
+            record,
+            in_doubt: false,
+        };
         let Some(existing) = self.create(&fresh, now_ms).await? else {
-            return Ok(Begun::Started(fresh));
+            return Ok(started(fresh));
         };
         if existing.is_copy_of(&fresh) {
             // Our own write, sent again by the client after its answer was lost, and refused
             // because the first copy was applied: it is ours.
-            return Ok(Begun::Started(fresh));
+            return Ok(started(fresh));
         }
         match existing.judge(request, now_ms) {
-            Found::TakeOver | Found::Absent => {
-                let taken = Record {
-                    created_at_ms: existing.created_at_ms,
-                    attempts: existing.attempts,
-                    version: existing.version + 1,
-                    ..fresh
-                };
+            found @ (Found::TakeOver | Found::Absent) => {
+                let taken = taken_over(fresh, &existing, found == Found::TakeOver);
                 if self.replace(&taken, existing.version).await? || self.holds(&taken).await? {
-                    Ok(Begun::Started(taken))
+                    Ok(Begun::Started {
+                        record: taken,
+                        // Past its expiry, a record is another finalize's: nothing to doubt.
+                        in_doubt: found == Found::TakeOver && existing.leaves_doubt(),
+                    })
                 } else {
                     // Someone else took it over a moment ago.
                     Ok(Begun::Found(Found::Pending, None))
@@ -168,9 +199,13 @@ impl Records {
     /// gone (expired while queued), refused while another live invocation holds it.
     pub async fn claim(&self, fresh: Record, now_ms: u64) -> Result<Claimed, StoreError> {
         let Some(existing) = self.get(&fresh.id).await? else {
+            let held = |record| Claimed::Held {
+                record,
+                in_doubt: false,
+            };
             return Ok(match self.create(&fresh, now_ms).await? {
-                None => Claimed::Held(fresh),
-                Some(own) if own.is_copy_of(&fresh) => Claimed::Held(fresh),
+                None => held(fresh),
+                Some(own) if own.is_copy_of(&fresh) => held(fresh),
                 Some(other) => Claimed::Busy(other.lock_until_ms.unwrap_or(now_ms)),
             });
         };
@@ -186,19 +221,44 @@ impl Records {
         if locked && !expired {
             return Ok(Claimed::Busy(existing.lock_until_ms.unwrap_or(now_ms)));
         }
-        let held = Record {
-            created_at_ms: existing.created_at_ms,
-            attempts: existing.attempts,
-            version: existing.version + 1,
-            ..fresh
-        };
+        let held = taken_over(fresh, &existing, !expired);
         Ok(
             if self.replace(&held, existing.version).await? || self.holds(&held).await? {
-                Claimed::Held(held)
+                Claimed::Held {
+                    record: held,
+                    in_doubt: !expired && existing.leaves_doubt(),
+                }
             } else {
                 Claimed::Busy(now_ms)
             },
         )
+    }
+
+    /// Marks the record with `id` `failed` with `error`, unless it is final already: what a
+    /// queued message's last receive does when something (a busy record, a store fault, a
+    /// failed write) kept it from a final outcome, so a message in the dead-letter queue has a
+    /// record that says `failed`. The owner and its lock are kept: a live holder's own result
+    /// still lands over this mark. True once the record says `failed` or `finalized`.
+    pub async fn mark_failed(
+        &self,
+        id: &FinalizationId,
+        error: RecordedError,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let Some(existing) = self.get(id).await? else {
+            return Ok(false);
+        };
+        if matches!(existing.status, Status::Finalized | Status::Failed) {
+            return Ok(true);
+        }
+        let failed = Record {
+            status: Status::Failed,
+            error: Some(error),
+            updated_at_ms: now_ms,
+            version: existing.version + 1,
+            ..existing.clone()
+        };
+        self.replace(&failed, existing.version).await
     }
 
     /// Whether the stored record is `ours` as written: a conditional write refused because the

@@ -135,6 +135,13 @@ pub struct Record {
     pub upstream: Option<Value>,
     /// Why it failed, while failed or retrying.
     pub error: Option<RecordedError>,
+    /// HighLevel's status of the CSV read before the first PATCH (`csvStatusBefore`): what a
+    /// later read is compared with when a PATCH may have been applied unseen.
+    pub csv_status_before: Option<String>,
+    /// How the finalize was known to have happened when its answer was lost (`csv_status`).
+    pub confirmed_by: Option<String>,
+    /// The `attempts` of the answer a replay gives again (`attempts` counts every try).
+    pub answer_attempts: Option<u32>,
     /// Bumped on every write: a takeover is conditional on the version it saw.
     pub version: u64,
 }
@@ -156,6 +163,17 @@ pub enum Found {
 }
 
 impl Record {
+    /// Whether a PATCH under this record may have been applied without anyone knowing: its
+    /// holder's lock ran out while it was `in_progress` (it died, or its result could not be
+    /// written), or its last attempt timed out after the request was sent.
+    pub fn leaves_doubt(&self) -> bool {
+        self.status == Status::InProgress
+            || self
+                .error
+                .as_ref()
+                .is_some_and(|error| error.code == "upstream_timeout")
+    }
+
     /// Whether this stored record is `written` as its writer wrote it: same owner, same
     /// version. Owners are request ids, unique per invocation, so no one else's write matches.
     pub fn is_copy_of(&self, written: &Record) -> bool {
@@ -224,6 +242,9 @@ impl Record {
         if let Some(error) = &self.error {
             shown["error"] = json!({"code": error.code, "message": error.message});
         }
+        if let Some(confirmed_by) = &self.confirmed_by {
+            shown["confirmedBy"] = json!(confirmed_by);
+        }
         shown
     }
 }
@@ -285,6 +306,9 @@ mod tests {
             expires_at: 100,
             upstream: None,
             error: None,
+            csv_status_before: None,
+            confirmed_by: None,
+            answer_attempts: None,
             version: 1,
         }
     }

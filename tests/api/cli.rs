@@ -246,7 +246,12 @@ async fn serve_answers_real_http_requests_and_stops_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(too_large.status(), 413);
-    assert_eq!(standin.received().len(), 1);
+    assert_eq!(standin.finalize_requests().len(), 1);
+    assert_eq!(
+        standin.csv_reads().len(),
+        1,
+        "the CSV's status, read once before the PATCH (serve keeps records in memory)"
+    );
 
     // Graceful stop: SIGTERM, as a container runtime would send.
     let _ = Command::new("kill")
@@ -272,9 +277,13 @@ async fn demo_queue_goes_through_the_receiver_the_queue_and_the_worker() {
     );
     assert!(stdout.contains("\"status\": \"finalized\""), "{stdout}");
     assert_eq!(
-        stdout.matches("-> HighLevel answered 200").count(),
+        stdout.matches("  PATCH /social-media-posting/").count(),
         1,
         "{stdout}"
+    );
+    assert!(
+        stdout.contains("  GET /social-media-posting/ve9EPM428h8vShlRW1KT/csv/6578b9a4c5c9e5a0f0f3b2d1?skip=0&limit=1"),
+        "the CSV's status is read before the PATCH: {stdout}"
     );
 }
 

@@ -8,6 +8,7 @@
 mod helpers;
 
 mod cli;
+mod confirm;
 mod contract;
 mod credentials;
 mod events;

@@ -328,6 +328,34 @@ async fn the_last_receive_marks_failed_and_sqs_moves_the_message_to_the_dead_let
 }
 
 #[tokio::test]
+async fn a_last_receive_kept_from_an_outcome_by_a_busy_record_marks_it_failed() {
+    let t = queue_app(1).await;
+    let id = id_of(&t.invoke(EV_JSON_BODY).await);
+    // Another live invocation holds the record (as a duplicate delivery would).
+    let until = now_unix() as u64 * 1000 + 60_000;
+    t.set_record_field(&id, "status", AttributeValue::S("in_progress".into()))
+        .await;
+    t.set_record_field(&id, "lock_until_ms", AttributeValue::N(until.to_string()))
+        .await;
+    let event = t.receive_event().await.expect("the message");
+    assert_eq!(
+        TestApp::failures(&t.work(&event).await).len(),
+        1,
+        "it stays for SQS to dead-letter"
+    );
+    assert!(
+        t.highlevel.finalize_requests().is_empty(),
+        "the holder runs it"
+    );
+    let record = record_status(&t, &id).await;
+    assert_eq!(
+        (record["status"].as_str(), record["error"]["code"].as_str()),
+        (Some("failed"), Some("request_in_progress")),
+        "a message in the dead-letter queue has a record that says failed: {record}"
+    );
+}
+
+#[tokio::test]
 async fn a_failed_record_is_finalized_when_its_message_is_redriven() {
     let t = queue_app(10).await;
     t.highlevel_answers_in_turn([Scripted::status(422), Scripted::ok()]);

@@ -55,7 +55,12 @@ pub fn outcome(
         Outcome::Finalized {
             reply, attempts, ..
         } => {
-            let body = finalized_body(request, *attempts, reply.to_json(), finalization_id);
+            let body = finalized_body(request, *attempts, Some(reply.to_json()), finalization_id);
+            respond(StatusCode::OK, with_request_id(body, request_id))
+        }
+        Outcome::Confirmed { attempts } => {
+            let mut body = finalized_body(request, *attempts, None, finalization_id);
+            body.insert("confirmed".into(), json!(true));
             respond(StatusCode::OK, with_request_id(body, request_id))
         }
         Outcome::DryRun { would_send } => respond(
@@ -76,11 +81,12 @@ pub fn outcome(
     }
 }
 
-/// The 200 a finalize answered with, as stored and replayed.
+/// The 200 a finalize answered with, as stored and replayed: HighLevel's `upstream` answer,
+/// when one came (a finalize confirmed by the CSV's status has none).
 fn finalized_body(
     request: &FinalizeRequest,
     attempts: u32,
-    upstream: Value,
+    upstream: Option<Value>,
     finalization_id: Option<&str>,
 ) -> Map<String, Value> {
     let mut body = Map::new();
@@ -88,7 +94,9 @@ fn finalized_body(
     body.insert("locationId".into(), json!(request.location_id.as_str()));
     body.insert("csvId".into(), json!(request.csv_id.as_str()));
     body.insert("attempts".into(), json!(attempts));
-    body.insert("upstream".into(), upstream);
+    if let Some(upstream) = upstream {
+        body.insert("upstream".into(), upstream);
+    }
     if let Some(id) = finalization_id {
         body.insert("finalizationId".into(), json!(id));
     }
@@ -103,13 +111,15 @@ fn replayed(record: &Record, request_id: &str) -> Response<Body> {
         csv_id: record.csv_id.clone(),
         user_id: record.user_id.clone(),
     };
-    let upstream = record.upstream.clone().unwrap_or(Value::Null);
     let mut body = finalized_body(
         &request,
-        record.attempts,
-        upstream,
+        record.answer_attempts.unwrap_or(record.attempts),
+        record.upstream.clone(),
         Some(record.id.as_str()),
     );
+    if record.confirmed_by.is_some() {
+        body.insert("confirmed".into(), json!(true));
+    }
     body.insert("replayed".into(), json!(true));
     let mut response = respond(StatusCode::OK, with_request_id(body, request_id));
     response
@@ -306,6 +316,9 @@ mod tests {
             expires_at: 1,
             upstream: Some(json!({"status": 200, "body": {"success": true}})),
             error: None,
+            csv_status_before: None,
+            confirmed_by: None,
+            answer_attempts: None,
             version: 2,
         }
     }

@@ -12,6 +12,7 @@
 //! client's back. Every request is recorded with its credentials redacted.
 
 mod burst;
+mod imports;
 mod script;
 mod token_endpoint;
 
@@ -70,6 +71,8 @@ pub struct Behaviour {
     /// Play HighLevel's rate limit: `X-RateLimit-*` headers on every finalize answer, and 429
     /// (without `Retry-After`) once a location's window is spent.
     pub burst_limit: Option<BurstLimit>,
+    /// How long an applied import stays `importing` before it is `completed` (default 2 s).
+    pub import_time: Option<Duration>,
 }
 
 /// One request as the stand-in received it, credentials redacted.
@@ -99,6 +102,7 @@ struct State {
     finalize_count: AtomicU64,
     finalized: AtomicU64,
     windows: burst::Windows,
+    imports: imports::Imports,
     log_to_stdout: bool,
 }
 
@@ -138,6 +142,7 @@ impl StandIn {
             finalize_count: AtomicU64::new(0),
             finalized: AtomicU64::new(0),
             windows: burst::Windows::default(),
+            imports: imports::Imports::default(),
             log_to_stdout,
         });
         let shared = Arc::clone(&state);
@@ -187,6 +192,25 @@ impl StandIn {
     pub fn refreshes(&self) -> (u64, u64) {
         let pairs = lock(&self.state.pairs);
         (pairs.granted, pairs.refused)
+    }
+
+    /// PATCHes applied to the import of `csv` at `location` so far (answered or not): more
+    /// than one is a finalize applied twice.
+    pub fn applied(&self, location: &str, csv: &str) -> u64 {
+        self.state.imports.applied(location, csv)
+    }
+
+    /// Shows `status` for the import of `csv` at `location` from now on (`deleted`, …).
+    pub fn set_csv_status(&self, location: &str, csv: &str, status: &str) {
+        self.state.imports.set_status(location, csv, status);
+    }
+
+    /// The CSV reads (`GET …/csv/{csvId}`) received so far.
+    pub fn csv_reads(&self) -> Vec<Received> {
+        self.received()
+            .into_iter()
+            .filter(|r| r.method == "GET")
+            .collect()
     }
 
     /// Requests answered 200 so far (imports finalized).
@@ -279,8 +303,12 @@ async fn answer(
         };
         tokio::time::sleep(delay).await;
         Ok(json_response(status, &body, None))
-    } else if let Some((location, csv_id)) = finalize_target(&parts.method, parts.uri.path()) {
-        finalize_answer(state, &parts.headers, &bytes, location, csv_id).await
+    } else if let Some((location, csv_id)) = csv_target(&parts.method, parts.uri.path()) {
+        if parts.method == Method::GET {
+            Ok(csv_answer(state, &parts.headers, location, csv_id))
+        } else {
+            finalize_answer(state, &parts.headers, &bytes, location, csv_id).await
+        }
     } else {
         let message = format!("Cannot {} {}", parts.method, parts.uri.path());
         Ok(json_response(
@@ -323,7 +351,16 @@ async fn finalize_answer(
         }
     };
     match scripted {
-        Some(Scripted::Reply(reply)) => return Ok(reply.send().await),
+        Some(Scripted::Reply(reply)) => {
+            if reply.applies() {
+                state.imports.apply(location, csv_id);
+            }
+            return Ok(reply.send().await);
+        }
+        Some(Scripted::SilentAfterApplying) => {
+            state.imports.apply(location, csv_id);
+            std::future::pending().await
+        }
         Some(Scripted::CloseBeforeAnswer) => return Err("closed before answering, as scripted"),
         Some(Scripted::BreakMidBody) => return Ok(script::break_mid_body()),
         Some(Scripted::Trickle { every }) => return Ok(script::trickle(every)),
@@ -361,7 +398,32 @@ async fn finalize_answer(
         .as_ref()
         .or(state.behaviour.required_token.as_ref());
     let (status, body) = finalize(required, headers, body, csv_id);
+    if status == 200 {
+        state.imports.apply(location, csv_id);
+    }
     Ok(with_limits(json_response(status, &body, None)))
+}
+
+/// The answer to a CSV read: the import's status as it stands, to a caller with the token.
+fn csv_answer(
+    state: &State,
+    headers: &http::HeaderMap,
+    location: &str,
+    csv_id: &str,
+) -> Response<StandInBody> {
+    let live_access = lock(&state.pairs).access_token(location).map(str::to_owned);
+    let required = live_access
+        .as_ref()
+        .or(state.behaviour.required_token.as_ref());
+    if let Some((status, body)) = refused(required, headers) {
+        return json_response(status, &body, None);
+    }
+    let import_time = state
+        .behaviour
+        .import_time
+        .unwrap_or(imports::DEFAULT_IMPORT_TIME);
+    let status = state.imports.status(location, csv_id, import_time);
+    json_response(200, &imports::csv_body(location, csv_id, &status), None)
 }
 
 fn record(parts: &http::request::Parts, bytes: &[u8]) -> Received {
@@ -417,9 +479,10 @@ fn bearer(headers: &http::HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// The locationId and csvId when the request is a finalize call.
-fn finalize_target<'a>(method: &Method, path: &'a str) -> Option<(&'a str, &'a str)> {
-    if method != Method::PATCH {
+/// The locationId and csvId when the request is a finalize call (`PATCH`) or a CSV read
+/// (`GET`).
+fn csv_target<'a>(method: &Method, path: &'a str) -> Option<(&'a str, &'a str)> {
+    if method != Method::PATCH && method != Method::GET {
         return None;
     }
     match path
@@ -444,6 +507,28 @@ fn fault(faults: &Faults, n: u64) -> Option<(u16, Option<String>)> {
     (n < faults.fail_first || random_hit).then(|| (status, faults.retry_after.clone()))
 }
 
+/// 401 without the token (`required`, when one is) or 400 without the accepted `Version`.
+fn refused(required: Option<&String>, headers: &http::HeaderMap) -> Option<(u16, Value)> {
+    let authorized = match (required, bearer(headers)) {
+        (_, None) => false,
+        (Some(required), Some(token)) => required == token,
+        (None, Some(_)) => true,
+    };
+    if !authorized {
+        return Some((
+            401,
+            json!({"statusCode": 401, "message": "Invalid JWT", "error": "Unauthorized"}),
+        ));
+    }
+    if headers.get("version").and_then(|v| v.to_str().ok()) != Some(ACCEPTED_VERSION) {
+        return Some((
+            400,
+            json!({"statusCode": 400, "message": "Version header is missing or not supported"}),
+        ));
+    }
+    None
+}
+
 /// HighLevel's documented answers for the finalize call; `required` is the only bearer token
 /// accepted, when one is.
 fn finalize(
@@ -452,22 +537,8 @@ fn finalize(
     body: &[u8],
     csv_id: &str,
 ) -> (u16, Value) {
-    let authorized = match (required, bearer(headers)) {
-        (_, None) => false,
-        (Some(required), Some(token)) => required == token,
-        (None, Some(_)) => true,
-    };
-    if !authorized {
-        return (
-            401,
-            json!({"statusCode": 401, "message": "Invalid JWT", "error": "Unauthorized"}),
-        );
-    }
-    if headers.get("version").and_then(|v| v.to_str().ok()) != Some(ACCEPTED_VERSION) {
-        return (
-            400,
-            json!({"statusCode": 400, "message": "Version header is missing or not supported"}),
-        );
+    if let Some(refusal) = refused(required, headers) {
+        return refusal;
     }
     let valid_body = match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(object)) => object.get("userId").is_none_or(Value::is_string),
@@ -540,17 +611,21 @@ mod tests {
     }
 
     #[test]
-    fn recognises_only_the_finalize_route() {
+    fn recognises_only_the_finalize_and_csv_read_routes() {
         assert_eq!(
-            finalize_target(&Method::PATCH, "/social-media-posting/L/csv/C"),
+            csv_target(&Method::PATCH, "/social-media-posting/L/csv/C"),
             Some(("L", "C"))
         );
         assert_eq!(
-            finalize_target(&Method::GET, "/social-media-posting/L/csv/C"),
+            csv_target(&Method::GET, "/social-media-posting/L/csv/C"),
+            Some(("L", "C"))
+        );
+        assert_eq!(
+            csv_target(&Method::POST, "/social-media-posting/L/csv/C"),
             None
         );
         assert_eq!(
-            finalize_target(&Method::PATCH, "/social-media-posting/L/csv/C/x"),
+            csv_target(&Method::PATCH, "/social-media-posting/L/csv/C/x"),
             None
         );
     }

@@ -33,6 +33,8 @@ pub enum Scripted {
     },
     /// Read the request and never answer.
     Silent,
+    /// Apply the finalize (the import starts), then never answer: the answer lost on the way.
+    SilentAfterApplying,
 }
 
 /// A scripted status and body.
@@ -104,6 +106,11 @@ impl Scripted {
 }
 
 impl Reply {
+    /// Whether HighLevel applied the finalize it answers: a 2xx.
+    pub(super) fn applies(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
     pub(super) async fn send(&self) -> Response<StandInBody> {
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
