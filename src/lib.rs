@@ -49,6 +49,9 @@
 //! - [`cache`]: one async lock per key, and the TTL cache built on it.
 //! - [`random`]: the one home of randomness, for jitter.
 //! - [`redact`]: [`redact::Redacted`], which prints `[redacted]` for every secret.
+//! - `sim` (tests only): the delivery simulation's seeded faults, shared by its simulated
+//!   record store (`records::sim`), queue (`queue::sim`) and HighLevel (`delivery::sim`, which
+//!   also drives the schedules).
 //! - [`request`] (the ground floor): what a finalize request is ([`request::FinalizeRequest`]),
 //!   the [`request::Invocation`] that carries it, the id newtypes that cannot hold an unsafe id
 //!   ([`request::ids`]), the idempotency key ([`request::key`]), and the Lambda deadline, the
@@ -73,6 +76,8 @@ pub mod records;
 pub(crate) mod redact;
 pub mod request;
 pub mod service;
+#[cfg(test)]
+pub(crate) mod sim;
 pub mod tokens;
 pub mod upstream;
 

@@ -6,12 +6,57 @@
 //! contract's retries, and knows nothing of HTTP events, records, response bodies or log
 //! lines.
 
+use std::future::Future;
 use std::time::Duration;
 
 use crate::highlevel::{self, attempts, Exchange, HighLevel, Outcome};
 use crate::request::deadline::Budget;
 use crate::request::{FinalizeRequest, Invocation};
 use crate::tokens::TokenSource;
+
+/// What delivery asks of a finalize: the [`FinalizeService`], or — in the delivery
+/// simulation's tests — a simulated HighLevel that applies, loses and refuses PATCHes as a seed
+/// says.
+pub(crate) trait Finalizer {
+    /// `UPSTREAM_TIMEOUT_MS`: how long a finalize may take once HighLevel is called.
+    fn upstream_timeout(&self) -> Duration;
+
+    /// Whether HighLevel is never called (`--dry-run`).
+    fn dry_run(&self) -> bool;
+
+    /// The budget for one finalize's HighLevel calls (the CSV reads included), within the
+    /// invocation's deadline.
+    fn budget(&self, invocation: &Invocation) -> Budget {
+        Budget::new(self.upstream_timeout(), invocation.deadline)
+    }
+
+    /// The import's status at HighLevel, read once within `budget`; `None` when it cannot be
+    /// had — which never stops a finalize.
+    fn csv_status(
+        &self,
+        request: &FinalizeRequest,
+        budget: &Budget,
+    ) -> impl Future<Output = Option<String>>;
+
+    /// Finalizes the import `request` names, its HighLevel calls within `budget`.
+    fn finalize_within(
+        &self,
+        request: &FinalizeRequest,
+        budget: &Budget,
+    ) -> impl Future<Output = Outcome>;
+
+    /// Finalizes the import `request` names, within the invocation's deadline.
+    fn finalize(
+        &self,
+        request: &FinalizeRequest,
+        invocation: &Invocation,
+    ) -> impl Future<Output = Outcome> {
+        async move {
+            let budget = self.budget(invocation);
+            self.finalize_within(request, &budget).await
+        }
+    }
+}
 
 /// The settings and clients a finalize needs, built once per instance.
 pub(crate) struct FinalizeService {
@@ -41,41 +86,21 @@ impl FinalizeService {
             dry_run,
         }
     }
+}
 
-    /// `UPSTREAM_TIMEOUT_MS`: how long a finalize may take once HighLevel is called.
-    pub(crate) fn upstream_timeout(&self) -> Duration {
+impl Finalizer for FinalizeService {
+    fn upstream_timeout(&self) -> Duration {
         self.upstream_timeout
     }
 
-    /// Whether HighLevel is never called (`--dry-run`).
-    pub(crate) fn dry_run(&self) -> bool {
+    fn dry_run(&self) -> bool {
         self.dry_run
-    }
-
-    /// The budget for one finalize's HighLevel calls (the CSV reads included), within the
-    /// invocation's deadline.
-    pub(crate) fn budget(&self, invocation: &Invocation) -> Budget {
-        Budget::new(self.upstream_timeout, invocation.deadline)
-    }
-
-    /// Finalizes the import `request` names, within the invocation's deadline.
-    pub(crate) async fn finalize(
-        &self,
-        request: &FinalizeRequest,
-        invocation: &Invocation,
-    ) -> Outcome {
-        self.finalize_within(request, &self.budget(invocation))
-            .await
     }
 
     /// The import's status at HighLevel (`GET …/csv/{csvId}?skip=0&limit=1`), read once within
     /// `budget`; `None` when it cannot be had (no token, an error, a timeout, an odd answer) —
     /// which never stops a finalize.
-    pub(crate) async fn csv_status(
-        &self,
-        request: &FinalizeRequest,
-        budget: &Budget,
-    ) -> Option<String> {
+    async fn csv_status(&self, request: &FinalizeRequest, budget: &Budget) -> Option<String> {
         let location = &request.location_id;
         let token = self.tokens.token(location, budget).await.ok()?;
         let call = self
@@ -103,11 +128,7 @@ impl FinalizeService {
     }
 
     /// Finalizes the import `request` names, its HighLevel calls within `budget`.
-    pub(crate) async fn finalize_within(
-        &self,
-        request: &FinalizeRequest,
-        budget: &Budget,
-    ) -> Outcome {
+    async fn finalize_within(&self, request: &FinalizeRequest, budget: &Budget) -> Outcome {
         let location = &request.location_id;
         let token = match self.tokens.token(location, budget).await {
             Ok(token) => token,

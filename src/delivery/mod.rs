@@ -12,6 +12,8 @@
 //! outcome, the redelivery delay — are in [`rules`].
 
 pub mod rules;
+#[cfg(test)]
+mod sim;
 
 use std::time::Duration;
 
@@ -28,7 +30,7 @@ use crate::request::deadline::{unix_ms, Deadline, LAMBDA_MARGIN};
 use crate::request::ids::LocationId;
 use crate::request::key::IdempotencyKey;
 use crate::request::{FinalizeRequest, Invocation};
-use crate::service::FinalizeService;
+use crate::service::{FinalizeService, Finalizer};
 use crate::upstream::UpstreamReply;
 use rules::{after_outcome, answer_found, judge_csv_status, recorded, redelivery_delay, Judged};
 
@@ -42,9 +44,11 @@ const LOCAL_DEADLINE_EXTRA: Duration = Duration::from_secs(20);
 /// Extra wait beyond another invocation's lock, so the message comes back after it ends.
 const BUSY_GRACE: Duration = Duration::from_secs(1);
 
-/// The service, and how its requests are delivered.
-pub(crate) struct Delivery {
-    service: FinalizeService,
+/// The service, and how its requests are delivered. Generic over the [`Finalizer`] only so
+/// that the delivery simulation (`sim`, tests) can run this very code against a simulated
+/// HighLevel.
+pub(crate) struct Delivery<S = FinalizeService> {
+    service: S,
     records: Option<Records>,
     queue: Option<Queue>,
     record_ttl: Duration,
@@ -124,12 +128,12 @@ pub(crate) struct Worked {
     pub measures: Measures,
 }
 
-impl Delivery {
+impl<S: Finalizer> Delivery<S> {
     /// Delivery through `service`, keeping `records` (for `record_ttl`,
     /// `IDEMPOTENCY_TTL_SECS`) and queueing on `queue` (dead-lettering after `max_receives`,
     /// `QUEUE_MAX_RECEIVES`) when given.
     pub(crate) fn new(
-        service: FinalizeService,
+        service: S,
         records: Option<Records>,
         queue: Option<Queue>,
         record_ttl: Duration,
@@ -195,15 +199,15 @@ impl Delivery {
     ) -> Receipt {
         let now = unix_ms();
         let fresh = self.fresh(&id, request, Status::InProgress, invocation, now);
-        let (record, in_doubt) = match records.begin(fresh, request, now).await {
-            Ok(Begun::Started { record, in_doubt }) => (record, in_doubt),
+        let record = match records.begin(fresh, request, now).await {
+            Ok(Begun::Started(record)) => record,
             Ok(Begun::Found(found, existing)) => {
                 return Receipt::recorded(id, answer_found(found, existing, false))
             }
             Err(error) => return Receipt::recorded(id, Delivered::Refused(error.into())),
         };
         let (record, outcome) = self
-            .finalize_held(records, record, in_doubt, request, invocation)
+            .finalize_held(records, record, request, invocation)
             .await;
         let done = after_outcome(record, &outcome, false, self.record_ttl, unix_ms());
         // The finalize happened (or failed) all the same: answer with it.
@@ -228,7 +232,7 @@ impl Delivery {
         let now = unix_ms();
         let fresh = self.fresh(id, request, Status::Queued, invocation, now);
         let record = match records.begin(fresh, request, now).await {
-            Ok(Begun::Started { record, .. }) => record,
+            Ok(Begun::Started(record)) => record,
             Ok(Begun::Found(found, existing)) => return answer_found(found, existing, true),
             Err(error) => return Delivered::Refused(error.into()),
         };
@@ -269,15 +273,18 @@ impl Delivery {
 
     /// Finalizes `request` under `record`, which this invocation holds, letting HighLevel's
     /// CSV status settle what the function cannot know: the status is read before the first
-    /// PATCH and kept on the record; when a PATCH may have been applied unseen (`in_doubt`) it
-    /// is read again, and a changed status means applied (no PATCH), `deleted` a permanent
-    /// failure. A read that fails never stops a finalize. Every read counts against the
-    /// finalize's budget; none is an attempt. The record comes back as last written.
+    /// PATCH and kept on the record, before the PATCH is sent. Once kept, a PATCH may have been
+    /// applied unseen by any earlier holder (one that died after it, an attempt that timed out,
+    /// a result that could not be written — and a record may pass through other hands in
+    /// between), so every later holder reads it again first: a changed status means applied
+    /// (no PATCH), `deleted` a permanent failure. A first read that fails never stops a
+    /// finalize; a status that cannot be kept does (a PATCH without it could never be
+    /// confirmed). Every read counts against the finalize's budget; none is an attempt. The
+    /// record comes back as last written.
     async fn finalize_held(
         &self,
         records: &Records,
         mut record: Record,
-        in_doubt: bool,
         request: &FinalizeRequest,
         invocation: &Invocation,
     ) -> (Record, Outcome) {
@@ -291,12 +298,16 @@ impl Delivery {
                     match records.finish(&record).await {
                         Ok(()) => record.version += 1,
                         Err(error) => {
-                            tracing::warn!(finalization_id = %record.id, cause = %chain(&error), "the CSV's status could not be kept on the record");
+                            // Without it kept, a PATCH whose answer is lost could never be
+                            // confirmed, and a takeover would send it again: no PATCH now.
+                            tracing::warn!(finalization_id = %record.id, cause = %chain(&error), "the CSV's status could not be kept on the record; no PATCH without it");
+                            record.csv_status_before = None;
+                            return (record, Outcome::not_sent(error.into()));
                         }
                     }
                 }
             }
-            Some(before) if in_doubt => {
+            Some(before) => {
                 if let Some(now) = self.service.csv_status(request, &budget).await {
                     match judge_csv_status(&before, &now) {
                         Judged::Applied => {
@@ -312,7 +323,6 @@ impl Delivery {
                     }
                 }
             }
-            Some(_) => {}
         }
         let outcome = self.service.finalize_within(request, &budget).await;
         (record, outcome)
@@ -513,8 +523,8 @@ impl Delivery {
                 now,
             )
         };
-        let (record, in_doubt) = match records.claim(fresh, now).await {
-            Ok(Claimed::Held { record, in_doubt }) => (record, in_doubt),
+        let record = match records.claim(fresh, now).await {
+            Ok(Claimed::Held(record)) => record,
             Ok(Claimed::Finalized) => {
                 // A duplicate delivery: the record already holds the answer.
                 (audit.status, audit.replayed) = (200, true);
@@ -540,7 +550,7 @@ impl Delivery {
             }
         };
         let (record, outcome) = self
-            .finalize_held(records, record, in_doubt, &message.request, invocation)
+            .finalize_held(records, record, &message.request, invocation)
             .await;
         let last_receive = received.receives >= self.max_receives;
         let transient = outcome.error().is_some_and(|e| e.is_transient());
@@ -551,7 +561,8 @@ impl Delivery {
             self.record_ttl,
             unix_ms(),
         );
-        measures.unrecorded_results = u64::from(!record_result(records, &done, invocation).await);
+        let recorded = record_result(records, &done, invocation).await;
+        measures.unrecorded_results = u64::from(!recorded);
         audit.attempts = outcome.attempts();
         audit.upstream_status = outcome.call().last_status;
         *measures = Measures {
@@ -568,7 +579,12 @@ impl Delivery {
                 (audit.status, audit.code) = (error.status().as_u16(), Some(error.code()));
                 if !transient {
                     tracing::error!(request_id, message_id, code = error.code(), cause = %chain(error), "finalize failed for good; a retry cannot help");
-                    return Disposition::Done;
+                    // Only once the record says so does the message end.
+                    return if recorded {
+                        Disposition::Done
+                    } else {
+                        later(received, None, started)
+                    };
                 }
                 if last_receive {
                     tracing::error!(request_id, message_id, code = error.code(), cause = %chain(error), "the last receive failed; the message goes to the dead-letter queue");
@@ -581,7 +597,13 @@ impl Delivery {
             }
             Outcome::Finalized { .. } | Outcome::Confirmed { .. } | Outcome::DryRun { .. } => {
                 audit.status = 200;
-                Disposition::Done
+                if recorded {
+                    Disposition::Done
+                } else {
+                    // A message ends only once its record is final: this one comes back, finds
+                    // the record in progress past its lock, and confirms with the CSV's status.
+                    later(received, None, started)
+                }
             }
         }
     }

@@ -7,6 +7,8 @@
 //! - [`memory`]: a queue in this process's memory, for `serve --queue` and `demo --queue`.
 
 pub mod memory;
+#[cfg(test)]
+pub(crate) mod sim;
 pub mod sqs;
 
 use std::sync::Arc;
@@ -134,6 +136,9 @@ pub enum Queue {
     Sqs(sqs::SqsQueue),
     /// This process's memory (local tools), shared with the local worker that drains it.
     Memory(Arc<memory::MemoryQueue>),
+    /// Behind the delivery simulation's faults (tests).
+    #[cfg(test)]
+    Sim(Arc<sim::SimQueue>),
 }
 
 impl Queue {
@@ -145,6 +150,8 @@ impl Queue {
                 queue.send(message.to_json());
                 Ok(())
             }
+            #[cfg(test)]
+            Queue::Sim(queue) => queue.send(message).await,
         }
     }
 
@@ -154,6 +161,8 @@ impl Queue {
         match self {
             Queue::Sqs(queue) => queue.delay(receipt_handle, delay).await,
             Queue::Memory(_) => Ok(()),
+            #[cfg(test)]
+            Queue::Sim(_) => Ok(()),
         }
     }
 }

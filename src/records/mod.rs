@@ -11,6 +11,8 @@
 pub mod dynamodb;
 pub mod memory;
 pub mod record;
+#[cfg(test)]
+pub(crate) mod sim;
 
 pub use record::{FinalizationId, Found, Record, RecordedError, Status};
 
@@ -73,20 +75,17 @@ pub enum Records {
     DynamoDb(dynamodb::DynamoRecords),
     /// This process's memory (local tools).
     Memory(memory::MemoryRecords),
+    /// Memory behind the delivery simulation's faults (tests).
+    #[cfg(test)]
+    Sim(sim::SimRecords),
 }
 
 /// What starting a finalize under a record came to.
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)] // short-lived; boxing the common case buys nothing
 pub enum Begun {
-    /// This request now holds the record (written as given); `in_doubt` when it took over one
-    /// under which a PATCH may have been applied unseen ([`Record::leaves_doubt`]).
-    Started {
-        /// The record as held.
-        record: Record,
-        /// Whether HighLevel's CSV status must be consulted before any PATCH.
-        in_doubt: bool,
-    },
+    /// This request now holds the record (written as given).
+    Started(Record),
     /// Another record stands in the way: what it means.
     Found(Found, Option<Record>),
 }
@@ -95,13 +94,8 @@ pub enum Begun {
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)] // short-lived; boxing the common case buys nothing
 pub enum Claimed {
-    /// This worker now holds the record; `in_doubt` as for [`Begun::Started`].
-    Held {
-        /// The record as held.
-        record: Record,
-        /// Whether HighLevel's CSV status must be consulted before any PATCH.
-        in_doubt: bool,
-    },
+    /// This worker now holds the record.
+    Held(Record),
     /// Already finalized: the message is done.
     Finalized,
     /// Held by another live invocation until this time (Unix ms): come back later.
@@ -117,6 +111,8 @@ impl Records {
         match self {
             Records::DynamoDb(_) => "dynamodb",
             Records::Memory(_) => "memory",
+            #[cfg(test)]
+            Records::Sim(_) => "simulated",
         }
     }
 
@@ -128,27 +124,19 @@ impl Records {
         request: &FinalizeRequest,
         now_ms: u64,
     ) -> Result<Begun, StoreError> {
-        let started = |record| Begun::Started {
-            record,
-            in_doubt: false,
-        };
         let Some(existing) = self.create(&fresh, now_ms).await? else {
-            return Ok(started(fresh));
+            return Ok(Begun::Started(fresh));
         };
         if existing.is_copy_of(&fresh) {
             // Our own write, sent again by the client after its answer was lost, and refused
             // because the first copy was applied: it is ours.
-            return Ok(started(fresh));
+            return Ok(Begun::Started(fresh));
         }
         match existing.judge(request, now_ms) {
             found @ (Found::TakeOver | Found::Absent) => {
                 let taken = taken_over(fresh, &existing, found == Found::TakeOver);
                 if self.replace(&taken, existing.version).await? || self.holds(&taken).await? {
-                    Ok(Begun::Started {
-                        record: taken,
-                        // Past its expiry, a record is another finalize's: nothing to doubt.
-                        in_doubt: found == Found::TakeOver && existing.leaves_doubt(),
-                    })
+                    Ok(Begun::Started(taken))
                 } else {
                     // Someone else took it over a moment ago.
                     Ok(Begun::Found(Found::Pending, None))
@@ -199,13 +187,9 @@ impl Records {
     /// gone (expired while queued), refused while another live invocation holds it.
     pub async fn claim(&self, fresh: Record, now_ms: u64) -> Result<Claimed, StoreError> {
         let Some(existing) = self.get(&fresh.id).await? else {
-            let held = |record| Claimed::Held {
-                record,
-                in_doubt: false,
-            };
             return Ok(match self.create(&fresh, now_ms).await? {
-                None => held(fresh),
-                Some(own) if own.is_copy_of(&fresh) => held(fresh),
+                None => Claimed::Held(fresh),
+                Some(own) if own.is_copy_of(&fresh) => Claimed::Held(fresh),
                 Some(other) => Claimed::Busy(other.lock_until_ms.unwrap_or(now_ms)),
             });
         };
@@ -224,10 +208,7 @@ impl Records {
         let held = taken_over(fresh, &existing, !expired);
         Ok(
             if self.replace(&held, existing.version).await? || self.holds(&held).await? {
-                Claimed::Held {
-                    record: held,
-                    in_doubt: !expired && existing.leaves_doubt(),
-                }
+                Claimed::Held(held)
             } else {
                 Claimed::Busy(now_ms)
             },
@@ -275,6 +256,8 @@ impl Records {
         match self {
             Records::DynamoDb(table) => table.get(id).await,
             Records::Memory(memory) => Ok(memory.get(id)),
+            #[cfg(test)]
+            Records::Sim(sim) => sim.get(id).await,
         }
     }
 
@@ -283,6 +266,8 @@ impl Records {
         match self {
             Records::DynamoDb(table) => table.create(record, now_ms).await,
             Records::Memory(memory) => Ok(memory.create(record, now_ms)),
+            #[cfg(test)]
+            Records::Sim(sim) => sim.create(record, now_ms).await,
         }
     }
 
@@ -291,6 +276,8 @@ impl Records {
         match self {
             Records::DynamoDb(table) => table.replace(record, seen).await,
             Records::Memory(memory) => Ok(memory.replace(record, seen)),
+            #[cfg(test)]
+            Records::Sim(sim) => sim.replace(record, seen).await,
         }
     }
 
@@ -299,6 +286,8 @@ impl Records {
         match self {
             Records::DynamoDb(table) => table.write_owned(record).await,
             Records::Memory(memory) => Ok(memory.write_owned(record)),
+            #[cfg(test)]
+            Records::Sim(sim) => sim.write_owned(record).await,
         }
     }
 }

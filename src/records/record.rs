@@ -163,17 +163,6 @@ pub enum Found {
 }
 
 impl Record {
-    /// Whether a PATCH under this record may have been applied without anyone knowing: its
-    /// holder's lock ran out while it was `in_progress` (it died, or its result could not be
-    /// written), or its last attempt timed out after the request was sent.
-    pub fn leaves_doubt(&self) -> bool {
-        self.status == Status::InProgress
-            || self
-                .error
-                .as_ref()
-                .is_some_and(|error| error.code == "upstream_timeout")
-    }
-
     /// Whether this stored record is `written` as its writer wrote it: same owner, same
     /// version. Owners are request ids, unique per invocation, so no one else's write matches.
     pub fn is_copy_of(&self, written: &Record) -> bool {

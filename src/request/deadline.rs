@@ -25,7 +25,40 @@ pub(crate) fn unix_now() -> Duration {
 
 /// Milliseconds since the Unix epoch, as records, messages and metrics count time.
 pub(crate) fn unix_ms() -> u64 {
+    #[cfg(test)]
+    if let Some(virtual_ms) = virtual_clock::now_ms() {
+        return virtual_ms;
+    }
     u64::try_from(unix_now().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The delivery simulation's clock (tests only): on its thread, Unix time moves with tokio's
+/// (paused) clock from a fixed start, so every schedule sees the same times.
+#[cfg(test)]
+pub(crate) mod virtual_clock {
+    use std::cell::Cell;
+
+    use tokio::time::Instant;
+
+    thread_local! {
+        static START: Cell<Option<(u64, Instant)>> = const { Cell::new(None) };
+    }
+
+    /// From now on, on this thread, Unix time is `unix_ms` plus tokio's time since now.
+    pub(crate) fn start(unix_ms: u64) {
+        START.with(|start| start.set(Some((unix_ms, Instant::now()))));
+    }
+
+    /// Back to the system clock on this thread.
+    pub(crate) fn stop() {
+        START.with(|start| start.set(None));
+    }
+
+    pub(super) fn now_ms() -> Option<u64> {
+        START.with(Cell::get).map(|(unix_ms, at)| {
+            unix_ms + u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX)
+        })
+    }
 }
 
 /// Whole seconds since the Unix epoch, as the secrets and webhook timestamps count them.
