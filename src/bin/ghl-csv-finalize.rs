@@ -121,6 +121,10 @@ enum Command {
         /// The rate-limit window in milliseconds (HighLevel: 10000)
         #[arg(long, default_value_t = 10_000, requires = "burst_limit")]
         burst_interval_ms: u64,
+        /// How long an import stays `importing` after its PATCH before its CSV reads
+        /// `completed`, in milliseconds
+        #[arg(long, default_value_t = 2_000)]
+        import_time_ms: u64,
     },
 }
 
@@ -197,6 +201,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             fault_rate,
             burst_limit,
             burst_interval_ms,
+            import_time_ms,
         } => {
             let faults = Faults {
                 fail_first,
@@ -216,6 +221,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
                         max,
                         interval: Duration::from_millis(burst_interval_ms),
                     }),
+                    import_time: Some(Duration::from_millis(import_time_ms)),
                     ..Behaviour::default()
                 },
             )

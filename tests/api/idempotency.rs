@@ -445,13 +445,9 @@ async fn access_denied_or_a_missing_table_is_a_configuration_error() {
 #[tokio::test]
 async fn a_record_that_cannot_be_written_after_the_finalize_does_not_hide_the_outcome() {
     let (t, proxy) = app_behind_fault_proxy(false).await;
-    // The first PutItem (taking the record) goes through; the result's write fails.
+    // Taking the record goes through; the result's write fails.
     t.highlevel_answers(Scripted::ok().delayed(Duration::from_millis(200)));
-    let proxy_in = proxy.clone();
-    let breaker = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        proxy_in.fail("PutItem", 500, "InternalServerError");
-    });
+    let breaker = break_record_writes_during_the_patch(&proxy, None);
     let response = answered_within(
         Duration::from_secs(5),
         t.invoke_with_deadline(EV_JSON_BODY, Duration::from_secs(3)),
@@ -486,13 +482,7 @@ async fn a_record_that_cannot_be_written_after_the_finalize_does_not_hide_the_ou
 async fn a_result_write_that_fails_for_a_moment_is_tried_again_and_written() {
     let (t, proxy) = app_behind_fault_proxy(false).await;
     t.highlevel_answers(Scripted::ok().delayed(Duration::from_millis(200)));
-    let proxy_in = proxy.clone();
-    let breaker = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        proxy_in.fail("PutItem", 500, "InternalServerError");
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        proxy_in.heal();
-    });
+    let breaker = break_record_writes_during_the_patch(&proxy, Some(Duration::from_millis(1500)));
     let response = t.invoke(EV_JSON_BODY).await;
     breaker.await.unwrap();
     assert_eq!(response.status, 200, "{}", response.text);
@@ -513,4 +503,21 @@ async fn a_record_write_whose_answer_was_lost_is_recognised_as_our_own() {
     let id = response.body["finalizationId"].as_str().unwrap();
     let status = t.status_of(id).await;
     assert_eq!(status.body["finalization"]["status"], "finalized");
+}
+
+/// While a PATCH answered after 200 ms is under way, every record write starts failing (from
+/// 100 ms on), and heals after `heal_after` if given: the result's write meets the outage.
+fn break_record_writes_during_the_patch(
+    proxy: &FaultProxy,
+    heal_after: Option<Duration>,
+) -> tokio::task::JoinHandle<()> {
+    let proxy = proxy.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        proxy.fail("PutItem", 500, "InternalServerError");
+        if let Some(after) = heal_after {
+            tokio::time::sleep(after).await;
+            proxy.heal();
+        }
+    })
 }
