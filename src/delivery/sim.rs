@@ -724,3 +724,29 @@ fn a_thirty_minute_outage_answering_retry_after_one_second_dead_letters_nothing(
     assert_eq!(run.applied_twice, 0, "nothing doubled");
     assert_eq!(run.finalized_once, finalizes, "nothing lost");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_local_holder_ends_its_work_before_its_lock_does() {
+    let io = Arc::new(Io::new(1, 0));
+    let delivery = Delivery::new(
+        SimHighLevel {
+            io: Arc::clone(&io),
+            applied: Mutex::new(0),
+        },
+        Some(Records::Sim(SimRecords::new(io))),
+        None,
+        Duration::from_secs(86_400),
+        MAX_RECEIVES,
+    );
+    // The local server's requests come with no Lambda deadline.
+    let local = Invocation::of(None);
+    assert_eq!(local.deadline, Deadline::NONE);
+    let bounded = delivery.bounded(&local);
+    let work_ends = bounded.deadline.instant().expect("a deadline of its own");
+    let lock_ends = tokio::time::Instant::now() + delivery.lock_length(&bounded);
+    assert!(
+        lock_ends >= work_ends + Duration::from_secs(10),
+        "the lock outlasts the holder's work by the margin for its last write"
+    );
+    assert!(work_ends > tokio::time::Instant::now() + delivery.service.upstream_timeout());
+}

@@ -84,6 +84,11 @@ impl Deadline {
         }
     }
 
+    /// Exactly `instant`.
+    pub(crate) fn at(instant: Instant) -> Self {
+        Deadline(Some(instant))
+    }
+
     /// `remaining` from now, less the margin (no limit if that is beyond the clock's range).
     pub(crate) fn after(remaining: Duration) -> Self {
         Deadline(Instant::now().checked_add(remaining.saturating_sub(LAMBDA_MARGIN)))

@@ -394,14 +394,17 @@ impl SecretStore {
     /// Writes refreshed entries that are not stored yet. Each write goes on top of the secret as
     /// it is at that moment (read again first, so an operator's edit since is kept) and is
     /// conditional on that version, so of two writers only one succeeds and the other merges
-    /// into the winner's version and writes again. Writes are never cut short by the Lambda
-    /// deadline: a refresh is only started with the time they need.
+    /// into the winner's version and writes again. A refresh is only started with the time the
+    /// write-back needs ([`WRITE_BACK_TIME`]), and the write-back keeps to it, however often
+    /// another writer wins: what is not stored by then is kept for the next request.
     async fn write_unwritten(&self, id: &str, state: &mut SecretState) -> Result<(), Error> {
         if state.unwritten.is_empty() {
             return Ok(());
         }
+        // Every round of re-read and write ends within the time a refresh reserved for them.
+        let until = Deadline::at(tokio::time::Instant::now() + WRITE_BACK_TIME);
         for _ in 0..MAX_WRITES {
-            let current = match self.read(id, Deadline::NONE).await {
+            let current = match self.read(id, until).await {
                 Ok(current) => current,
                 Err(error) => {
                     return Err(self.keep_unwritten(
@@ -414,7 +417,18 @@ impl SecretStore {
             let document = merged(current.document.as_ref(), &state.unwritten);
             let text = Value::Object(document.clone()).to_string();
             let token = successor_token(id, current.version_id.as_deref());
-            match self.client.write(id, &text, &token).await {
+            let written = match until.bound(self.client.write(id, &text, &token)).await {
+                Some(written) => written,
+                None => {
+                    let late = "the write-back ran out of the time reserved for it";
+                    return Err(self.keep_unwritten(
+                        id,
+                        state,
+                        Error::SecretUnavailable(late.into()),
+                    ));
+                }
+            };
+            match written {
                 Ok(version_id) => {
                     state.loaded = Some(self.written(document, version_id)?);
                     let written = state.unwritten.len() as u64;

@@ -184,6 +184,12 @@ async fn a_failure_is_recorded_but_a_retry_runs_again() {
         "attempts add up over tries"
     );
     assert!(status.body["finalization"].get("error").is_none());
+    let replay = t.invoke(EV_JSON_BODY).await;
+    assert_eq!(replay.body["replayed"], true, "{}", replay.text);
+    assert_eq!(
+        replay.body["attempts"], retried.body["attempts"],
+        "a replay gives the answer's attempts again, not the record's total"
+    );
 }
 
 #[tokio::test]

@@ -307,6 +307,38 @@ async fn keeps_a_pair_it_could_not_store_and_stores_it_first_on_the_next_request
     );
 }
 
+#[tokio::test]
+async fn a_write_back_that_keeps_conflicting_ends_within_the_time_reserved_for_it() {
+    let writes = FaultProxy::start().await;
+    // Every write conflicts with "another writer", and every read and write takes 2.5 s: five
+    // rounds of re-read and write would take 25 s.
+    writes.slow("GetSecretValue", Duration::from_millis(2500));
+    writes.fail_after(
+        "PutSecretValue",
+        400,
+        "ResourceExistsException",
+        Duration::from_millis(2500),
+    );
+    let t = app_with_pair(
+        oauth_entry("access-0", "refresh-0", now() + 10),
+        ("access-0", "refresh-0"),
+        Setup {
+            secrets_endpoint: Some(writes.url.clone()),
+            ..Setup::default()
+        },
+    )
+    .await;
+    // Reading the two secrets takes 5 s, the write-back at most its 12 s: not 25 s more.
+    let response = answered_within(Duration::from_secs(20), t.invoke(EV_PATH_PARAMS)).await;
+    assert_eq!(
+        (response.status, code(&response)),
+        (503, "secret_unavailable"),
+        "the pair is kept for the next request: {}",
+        response.text
+    );
+    assert!(t.highlevel.finalize_requests().is_empty());
+}
+
 /// A second instance (a separate `App`, own caches) sharing `first`'s secret and HighLevel.
 async fn another_instance(first: &TestApp) -> TestApp {
     spawn_app_with(Setup {

@@ -304,10 +304,12 @@ pub async fn app_behind_fault_proxy(queue: bool) -> (TestApp, FaultProxy) {
 #[derive(Debug, Clone)]
 struct Rule {
     target: String,
-    status: u16,
+    /// `None`: the operation goes through (only slowly).
+    status: Option<u16>,
     error: String,
     times: usize,
     apply: bool,
+    delay: Duration,
 }
 
 /// An AWS endpoint in front of moto that fails chosen operations while told to and forwards
@@ -367,13 +369,16 @@ impl FaultProxy {
                             forward = forward.header(name, value);
                         }
                     }
-                    if let Some(rule) = rule {
+                    if let Some(rule) = &rule {
+                        tokio::time::sleep(rule.delay).await;
+                    }
+                    if let Some((rule, status)) = rule.and_then(|r| r.status.map(|s| (r, s))) {
                         if rule.apply {
                             forward.send().await.unwrap();
                         }
                         let body =
                             json!({"__type": rule.error, "message": "simulated"}).to_string();
-                        let mut response = full(rule.status, bytes::Bytes::from(body));
+                        let mut response = full(status, bytes::Bytes::from(body));
                         response.headers_mut().insert(
                             "x-amzn-query-error",
                             http::HeaderValue::from_static("Simulated;Sender"),
@@ -400,12 +405,30 @@ impl FaultProxy {
     /// Operations ending with `target` (`PutItem`, `SendMessage`, or `""` for all) fail with
     /// `status` and the AWS error type `error` until [`FaultProxy::heal`].
     pub fn fail(&self, target: &str, status: u16, error: &str) {
+        self.fail_after(target, status, error, Duration::ZERO);
+    }
+
+    /// Like [`FaultProxy::fail`], each failure answered only after `delay`.
+    pub fn fail_after(&self, target: &str, status: u16, error: &str, delay: Duration) {
         self.rules.lock().unwrap().push(Rule {
             target: target.to_owned(),
-            status,
+            status: Some(status),
             error: error.to_owned(),
             times: usize::MAX,
             apply: false,
+            delay,
+        });
+    }
+
+    /// Operations ending with `target` go through, each answered only after `delay`.
+    pub fn slow(&self, target: &str, delay: Duration) {
+        self.rules.lock().unwrap().push(Rule {
+            target: target.to_owned(),
+            status: None,
+            error: String::new(),
+            times: usize::MAX,
+            apply: false,
+            delay,
         });
     }
 
@@ -414,10 +437,11 @@ impl FaultProxy {
     pub fn lose_answer_once(&self, target: &str) {
         self.rules.lock().unwrap().push(Rule {
             target: target.to_owned(),
-            status: 500,
+            status: Some(500),
             error: "InternalServerError".to_owned(),
             times: 1,
             apply: true,
+            delay: Duration::ZERO,
         });
     }
 
