@@ -27,15 +27,17 @@
 //!   parsing, the idempotency key from the headers), [`fronts::http::response`] (the envelope).
 //!   [`fronts::sqs_batch`]: queue mode's worker front, an SQS batch to delivery and back.
 //! - [`delivery`]: exactly once around the service: a request takes its record (or is answered
-//!   from it), runs or is queued; a queued message is worked under the same record;
-//!   [`delivery::rules`] holds its pure rules.
+//!   from it), runs or is queued; a queued message is worked under the same record; HighLevel's
+//!   CSV status settles a PATCH that may have been applied unseen. [`delivery::rules`] holds
+//!   its pure rules; `delivery::sim` (tests) its deterministic simulation.
 //! - [`records`]: finalization records (DynamoDB with conditional writes, or memory) and the
 //!   pure rules of ids and records; [`queue`]: the queue (SQS, or memory), its message, a
 //!   received message and what becomes of it.
 //! - [`observe`]: what the operator sees — the audit line and EMF metrics document of each
 //!   request and queue message, written by the [`observe::Observer`]; the Lambda binary's log
 //!   set-up ([`observe::logging`]).
-//! - [`service`]: [`service::FinalizeService`], the one finalize: token, then HighLevel.
+//! - [`service`]: [`service::FinalizeService`], the one finalize: token, then HighLevel (and
+//!   the CSV's status); the `Finalizer` trait delivery asks it through.
 //! - [`auth`]: inbound authentication: the rules ([`auth::keys`]) and loading them from the
 //!   inbound-auth secret.
 //! - [`tokens`]: where HighLevel tokens come from: the [`tokens::Token`] type, the secret's
@@ -49,7 +51,7 @@
 //! - [`cache`]: one async lock per key, and the TTL cache built on it.
 //! - [`random`]: the one home of randomness, for jitter.
 //! - [`redact`]: [`redact::Redacted`], which prints `[redacted]` for every secret.
-//! - `sim` (tests only): the delivery simulation's seeded faults, shared by its simulated
+//! - `faults` (tests only): the delivery simulation's seeded faults, shared by its simulated
 //!   record store (`records::sim`), queue (`queue::sim`) and HighLevel (`delivery::sim`, which
 //!   also drives the schedules).
 //! - [`request`] (the ground floor): what a finalize request is ([`request::FinalizeRequest`]),
@@ -65,6 +67,8 @@ pub mod aws;
 pub(crate) mod cache;
 pub mod delivery;
 pub mod error;
+#[cfg(test)]
+pub(crate) mod faults;
 pub mod fronts;
 pub mod highlevel;
 #[cfg(feature = "local")]
@@ -76,8 +80,6 @@ pub mod records;
 pub(crate) mod redact;
 pub mod request;
 pub mod service;
-#[cfg(test)]
-pub(crate) mod sim;
 pub mod tokens;
 pub mod upstream;
 

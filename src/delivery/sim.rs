@@ -1,5 +1,5 @@
 //! A deterministic simulation of the record protocol, run by `cargo test` (issue: exactly once,
-//! proven). The real [`Delivery`] code runs against simulated I/O ([`crate::sim`]): records in
+//! proven). The real [`Delivery`] code runs against simulated I/O ([`crate::faults`]): records in
 //! memory and a queue whose every call can fail, lose its answer or see its caller die before
 //! or after it, and a simulated HighLevel that applies, loses or refuses each PATCH — two or
 //! three receivers and workers at once on one thread, interleaving as the seed says, on a
@@ -21,6 +21,7 @@ use futures_util::future::join_all;
 
 use super::{Delivered, Delivery};
 use crate::error::Error;
+use crate::faults::{die, Io};
 use crate::highlevel::{CallFacts, Outcome};
 use crate::queue::sim::SimQueue;
 use crate::queue::{Disposition, Queue, ReceivedMessage};
@@ -31,7 +32,6 @@ use crate::request::ids::{CsvId, LocationId};
 use crate::request::key::IdempotencyKey;
 use crate::request::{FinalizeRequest, Invocation};
 use crate::service::Finalizer;
-use crate::sim::{die, Io};
 use crate::upstream::UpstreamReply;
 
 /// Receives of a message before SQS dead-letters it (`QUEUE_MAX_RECEIVES`).

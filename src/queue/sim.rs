@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use super::{Message, QueueError};
-use crate::sim::{die, Fault, Io};
+use crate::faults::{die, Fault, Io};
 
 /// The simulation's queue.
 pub struct SimQueue {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::memory::MemoryRecords;
 use super::record::{FinalizationId, Record};
 use super::StoreError;
-use crate::sim::{die, Fault, Io};
+use crate::faults::{die, Fault, Io};
 
 /// The simulation's record store.
 pub struct SimRecords {

@@ -1,4 +1,4 @@
-//! The delivery simulation's I/O (tests only): one seeded source of faults shared by the
+//! The delivery simulation's faults (tests only): one seeded source of faults shared by the
 //! simulated record store, queue and HighLevel, so one seed is one reproducible schedule.
 //!
 //! At every I/O point an operation first yields a seeded number of times — so operations run
