@@ -192,7 +192,7 @@ pub struct Config {
     pub inbound_auth: InboundAuthConfig,
     /// `GHL_API_BASE_URL`.
     pub api_base_url: Url,
-    /// `GHL_API_VERSION`, already checked to be a valid header value.
+    /// `GHL_API_VERSION`: `2021-07-28` (the default) or `v3`.
     pub api_version: HeaderValue,
     /// `GHL_DEFAULT_USER_ID`, sent when the caller gives no `userId`.
     pub default_user_id: Option<UserId>,
@@ -217,6 +217,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether a finalize must name a user (`GHL_API_VERSION=v3`).
+    pub fn requires_user_id(&self) -> bool {
+        self.api_version == API_VERSION_V3
+    }
+
     /// Whether a secret is read from Secrets Manager (the token or the inbound-auth keys).
     pub fn reads_secrets(&self) -> bool {
         matches!(self.token_source, TokenSourceConfig::SecretsManager { .. })
@@ -432,10 +437,19 @@ fn parse_namespace(value: Option<String>) -> Result<String, ConfigError> {
     }
 }
 
+/// HighLevel's named API version of 2026-06-11, under which a finalize needs a `userId`.
+pub const API_VERSION_V3: &str = "v3";
+
 fn parse_api_version(value: Option<String>) -> Result<HeaderValue, ConfigError> {
     let raw = value.unwrap_or_else(|| DEFAULT_API_VERSION.to_owned());
-    HeaderValue::from_str(raw.trim())
-        .map_err(|_| ConfigError::new("GHL_API_VERSION", "is not a valid header value"))
+    match raw.trim() {
+        DEFAULT_API_VERSION => Ok(HeaderValue::from_static(DEFAULT_API_VERSION)),
+        API_VERSION_V3 => Ok(HeaderValue::from_static(API_VERSION_V3)),
+        _ => Err(ConfigError::new(
+            "GHL_API_VERSION",
+            format!("must be {DEFAULT_API_VERSION} (the default) or {API_VERSION_V3}"),
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -529,6 +543,7 @@ mod tests {
             ("GHL_API_BASE_URL", "http://10.0.0.5:8080"),
             ("GHL_API_BASE_URL", "http://127.0.0.1.evil.example"),
             ("GHL_API_VERSION", "2021\n07"),
+            ("GHL_API_VERSION", "2021-07-29"),
             ("GHL_DEFAULT_USER_ID", "a/b"),
             ("ALLOW_UNAUTHENTICATED", "yes"),
             ("IDEMPOTENCY_TTL_SECS", "0"),
@@ -652,5 +667,15 @@ mod tests {
         );
         vars.push(("QUEUE_RETENTION_SECS", "5"));
         assert_eq!(config(&vars).unwrap_err().var, "QUEUE_RETENTION_SECS");
+    }
+
+    #[test]
+    fn v3_is_the_one_other_api_version_and_needs_a_user() {
+        let mut vars = MINIMAL.to_vec();
+        vars.push(("GHL_API_VERSION", " v3 "));
+        let c = config(&vars).unwrap();
+        assert_eq!(c.api_version, "v3");
+        assert!(c.requires_user_id());
+        assert!(!config(&MINIMAL).unwrap().requires_user_id());
     }
 }

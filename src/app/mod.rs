@@ -80,6 +80,7 @@ impl App {
         let ttl = config.secret_cache_ttl;
         let highlevel = HighLevel::new(http, config.api_version.clone(), &config.api_base_url)
             .map_err(BuildError)?;
+        let requires_user_id = config.requires_user_id();
         let token_counters = Arc::new(TokenCounters::default());
         let tokens = match config.token_source {
             TokenSourceConfig::SecretsManager { secret_id } => {
@@ -130,7 +131,7 @@ impl App {
             mode = if queue.is_some() { "queue" } else { "sync" },
             "ready"
         );
-        let http = HttpFront::new(auth, config.default_user_id);
+        let http = HttpFront::new(auth, config.default_user_id, requires_user_id);
         if !http.authenticates() {
             tracing::warn!("inbound authentication is DISABLED (ALLOW_UNAUTHENTICATED=true): anyone who can reach this function can call it");
         }

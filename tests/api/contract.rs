@@ -473,3 +473,67 @@ async fn uses_the_lambda_request_id_in_every_response() {
     assert_eq!(response.status, 401);
     assert_eq!(response.body["requestId"], expected.as_str());
 }
+
+#[tokio::test]
+async fn under_api_v3_a_finalize_without_a_user_is_refused_before_any_token_read() {
+    let t = spawn_app_with(Setup {
+        env: vec![("GHL_API_VERSION", "v3".into())],
+        ..Setup::default()
+    })
+    .await;
+    t.highlevel_answers(highlevel_ok());
+    let reads_before = t.reads.count();
+    let without = with_body(
+        EV_JSON_BODY,
+        &json!({"locationId": LOCATION, "csvId": CSV}).to_string(),
+        Some("application/json"),
+    );
+    let refused = t.invoke(&without).await;
+    assert_eq!(
+        (refused.status, code(&refused)),
+        (400, "invalid_request"),
+        "{}",
+        refused.text
+    );
+    assert_eq!(refused.body["error"]["field"], "userId");
+    assert!(t.highlevel.received().is_empty(), "HighLevel is not called");
+    assert!(
+        t.reads.count() - reads_before <= 1,
+        "the inbound-auth secret at most, no token"
+    );
+
+    let with_user = with_body(
+        EV_JSON_BODY,
+        &json!({"locationId": LOCATION, "csvId": CSV, "userId": USER}).to_string(),
+        Some("application/json"),
+    );
+    let served = t.invoke(&with_user).await;
+    assert_eq!(served.status, 200, "{}", served.text);
+    let sent = t.highlevel.finalize_requests();
+    assert_eq!(sent[0].headers["version"], "v3");
+    assert_eq!(sent[0].body, json!({"userId": USER}));
+}
+
+#[tokio::test]
+async fn under_api_v3_the_default_user_stands_in_for_a_missing_one() {
+    let t = spawn_app_with(Setup {
+        env: vec![
+            ("GHL_API_VERSION", "v3".into()),
+            ("GHL_DEFAULT_USER_ID", USER.into()),
+        ],
+        ..Setup::default()
+    })
+    .await;
+    t.highlevel_answers(highlevel_ok());
+    let without = with_body(
+        EV_JSON_BODY,
+        &json!({"locationId": LOCATION, "csvId": CSV}).to_string(),
+        Some("application/json"),
+    );
+    let served = t.invoke(&without).await;
+    assert_eq!(served.status, 200, "{}", served.text);
+    assert_eq!(
+        t.highlevel.finalize_requests()[0].body,
+        json!({"userId": USER})
+    );
+}

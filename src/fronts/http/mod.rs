@@ -46,6 +46,7 @@ enum Accepted {
 pub(crate) struct HttpFront {
     auth: InboundAuth,
     default_user_id: Option<UserId>,
+    requires_user_id: bool,
 }
 
 /// What the front did with one request.
@@ -61,11 +62,17 @@ enum Handled {
 }
 
 impl HttpFront {
-    /// A front authenticating with `auth`, sending `default_user_id` when a caller names none.
-    pub(crate) fn new(auth: InboundAuth, default_user_id: Option<UserId>) -> Self {
+    /// A front authenticating with `auth`, sending `default_user_id` when a caller names none;
+    /// with `requires_user_id` (HighLevel's API `v3`) a finalize without one is a 400.
+    pub(crate) fn new(
+        auth: InboundAuth,
+        default_user_id: Option<UserId>,
+        requires_user_id: bool,
+    ) -> Self {
         Self {
             auth,
             default_user_id,
+            requires_user_id,
         }
     }
 
@@ -199,6 +206,13 @@ impl HttpFront {
         };
         if finalize.user_id.is_none() {
             finalize.user_id = self.default_user_id.clone();
+        }
+        if self.requires_user_id && finalize.user_id.is_none() {
+            // Before any token is read: HighLevel's v3 would refuse the PATCH.
+            return Err(Error::invalid_field(
+                UserId::FIELD,
+                "HighLevel's API v3 needs a userId: send one, or set GHL_DEFAULT_USER_ID",
+            ));
         }
         let key = delivery
             .keeps_records()

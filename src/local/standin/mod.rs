@@ -37,8 +37,8 @@ use super::server::{serve_connections, Connections, ShutdownHandle};
 use crate::redact::Redacted;
 use script::StandInBody;
 
-/// The `Version` header value the stand-in accepts.
-pub const ACCEPTED_VERSION: &str = "2021-07-28";
+/// The `Version` header values the stand-in accepts: HighLevel's `2021-07-28` and `v3`.
+pub const ACCEPTED_VERSIONS: [&str; 2] = ["2021-07-28", "v3"];
 
 /// Deliberate misbehaviour for load runs.
 #[derive(Debug, Clone, Default)]
@@ -520,7 +520,8 @@ fn refused(required: Option<&String>, headers: &http::HeaderMap) -> Option<(u16,
             json!({"statusCode": 401, "message": "Invalid JWT", "error": "Unauthorized"}),
         ));
     }
-    if headers.get("version").and_then(|v| v.to_str().ok()) != Some(ACCEPTED_VERSION) {
+    let version = headers.get("version").and_then(|v| v.to_str().ok());
+    if !version.is_some_and(|v| ACCEPTED_VERSIONS.contains(&v)) {
         return Some((
             400,
             json!({"statusCode": 400, "message": "Version header is missing or not supported"}),
