@@ -9,7 +9,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::highlevel::{self, attempts, Exchange, HighLevel, Outcome};
+use crate::highlevel::import::{more_to_read, PAGE_SIZE};
+use crate::highlevel::{self, attempts, CsvPage, Exchange, HighLevel, Import, Outcome};
+use crate::request::deadline::unix_ms;
 use crate::request::deadline::Budget;
 use crate::request::{FinalizeRequest, Invocation};
 use crate::tokens::TokenSource;
@@ -44,6 +46,18 @@ pub(crate) trait Finalizer {
         request: &FinalizeRequest,
         budget: &Budget,
     ) -> impl Future<Output = Outcome>;
+
+    /// The import `request` finalized, as HighLevel shows it now (its pages read within
+    /// `budget`), `earlier` being what was seen before; `None` when it cannot be had.
+    fn read_import(
+        &self,
+        request: &FinalizeRequest,
+        budget: &Budget,
+        earlier: Option<&Import>,
+    ) -> impl Future<Output = Option<Import>> {
+        let _ = (request, budget, earlier);
+        async { None }
+    }
 
     /// Finalizes the import `request` names, within the invocation's deadline.
     fn finalize(
@@ -110,7 +124,7 @@ impl Finalizer for FinalizeService {
         let headers = self.highlevel.headers(token.token.bearer());
         match self
             .highlevel
-            .read_csv(&call, headers, budget.deadline())
+            .read_csv(&call, headers, (0, 1), budget.deadline())
             .await
         {
             Exchange::Answered { reply, .. } => {
@@ -125,6 +139,46 @@ impl Finalizer for FinalizeService {
                 None
             }
         }
+    }
+
+    /// Reads the import page by page (`?skip=N&limit=100`, up to a thousand posts); a page
+    /// that cannot be read ends the reading with what was read, and a first one, with nothing.
+    async fn read_import(
+        &self,
+        request: &FinalizeRequest,
+        budget: &Budget,
+        earlier: Option<&Import>,
+    ) -> Option<Import> {
+        let location = &request.location_id;
+        let token = self.tokens.token(location, budget).await.ok()?;
+        let call = self
+            .highlevel
+            .finalize_call(location, &request.csv_id, request.user_id.as_ref())
+            .ok()?;
+        let mut pages: Vec<CsvPage> = Vec::new();
+        loop {
+            let skip = pages.len() as u64 * PAGE_SIZE;
+            let headers = self.highlevel.headers(token.token.bearer());
+            let exchange = self
+                .highlevel
+                .read_csv(&call, headers, (skip, PAGE_SIZE), budget.deadline())
+                .await;
+            let page = match exchange {
+                Exchange::Answered { reply, .. } => CsvPage::from_reply(&reply),
+                _ => None,
+            };
+            match page {
+                Some(page) => pages.push(page),
+                None => {
+                    tracing::warn!(location_id = %location, csv_id = %request.csv_id, skip, "a page of the CSV could not be read");
+                    break;
+                }
+            }
+            if !more_to_read(&pages) {
+                break;
+            }
+        }
+        Import::from_pages(&pages, unix_ms(), earlier)
     }
 
     /// Finalizes the import `request` names, its HighLevel calls within `budget`.

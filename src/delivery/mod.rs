@@ -41,6 +41,8 @@ const LOCK_MARGIN: Duration = Duration::from_secs(10);
 /// The deadline of an invocation without one from Lambda (the local tools) while it holds a
 /// record, beyond the HighLevel budget: its work is bounded by its lock as Lambda's is.
 const LOCAL_DEADLINE_EXTRA: Duration = Duration::from_secs(20);
+/// The status route reads an import from HighLevel at most this often per record.
+pub(crate) const REFRESH_EVERY: Duration = Duration::from_secs(30);
 /// Extra wait beyond another invocation's lock, so the message comes back after it ends.
 const BUSY_GRACE: Duration = Duration::from_secs(1);
 
@@ -330,20 +332,52 @@ impl<S: Finalizer> Delivery<S> {
 
     /// The record with `id`, when `may_see` its location and it has not expired: the status
     /// route. Anything else is 404, so a caller learns nothing of other locations' records.
+    /// With `refresh` (sync mode, a finalized record) the import is read from HighLevel now —
+    /// at most once per [`REFRESH_EVERY`] per record; more often, the record answers — and
+    /// what was seen is kept on the record.
     pub(crate) async fn lookup(
         &self,
         id: &FinalizationId,
         may_see: impl Fn(&LocationId) -> bool,
+        refresh: Option<&Invocation>,
     ) -> Result<Record, Error> {
         let Some(records) = &self.records else {
             return Err(Error::NotFound);
         };
         let record = records.get(id).await?.ok_or(Error::NotFound)?;
         let live = record.expires_at.saturating_mul(1000) > unix_ms();
-        if live && may_see(&record.location_id) {
-            Ok(record)
-        } else {
-            Err(Error::NotFound)
+        if !live || !may_see(&record.location_id) {
+            return Err(Error::NotFound);
+        }
+        let Some(invocation) = refresh.filter(|_| !self.queues()) else {
+            return Ok(record);
+        };
+        let checked_lately = record.import.as_ref().is_some_and(|import| {
+            unix_ms().saturating_sub(import.checked_at_ms) < REFRESH_EVERY.as_millis() as u64
+        });
+        if record.status != Status::Finalized || checked_lately {
+            return Ok(record);
+        }
+        let budget = self.service.budget(invocation);
+        let Some(import) = self
+            .service
+            .read_import(&record.request(), &budget, record.import.as_ref())
+            .await
+        else {
+            return Ok(record);
+        };
+        let seen = Record {
+            import: Some(import),
+            version: record.version + 1,
+            ..record.clone()
+        };
+        match records.replace(&seen, record.version).await {
+            Ok(true) => Ok(seen),
+            // Changed meanwhile, or not written: the caller still sees what was read.
+            Ok(false) | Err(_) => Ok(Record {
+                import: seen.import,
+                ..record
+            }),
         }
     }
 
@@ -375,6 +409,7 @@ impl<S: Finalizer> Delivery<S> {
             csv_status_before: None,
             confirmed_by: None,
             answer_attempts: None,
+            import: None,
             version: 1,
         }
     }

@@ -128,19 +128,20 @@ impl HighLevel {
         exchange(request, deadline).await
     }
 
-    /// Reads the CSV import `call` finalizes, its status and first post at most
-    /// (`GET …/csv/{csvId}?skip=0&limit=1`), answering by `deadline`.
+    /// Reads the CSV import `call` finalizes: its status, and `limit` posts from `skip` on
+    /// (`GET …/csv/{csvId}?skip=N&limit=M`), answering by `deadline`.
     pub(crate) async fn read_csv(
         &self,
         call: &FinalizeCall,
         mut headers: HeaderMap,
+        (skip, limit): (u64, u64),
         deadline: Instant,
     ) -> Exchange {
         headers.remove(CONTENT_TYPE);
         let mut url = call.url.clone();
         url.query_pairs_mut()
-            .append_pair("skip", "0")
-            .append_pair("limit", "1");
+            .append_pair("skip", &skip.to_string())
+            .append_pair("limit", &limit.to_string());
         exchange(self.http.get(url).headers(headers), deadline).await
     }
 

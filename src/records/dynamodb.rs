@@ -15,6 +15,7 @@ use serde_json::Value;
 use super::record::{FinalizationId, Record, RecordedError, Status};
 use super::StoreError;
 use crate::aws::{classify, Fault};
+use crate::highlevel::Import;
 use crate::request::ids::{CsvId, LocationId, UserId};
 
 type Item = HashMap<String, AttributeValue>;
@@ -232,6 +233,9 @@ fn to_item(record: &Record) -> Item {
     if let Some(attempts) = record.answer_attempts {
         item.insert("answer_attempts".into(), number(attempts.into()));
     }
+    if let Some(import) = &record.import {
+        item.insert("import".into(), text(&import.to_stored().to_string()));
+    }
     item.insert("version".into(), number(record.version));
     item
 }
@@ -287,6 +291,7 @@ fn from_item(item: &Item) -> Result<Record, StoreError> {
         csv_status_before: s("csv_status_before").map(str::to_owned),
         confirmed_by: s("confirmed_by").map(str::to_owned),
         answer_attempts: n("answer_attempts").and_then(|a| u32::try_from(a).ok()),
+        import: json("import").as_ref().and_then(Import::from_stored),
         version: n("version").unwrap_or(0),
     })
 }
@@ -318,6 +323,11 @@ mod tests {
             csv_status_before: Some("pending".into()),
             confirmed_by: Some("csv_status".into()),
             answer_attempts: Some(1),
+            import: crate::highlevel::Import::from_stored(&json!({
+                "status": "completed", "posts": 2, "failedPosts": 1,
+                "errors": [{"index": 1, "message": "media refused"}],
+                "checkedAtMs": 5, "completedAtMs": 5,
+            })),
             version: 7,
         };
         assert_eq!(from_item(&to_item(&record)).unwrap(), record);
@@ -342,6 +352,7 @@ mod tests {
             csv_status_before: None,
             confirmed_by: None,
             answer_attempts: None,
+            import: None,
             version: 1,
         });
         item.insert("status".into(), text("lost"));

@@ -272,7 +272,7 @@ impl Records {
     }
 
     /// Replaces the record whose version is `seen`; false if it changed meanwhile.
-    async fn replace(&self, record: &Record, seen: u64) -> Result<bool, StoreError> {
+    pub(crate) async fn replace(&self, record: &Record, seen: u64) -> Result<bool, StoreError> {
         match self {
             Records::DynamoDb(table) => table.replace(record, seen).await,
             Records::Memory(memory) => Ok(memory.replace(record, seen)),

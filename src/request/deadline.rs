@@ -160,6 +160,34 @@ fn far_future(from: Instant) -> Instant {
     from.checked_add(YEAR).unwrap_or(from)
 }
 
+/// `2026-12-02T09:15:03.123Z` for Unix milliseconds.
+pub fn rfc3339(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let (days, day_secs) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        day_secs / 3600,
+        day_secs % 3600 / 60,
+        day_secs % 60,
+        unix_ms % 1000
+    )
+}
+
+/// Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm, for dates from 1970).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,5 +268,12 @@ mod tests {
         let passed = Deadline::after(Duration::ZERO);
         assert_eq!(passed.bound(std::future::pending::<()>()).await, None);
         assert_eq!(Deadline::NONE.bound(async { 7 }).await, Some(7));
+    }
+
+    #[test]
+    fn shows_times_as_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_796_202_903_123), "2026-12-02T09:15:03.123Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 }

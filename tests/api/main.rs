@@ -14,6 +14,7 @@ mod credentials;
 mod events;
 mod faults;
 mod idempotency;
+mod imports;
 mod oauth;
 mod observe;
 mod properties;

@@ -417,6 +417,14 @@ fn offer_object(
     Ok(())
 }
 
+/// Whether a status route asks for the import to be read now (`?refresh=true`).
+pub fn wants_refresh(query: Option<&str>) -> bool {
+    query.is_some_and(|query| {
+        url::form_urlencoded::parse(query.as_bytes())
+            .any(|(name, value)| name == "refresh" && value == "true")
+    })
+}
+
 /// The request's idempotency key: its `webhook-id` header, else its `Idempotency-Key` header,
 /// else its csvId. A key header that is not 1–255 visible ASCII characters is a 400 naming it.
 pub fn idempotency_key(
@@ -842,5 +850,20 @@ mod tests {
             }
         }
         assert!(keyed(&[("idempotency-key", &"k".repeat(255))]).is_ok());
+    }
+
+    #[test]
+    fn a_status_route_asks_for_a_refresh_with_refresh_true_only() {
+        assert!(wants_refresh(Some("refresh=true")));
+        assert!(wants_refresh(Some("a=b&refresh=true")));
+        for other in [
+            None,
+            Some(""),
+            Some("refresh=1"),
+            Some("refresh=TRUE"),
+            Some("refreshed=true"),
+        ] {
+            assert!(!wants_refresh(other), "{other:?}");
+        }
     }
 }

@@ -38,8 +38,9 @@ enum Accepted {
     Health,
     /// A finalize request, with its idempotency key when records are kept.
     Finalize(FinalizeRequest, Option<IdempotencyKey>),
-    /// `GET …/finalizations/{id}` by a caller who may see the locations it may act for.
-    Lookup(FinalizationId),
+    /// `GET …/finalizations/{id}` by a caller who may see the locations it may act for; with
+    /// `?refresh=true`, the import read from HighLevel now.
+    Lookup(FinalizationId, bool),
 }
 
 /// The checks in front of delivery, and what they need.
@@ -101,10 +102,11 @@ impl HttpFront {
                 let receipt = delivery.submit(&finalize, key.as_ref(), &invocation).await;
                 Handled::Finalize(finalize, receipt)
             }
-            Ok(Accepted::Lookup(id)) => {
+            Ok(Accepted::Lookup(id, refresh)) => {
                 let caller = credential.as_ref();
                 let may_see = |location: &_| caller.is_none_or(|c| c.allows(location));
-                match delivery.lookup(&id, may_see).await {
+                let refresh = refresh.then_some(&invocation);
+                match delivery.lookup(&id, may_see, refresh).await {
                     Ok(record) => Handled::Found(record),
                     Err(error) => Handled::Refused(error),
                 }
@@ -172,8 +174,9 @@ impl HttpFront {
         );
         if let Route::Finalization(id) = route {
             // An id that is not one of ours names no record.
+            let refresh = inbound::wants_refresh(request.uri().query());
             return FinalizationId::parse(id)
-                .map(Accepted::Lookup)
+                .map(|id| Accepted::Lookup(id, refresh))
                 .ok_or(Error::NotFound);
         }
         if request.extensions().get::<InvalidBase64Body>().is_some() {

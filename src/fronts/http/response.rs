@@ -319,6 +319,7 @@ mod tests {
             csv_status_before: None,
             confirmed_by: None,
             answer_attempts: None,
+            import: None,
             version: 2,
         }
     }

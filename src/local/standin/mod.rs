@@ -17,6 +17,7 @@ mod script;
 mod token_endpoint;
 
 pub use burst::BurstLimit;
+pub use imports::ImportScript;
 pub use script::{Reply, Scripted};
 pub use token_endpoint::TokenEndpoint;
 
@@ -200,6 +201,12 @@ impl StandIn {
         self.state.imports.applied(location, csv)
     }
 
+    /// How the import of `csv` at `location` turns out once applied: its posts, the ones that
+    /// fail, and the status it ends in.
+    pub fn script_import(&self, location: &str, csv: &str, script: ImportScript) {
+        self.state.imports.script(location, csv, script);
+    }
+
     /// Shows `status` for the import of `csv` at `location` from now on (`deleted`, …).
     pub fn set_csv_status(&self, location: &str, csv: &str, status: &str) {
         self.state.imports.set_status(location, csv, status);
@@ -305,7 +312,8 @@ async fn answer(
         Ok(json_response(status, &body, None))
     } else if let Some((location, csv_id)) = csv_target(&parts.method, parts.uri.path()) {
         if parts.method == Method::GET {
-            Ok(csv_answer(state, &parts.headers, location, csv_id))
+            let page = page_of(parts.uri.query());
+            Ok(csv_answer(state, &parts.headers, location, csv_id, page))
         } else {
             finalize_answer(state, &parts.headers, &bytes, location, csv_id).await
         }
@@ -410,6 +418,7 @@ fn csv_answer(
     headers: &http::HeaderMap,
     location: &str,
     csv_id: &str,
+    page: (u64, u64),
 ) -> Response<StandInBody> {
     let live_access = lock(&state.pairs).access_token(location).map(str::to_owned);
     let required = live_access
@@ -422,8 +431,21 @@ fn csv_answer(
         .behaviour
         .import_time
         .unwrap_or(imports::DEFAULT_IMPORT_TIME);
-    let status = state.imports.status(location, csv_id, import_time);
-    json_response(200, &imports::csv_body(location, csv_id, &status), None)
+    let body = state.imports.read(location, csv_id, import_time, page);
+    json_response(200, &body, None)
+}
+
+/// `skip` and `limit` from a CSV read's query string (0 and 10 when absent; at most 100).
+fn page_of(query: Option<&str>) -> (u64, u64) {
+    let (mut skip, mut limit) = (0, 10);
+    for (name, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match (name.as_ref(), value.parse::<u64>()) {
+            ("skip", Ok(n)) => skip = n,
+            ("limit", Ok(n)) => limit = n.min(100),
+            _ => {}
+        }
+    }
+    (skip, limit)
 }
 
 fn record(parts: &http::request::Parts, bytes: &[u8]) -> Received {
