@@ -374,6 +374,9 @@ fn sets_only_variables_the_function_reads() {
         "QUEUE_URL",
         "QUEUE_MAX_RECEIVES",
         "QUEUE_RETENTION_SECS",
+        "FOLLOW_IMPORTS",
+        "FOLLOW_INTERVAL_SECS",
+        "FOLLOW_TIMEOUT_SECS",
         "METRICS_NAMESPACE",
     ];
     let source = include_str!("../src/app/config.rs");
@@ -684,6 +687,10 @@ fn the_dashboard_shows_every_metric_the_function_writes() {
         "UnrecordedResults",
         "AuthFailures",
         "QueueAgeMs",
+        "ImportsCompleted",
+        "ImportsFailed",
+        "PostsFailed",
+        "ImportDurationMs",
         "ColdStart",
     ] {
         assert!(

@@ -10,6 +10,7 @@ use reqwest::header::HeaderValue;
 use url::Url;
 
 use crate::aws::Services;
+use crate::delivery::Follow;
 use crate::request::ids::UserId;
 use crate::tokens::Token;
 
@@ -110,7 +111,15 @@ pub struct DeliveryConfig {
     pub queue: QueueConfig,
     /// `QUEUE_MAX_RECEIVES`: the receive on which a transient failure becomes `failed`.
     pub max_receives: u32,
+    /// Following each import after its finalize (queue mode, `FOLLOW_IMPORTS`,
+    /// `FOLLOW_INTERVAL_SECS`, `FOLLOW_TIMEOUT_SECS`).
+    pub follow: Option<Follow>,
 }
+
+/// Default `FOLLOW_INTERVAL_SECS`.
+pub const DEFAULT_FOLLOW_INTERVAL_SECS: u64 = 30;
+/// Default `FOLLOW_TIMEOUT_SECS`.
+pub const DEFAULT_FOLLOW_TIMEOUT_SECS: u64 = 3600;
 
 impl DeliveryConfig {
     /// Records and a queue in memory, for the local tools' `--queue`.
@@ -124,6 +133,10 @@ impl DeliveryConfig {
                 QueueConfig::None
             },
             max_receives: DEFAULT_QUEUE_MAX_RECEIVES,
+            follow: queue.then_some(Follow {
+                interval: Duration::from_secs(DEFAULT_FOLLOW_INTERVAL_SECS),
+                timeout: Duration::from_secs(DEFAULT_FOLLOW_TIMEOUT_SECS),
+            }),
         }
     }
 
@@ -169,7 +182,31 @@ impl DeliveryConfig {
         } else {
             ttl.max(retention)
         };
+        let follow = match get("FOLLOW_IMPORTS").map(|v| v.trim().to_ascii_lowercase()) {
+            None => true,
+            Some(v) if v == "true" => true,
+            Some(v) if v == "false" => false,
+            Some(_) => return Err(ConfigError::new("FOLLOW_IMPORTS", "must be true or false")),
+        };
+        let follow_interval = parse_number(
+            "FOLLOW_INTERVAL_SECS",
+            get("FOLLOW_INTERVAL_SECS"),
+            DEFAULT_FOLLOW_INTERVAL_SECS,
+            1..=crate::delivery::FOLLOW_INTERVAL_CAP.as_secs(),
+        )?;
+        let follow_timeout = parse_number(
+            "FOLLOW_TIMEOUT_SECS",
+            get("FOLLOW_TIMEOUT_SECS"),
+            DEFAULT_FOLLOW_TIMEOUT_SECS,
+            60..=86_400,
+        )?;
+        // Only queue mode follows imports: its worker reads them through delayed messages.
+        let follow = (follow && !matches!(queue, QueueConfig::None)).then_some(Follow {
+            interval: Duration::from_secs(follow_interval),
+            timeout: Duration::from_secs(follow_timeout),
+        });
         Ok(Self {
+            follow,
             records,
             record_ttl: Duration::from_secs(ttl),
             queue,
@@ -677,5 +714,39 @@ mod tests {
         assert_eq!(c.api_version, "v3");
         assert!(c.requires_user_id());
         assert!(!config(&MINIMAL).unwrap().requires_user_id());
+    }
+
+    #[test]
+    fn queue_mode_follows_imports_unless_told_not_to() {
+        let mut vars = MINIMAL.to_vec();
+        vars.extend([
+            ("IDEMPOTENCY_TABLE", "t"),
+            ("QUEUE_URL", "https://sqs.eu-west-1.amazonaws.com/1/q"),
+        ]);
+        let follow = config(&vars).unwrap().delivery.follow.unwrap();
+        assert_eq!(
+            (follow.interval, follow.timeout),
+            (Duration::from_secs(30), Duration::from_secs(3600))
+        );
+        let mut off = vars.clone();
+        off.push(("FOLLOW_IMPORTS", "false"));
+        assert_eq!(config(&off).unwrap().delivery.follow, None);
+        let mut sync = MINIMAL.to_vec();
+        sync.push(("IDEMPOTENCY_TABLE", "t"));
+        assert_eq!(
+            config(&sync).unwrap().delivery.follow,
+            None,
+            "sync mode: on demand only"
+        );
+        for (var, value) in [
+            ("FOLLOW_IMPORTS", "yes"),
+            ("FOLLOW_INTERVAL_SECS", "0"),
+            ("FOLLOW_INTERVAL_SECS", "301"),
+            ("FOLLOW_TIMEOUT_SECS", "10"),
+        ] {
+            let mut bad = vars.clone();
+            bad.push((var, value));
+            assert_eq!(config(&bad).unwrap_err().var, var, "{var}={value}");
+        }
     }
 }

@@ -154,7 +154,8 @@ impl App {
                 queue,
                 delivery.record_ttl,
                 delivery.max_receives,
-            ),
+            )
+            .following(delivery.follow),
             http,
             observer,
             memory_queue,

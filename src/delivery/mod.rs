@@ -21,9 +21,12 @@ use futures_util::future::join_all;
 use tokio::time::Instant;
 
 use crate::error::{chain, Error};
+use crate::highlevel::Import;
 use crate::highlevel::Outcome;
 use crate::observe::{Audit, Measures, Mode};
-use crate::queue::{Disposition, Message, Queue, ReceivedMessage, MAX_VISIBILITY};
+use crate::queue::{
+    Disposition, FollowUp, Message, Queue, Queued, ReceivedMessage, MAX_VISIBILITY,
+};
 use crate::random::random_u64;
 use crate::records::{Begun, Claimed, FinalizationId, Record, RecordedError, Records, Status};
 use crate::request::deadline::{unix_ms, Deadline, LAMBDA_MARGIN};
@@ -46,6 +49,20 @@ pub(crate) const REFRESH_EVERY: Duration = Duration::from_secs(30);
 /// Extra wait beyond another invocation's lock, so the message comes back after it ends.
 const BUSY_GRACE: Duration = Duration::from_secs(1);
 
+/// How queue mode follows an import after its finalize: a check `interval` after it, each
+/// next one twice as long after the last (at most [`FOLLOW_INTERVAL_CAP`]), until the import
+/// is over or `timeout` after the finalize.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Follow {
+    /// `FOLLOW_INTERVAL_SECS`.
+    pub interval: Duration,
+    /// `FOLLOW_TIMEOUT_SECS`.
+    pub timeout: Duration,
+}
+
+/// The longest wait between two checks of an import.
+pub const FOLLOW_INTERVAL_CAP: Duration = Duration::from_secs(300);
+
 /// The service, and how its requests are delivered. Generic over the [`Finalizer`] only so
 /// that the delivery simulation (`sim`, tests) can run this very code against a simulated
 /// HighLevel.
@@ -55,6 +72,7 @@ pub(crate) struct Delivery<S = FinalizeService> {
     queue: Option<Queue>,
     record_ttl: Duration,
     max_receives: u32,
+    follow: Option<Follow>,
 }
 
 /// What became of a finalize request: its record's id and what happened.
@@ -147,7 +165,13 @@ impl<S: Finalizer> Delivery<S> {
             queue,
             record_ttl,
             max_receives,
+            follow: None,
         }
+    }
+
+    /// Follows each import after its finalize, as `follow` says (queue mode).
+    pub(crate) fn following(self, follow: Option<Follow>) -> Self {
+        Self { follow, ..self }
     }
 
     /// Whether requests take a record (and so need a key). A dry run never does: it changes
@@ -479,6 +503,103 @@ impl<S: Finalizer> Delivery<S> {
         }
     }
 
+    /// After a queued finalize: its import's first check, sent to come back after the follow
+    /// interval (queue mode with `FOLLOW_IMPORTS`). A check that cannot be sent leaves the import
+    /// unfollowed, never the finalize undone.
+    async fn start_following(&self, message: &Message, request_id: &str) {
+        let (Some(follow), Some(queue)) = (self.follow, &self.queue) else {
+            return;
+        };
+        let follow_up = FollowUp {
+            finalization_id: message.finalization_id.clone(),
+            request: message.request.clone(),
+            finalized_at_ms: unix_ms(),
+            interval: follow.interval,
+        };
+        if let Err(error) = queue.send_follow_up(&follow_up).await {
+            tracing::error!(request_id, finalization_id = %message.finalization_id, cause = %chain(&error), "the import's first check could not be queued; it will not be followed");
+        }
+    }
+
+    /// One check of an import after its finalize: HighLevel's CSV read and kept on the record.
+    /// Over (`completed`, `failed`, `deleted`) or past `FOLLOW_TIMEOUT_SECS` (`timed_out`), the
+    /// following ends and its metrics are written; else the next check is sent, twice the
+    /// interval later (a read refused with 429 or 5xx only delays it). Each check is a message
+    /// of its own: following spends no finalize message's receives.
+    async fn follow_import(
+        &self,
+        follow_up: FollowUp,
+        received: &ReceivedMessage,
+        invocation: &Invocation,
+        started: Instant,
+        audit: &mut Audit,
+        measures: &mut Measures,
+    ) -> Disposition {
+        audit.finalization_id = Some(follow_up.finalization_id.as_str().to_owned());
+        audit.location_id = Some(follow_up.request.location_id.as_str().to_owned());
+        audit.csv_id = Some(follow_up.request.csv_id.as_str().to_owned());
+        audit.status = 200;
+        let (Some(records), Some(follow), Some(queue)) = (&self.records, self.follow, &self.queue)
+        else {
+            return Disposition::Done;
+        };
+        let record = match records.get(&follow_up.finalization_id).await {
+            Ok(Some(record)) if record.request() == follow_up.request => record,
+            // Gone, or the key reused for another finalize: nothing left to follow.
+            Ok(_) => return Disposition::Done,
+            Err(error) => {
+                let error = Error::from(error);
+                (audit.status, audit.code) = (error.status().as_u16(), Some(error.code()));
+                return later(received, None, started);
+            }
+        };
+        if record.import.as_ref().is_some_and(Import::is_final) {
+            return Disposition::Done;
+        }
+        let now = unix_ms();
+        let budget = self.service.budget(invocation);
+        let seen = self
+            .service
+            .read_import(&follow_up.request, &budget, record.import.as_ref())
+            .await;
+        let timed_out = now.saturating_sub(follow_up.finalized_at_ms)
+            >= u64::try_from(follow.timeout.as_millis()).unwrap_or(u64::MAX);
+        let import = match seen {
+            Some(import) if import.is_final() => Some(import),
+            seen if timed_out => Some(rules::timed_out(seen.or(record.import.clone()), now)),
+            seen => seen,
+        };
+        if let Some(import) = &import {
+            let noted = Record {
+                import: Some(import.clone()),
+                version: record.version + 1,
+                ..record.clone()
+            };
+            if !matches!(records.replace(&noted, record.version).await, Ok(true)) {
+                tracing::warn!(request_id = %invocation.request_id, finalization_id = %record.id, "what an import check saw could not be kept on the record");
+            }
+        }
+        if let Some(import) = import.as_ref().filter(|i| i.is_final() || timed_out) {
+            *measures = Measures {
+                queue_age_ms: measures.queue_age_ms,
+                ..rules::import_measures(import, follow_up.finalized_at_ms)
+            };
+            return Disposition::Done;
+        }
+        let next = FollowUp {
+            interval: follow_up
+                .interval
+                .saturating_mul(2)
+                .min(FOLLOW_INTERVAL_CAP),
+            ..follow_up
+        };
+        match queue.send_follow_up(&next).await {
+            Ok(()) => Disposition::Done,
+            // This check comes back instead of its successor.
+            Err(_) => later(received, None, started),
+        }
+    }
+
     /// The message's last receive ended without a final outcome, and SQS moves it to the
     /// dead-letter queue: its record says `failed` (with why), if the store lets it.
     async fn mark_dead_lettered(&self, audit: &Audit, invocation: &Invocation) {
@@ -517,8 +638,13 @@ impl<S: Finalizer> Delivery<S> {
     ) -> Disposition {
         let message_id = received.message_id.as_str();
         let request_id = invocation.request_id.as_str();
-        let message = match Message::parse(&received.body) {
-            Ok(message) => message,
+        let message = match Queued::parse(&received.body) {
+            Ok(Queued::Finalize(message)) => message,
+            Ok(Queued::Follow(follow_up)) => {
+                return self
+                    .follow_import(follow_up, received, invocation, started, audit, measures)
+                    .await;
+            }
             Err(problem) => {
                 // A retry cannot make it parse; keeping it would only fill the dead-letter queue.
                 tracing::error!(
@@ -633,6 +759,7 @@ impl<S: Finalizer> Delivery<S> {
             Outcome::Finalized { .. } | Outcome::Confirmed { .. } | Outcome::DryRun { .. } => {
                 audit.status = 200;
                 if recorded {
+                    self.start_following(&message, request_id).await;
                     Disposition::Done
                 } else {
                     // A message ends only once its record is final: this one comes back, finds

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use super::Delivered;
 use crate::error::Error;
-use crate::highlevel::Outcome;
+use crate::highlevel::{Import, Outcome};
+use crate::observe::Measures;
 use crate::queue::MAX_VISIBILITY;
 use crate::records::{Found, Record, RecordedError, Status};
 
@@ -35,6 +36,41 @@ pub fn judge_csv_status(before: &str, now: &str) -> Judged {
         Judged::Deleted
     } else {
         Judged::Applied
+    }
+}
+
+/// An import followed past `FOLLOW_TIMEOUT_SECS` at `now_ms`: what was last seen of it (if
+/// anything), its status `timed_out`.
+pub(crate) fn timed_out(seen: Option<Import>, now_ms: u64) -> Import {
+    let seen = seen.unwrap_or(Import {
+        status: String::new(),
+        posts: 0,
+        failed_posts: 0,
+        errors: Vec::new(),
+        checked_at_ms: now_ms,
+        completed_at_ms: None,
+    });
+    Import {
+        status: TIMED_OUT.to_owned(),
+        checked_at_ms: now_ms,
+        ..seen
+    }
+}
+
+/// An import's status when it was followed until its timeout without ending.
+pub const TIMED_OUT: &str = "timed_out";
+
+/// The metrics of a followed import's end: completed or failed, its failed posts, and how
+/// long after the finalize (`finalized_at_ms`) it ended.
+pub(crate) fn import_measures(import: &Import, finalized_at_ms: u64) -> Measures {
+    Measures {
+        imports_completed: u64::from(import.status == "completed"),
+        imports_failed: u64::from(import.status == "failed"),
+        posts_failed: import.failed_posts,
+        import_duration_ms: import
+            .completed_at_ms
+            .map(|at| at.saturating_sub(finalized_at_ms)),
+        ..Measures::default()
     }
 }
 
@@ -373,5 +409,45 @@ mod tests {
         assert_eq!(done.answer_attempts, Some(2));
         assert_eq!(done.attempts, 2, "no PATCH sent now");
         assert_eq!(done.expires_at, 110);
+    }
+
+    #[test]
+    fn an_import_followed_past_its_timeout_keeps_what_was_seen_as_timed_out() {
+        let seen = Import {
+            status: "importing".into(),
+            posts: 40,
+            failed_posts: 1,
+            errors: Vec::new(),
+            checked_at_ms: 5,
+            completed_at_ms: None,
+        };
+        let ended = timed_out(Some(seen), 9);
+        assert_eq!(
+            (ended.status.as_str(), ended.posts, ended.checked_at_ms),
+            ("timed_out", 40, 9)
+        );
+        assert_eq!(timed_out(None, 9).posts, 0);
+    }
+
+    #[test]
+    fn a_followed_import_measures_its_end() {
+        let import = Import {
+            status: "failed".into(),
+            posts: 40,
+            failed_posts: 3,
+            errors: Vec::new(),
+            checked_at_ms: 70_000,
+            completed_at_ms: Some(70_000),
+        };
+        let measures = import_measures(&import, 10_000);
+        assert_eq!(
+            (
+                measures.imports_completed,
+                measures.imports_failed,
+                measures.posts_failed,
+                measures.import_duration_ms
+            ),
+            (0, 1, 3, Some(60_000))
+        );
     }
 }

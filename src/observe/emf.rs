@@ -33,6 +33,14 @@ pub struct Measures {
     pub unrecorded_results: u64,
     /// HighLevel's CSV status showed an unseen PATCH applied (1), so none was sent now.
     pub confirmed_by_status: u64,
+    /// A followed import ended `completed` (1).
+    pub imports_completed: u64,
+    /// A followed import ended `failed` (1).
+    pub imports_failed: u64,
+    /// The failed posts of a followed import that ended.
+    pub posts_failed: u64,
+    /// From the finalize to the end of its import, when followed to it.
+    pub import_duration_ms: Option<u64>,
     /// The instance's first document.
     pub cold_start: bool,
 }
@@ -91,7 +99,7 @@ const UPSTREAM_BY_STATUS: &[Metric] = &[count("UpstreamStatus", 1)];
 /// The EMF document for one request or message, at `timestamp_ms`, as one JSON line.
 pub fn document(namespace: &str, audit: &Audit, measures: &Measures, timestamp_ms: u64) -> String {
     let failed = audit.status >= 400;
-    let mut plain = Vec::with_capacity(16);
+    let mut plain = Vec::with_capacity(20);
     plain.extend([
         count("Requests", 1),
         count("Finalized", measures.finalized.into()),
@@ -104,10 +112,16 @@ pub fn document(namespace: &str, audit: &Audit, measures: &Measures, timestamp_m
         count("UnwrittenTokenPairs", measures.unwritten_token_pairs),
         count("UnrecordedResults", measures.unrecorded_results),
         count("ConfirmedByStatus", measures.confirmed_by_status),
+        count("ImportsCompleted", measures.imports_completed),
+        count("ImportsFailed", measures.imports_failed),
+        count("PostsFailed", measures.posts_failed),
         count("AuthFailures", (audit.status == 401).into()),
     ]);
     if let Some(latency) = measures.upstream_latency_ms {
         plain.push(milliseconds("UpstreamLatencyMs", latency));
+    }
+    if let Some(duration) = measures.import_duration_ms {
+        plain.push(milliseconds("ImportDurationMs", duration));
     }
     if let Some(remaining) = measures.rate_limit_remaining {
         plain.push(count("RateLimitRemaining", remaining));

@@ -45,6 +45,11 @@ impl MemoryQueue {
 
     /// Adds a message, visible at once.
     pub fn send(&self, body: String) {
+        self.send_delayed(body, Duration::ZERO);
+    }
+
+    /// Adds a message visible only after `delay`.
+    pub fn send_delayed(&self, body: String, delay: Duration) {
         let id = {
             let mut next = lock(&self.next_id);
             *next += 1;
@@ -54,7 +59,9 @@ impl MemoryQueue {
             id,
             body,
             receives: 0,
-            visible_at: Instant::now(),
+            visible_at: Instant::now()
+                .checked_add(delay)
+                .unwrap_or_else(Instant::now),
         });
         self.arrived.notify_one();
     }

@@ -60,52 +60,143 @@ pub struct Message {
 impl Message {
     /// The message body.
     pub fn to_json(&self) -> String {
-        let mut body = json!({
-            "finalizationId": self.finalization_id.as_str(),
-            "locationId": self.request.location_id.as_str(),
-            "csvId": self.request.csv_id.as_str(),
-            "acceptedAtMs": self.accepted_at_ms,
-            "requestId": self.request_id,
-        });
-        if let Some(user) = &self.request.user_id {
-            body["userId"] = json!(user.as_str());
-        }
+        let mut body = request_json(&self.finalization_id, &self.request);
+        body["acceptedAtMs"] = json!(self.accepted_at_ms);
+        body["requestId"] = json!(self.request_id);
         body.to_string()
     }
 
-    /// Reads a message body; every id is checked again, as anything from outside is.
+    /// Reads a finalize message's body; every id is checked again, as anything from outside
+    /// is.
     pub fn parse(body: &str) -> Result<Self, String> {
         let value: Value =
             serde_json::from_str(body).map_err(|_| "the message is not JSON".to_owned())?;
-        let text = |key: &str| value.get(key).and_then(Value::as_str);
-        let bad = |key: &str| format!("the message's {key} is missing or not valid");
+        Self::from_value(&value)
+    }
+
+    fn from_value(value: &Value) -> Result<Self, String> {
+        let (finalization_id, request) = request_of(value)?;
         Ok(Self {
-            finalization_id: text("finalizationId")
-                .and_then(FinalizationId::parse)
-                .ok_or_else(|| bad("finalizationId"))?,
-            request: FinalizeRequest {
-                location_id: text("locationId")
-                    .and_then(|v| LocationId::parse(v).ok())
-                    .ok_or_else(|| bad("locationId"))?,
-                csv_id: text("csvId")
-                    .and_then(|v| CsvId::parse(v).ok())
-                    .ok_or_else(|| bad("csvId"))?,
-                user_id: match value.get("userId") {
-                    None | Some(Value::Null) => None,
-                    Some(user) => Some(
-                        user.as_str()
-                            .and_then(|v| UserId::parse(v).ok())
-                            .ok_or_else(|| bad("userId"))?,
-                    ),
-                },
-            },
+            finalization_id,
+            request,
             accepted_at_ms: value
                 .get("acceptedAtMs")
                 .and_then(Value::as_u64)
                 .unwrap_or(0),
-            request_id: text("requestId").unwrap_or("").to_owned(),
+            request_id: value
+                .get("requestId")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
         })
     }
+}
+
+/// What a queued message asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Queued {
+    /// A finalize.
+    Finalize(Message),
+    /// A check of a finalized import.
+    Follow(FollowUp),
+}
+
+impl Queued {
+    /// Reads a message body: a follow-up says so (`"kind":"follow"`), anything else is read as
+    /// a finalize.
+    pub fn parse(body: &str) -> Result<Self, String> {
+        let value: Value =
+            serde_json::from_str(body).map_err(|_| "the message is not JSON".to_owned())?;
+        if value.get("kind").and_then(Value::as_str) == Some(FollowUp::KIND) {
+            FollowUp::from_value(&value).map(Queued::Follow)
+        } else {
+            Message::from_value(&value).map(Queued::Finalize)
+        }
+    }
+}
+
+/// A check of an import after its finalize: sent delayed, and each check's successor sent
+/// anew, so following a long import never spends the finalize message's receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowUp {
+    /// The finalize's record.
+    pub finalization_id: FinalizationId,
+    /// What was finalized.
+    pub request: FinalizeRequest,
+    /// When it was finalized (Unix milliseconds): the import is followed until its timeout.
+    pub finalized_at_ms: u64,
+    /// The wait before this check; the next one waits twice as long, within the cap.
+    pub interval: Duration,
+}
+
+impl FollowUp {
+    const KIND: &'static str = "follow";
+
+    /// The message body.
+    pub fn to_json(&self) -> String {
+        let mut body = request_json(&self.finalization_id, &self.request);
+        body["kind"] = json!(Self::KIND);
+        body["finalizedAtMs"] = json!(self.finalized_at_ms);
+        body["intervalSecs"] = json!(self.interval.as_secs());
+        body.to_string()
+    }
+
+    fn from_value(value: &Value) -> Result<Self, String> {
+        let (finalization_id, request) = request_of(value)?;
+        let number = |key: &str| {
+            value
+                .get(key)
+                .and_then(Value::as_u64)
+                .ok_or_else(|| format!("the follow-up's {key} is missing or not valid"))
+        };
+        Ok(Self {
+            finalization_id,
+            request,
+            finalized_at_ms: number("finalizedAtMs")?,
+            interval: Duration::from_secs(number("intervalSecs")?),
+        })
+    }
+}
+
+/// The record id and the ids of a finalize, as a message carries them.
+fn request_json(id: &FinalizationId, request: &FinalizeRequest) -> Value {
+    let mut body = json!({
+        "finalizationId": id.as_str(),
+        "locationId": request.location_id.as_str(),
+        "csvId": request.csv_id.as_str(),
+    });
+    if let Some(user) = &request.user_id {
+        body["userId"] = json!(user.as_str());
+    }
+    body
+}
+
+/// The record id and the finalize a message names; every id is checked again, as anything
+/// from outside is.
+fn request_of(value: &Value) -> Result<(FinalizationId, FinalizeRequest), String> {
+    let text = |key: &str| value.get(key).and_then(Value::as_str);
+    let bad = |key: &str| format!("the message's {key} is missing or not valid");
+    Ok((
+        text("finalizationId")
+            .and_then(FinalizationId::parse)
+            .ok_or_else(|| bad("finalizationId"))?,
+        FinalizeRequest {
+            location_id: text("locationId")
+                .and_then(|v| LocationId::parse(v).ok())
+                .ok_or_else(|| bad("locationId"))?,
+            csv_id: text("csvId")
+                .and_then(|v| CsvId::parse(v).ok())
+                .ok_or_else(|| bad("csvId"))?,
+            user_id: match value.get("userId") {
+                None | Some(Value::Null) => None,
+                Some(user) => Some(
+                    user.as_str()
+                        .and_then(|v| UserId::parse(v).ok())
+                        .ok_or_else(|| bad("userId"))?,
+                ),
+            },
+        },
+    ))
 }
 
 /// Why the queue could not take a message or change one.
@@ -152,6 +243,21 @@ impl Queue {
             }
             #[cfg(test)]
             Queue::Sim(queue) => queue.send(message).await,
+        }
+    }
+
+    /// Sends a follow-up, received no sooner than its interval (SQS's `DelaySeconds`, at most
+    /// 15 minutes).
+    pub async fn send_follow_up(&self, follow_up: &FollowUp) -> Result<(), QueueError> {
+        let body = follow_up.to_json();
+        match self {
+            Queue::Sqs(queue) => queue.send_delayed(body, follow_up.interval).await,
+            Queue::Memory(queue) => {
+                queue.send_delayed(body, follow_up.interval);
+                Ok(())
+            }
+            #[cfg(test)]
+            Queue::Sim(queue) => queue.send_body(body).await,
         }
     }
 
@@ -206,5 +312,36 @@ mod tests {
             assert!(Message::parse(&body.to_string()).is_err(), "{key}");
         }
         assert!(Message::parse("not json").is_err());
+    }
+
+    #[test]
+    fn a_follow_up_round_trips_and_an_old_body_is_a_finalize() {
+        let follow_up = FollowUp {
+            finalization_id: FinalizationId::parse("fz_0123456789abcdef0123456789abcdef").unwrap(),
+            request: FinalizeRequest {
+                location_id: LocationId::parse("L1").unwrap(),
+                csv_id: CsvId::parse("C1").unwrap(),
+                user_id: Some(UserId::parse("U1").unwrap()),
+            },
+            finalized_at_ms: 1_700_000_000_000,
+            interval: Duration::from_secs(60),
+        };
+        assert_eq!(
+            Queued::parse(&follow_up.to_json()),
+            Ok(Queued::Follow(follow_up.clone()))
+        );
+        let finalize = Message {
+            finalization_id: follow_up.finalization_id.clone(),
+            request: follow_up.request.clone(),
+            accepted_at_ms: 5,
+            request_id: "r".into(),
+        };
+        assert_eq!(
+            Queued::parse(&finalize.to_json()),
+            Ok(Queued::Finalize(finalize))
+        );
+        let mut broken: Value = serde_json::from_str(&follow_up.to_json()).unwrap();
+        broken["intervalSecs"] = json!("soon");
+        assert!(Queued::parse(&broken.to_string()).is_err());
     }
 }

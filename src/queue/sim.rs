@@ -22,12 +22,16 @@ impl SimQueue {
     }
 
     pub(super) async fn send(&self, message: &Message) -> Result<(), QueueError> {
+        self.send_body(message.to_json()).await
+    }
+
+    pub(super) async fn send_body(&self, body: String) -> Result<(), QueueError> {
         match self.io.before("send").await {
             Fault::Fail => return Err(QueueError::Unavailable("the send failed".into())),
             Fault::Crash => return die().await,
             Fault::None | Fault::LoseAnswer => {}
         }
-        self.lock().push(message.to_json());
+        self.lock().push(body);
         match self.io.after("send").await {
             Fault::LoseAnswer => Err(QueueError::Unavailable(
                 "the message was sent but the answer was lost".into(),

@@ -7,6 +7,9 @@ use std::time::Duration;
 use aws_sdk_sqs::error::SdkError;
 
 use super::{Message, QueueError, MAX_VISIBILITY};
+
+/// The longest SQS delays a message it is sent (`DelaySeconds`).
+const MAX_SEND_DELAY: Duration = Duration::from_secs(900);
 use crate::aws::{classify, Fault, SqsClient};
 
 /// The queue, through one SDK client built once per instance.
@@ -29,6 +32,21 @@ impl SqsQueue {
             .send_message()
             .queue_url(&self.url)
             .message_body(message.to_json())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| fault(e, &self.url))
+    }
+
+    /// Sends a body received no sooner than `delay` later (at most 15 minutes).
+    pub async fn send_delayed(&self, body: String, delay: Duration) -> Result<(), QueueError> {
+        let seconds = delay.min(MAX_SEND_DELAY).as_secs();
+        self.client
+            .get()
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .delay_seconds(i32::try_from(seconds).unwrap_or(0))
             .send()
             .await
             .map(|_| ())

@@ -13,6 +13,7 @@ mod contract;
 mod credentials;
 mod events;
 mod faults;
+mod follow;
 mod idempotency;
 mod imports;
 mod oauth;
