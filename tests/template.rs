@@ -214,7 +214,7 @@ fn the_receiver_reads_tokens_only_in_sync_mode_and_only_sends_to_the_queue() {
 }
 
 #[test]
-fn the_worker_only_reads_tokens_writes_records_and_receives_deletes_or_delays_messages() {
+fn the_worker_only_reads_tokens_writes_records_and_works_its_own_queue() {
     let t = template();
     assert_eq!(worker(&t)["Condition"], "QueueMode");
     let granted = actions(worker_statements(&t));
@@ -228,9 +228,13 @@ fn the_worker_only_reads_tokens_writes_records_and_receives_deletes_or_delays_me
         (None, "sqs:DeleteMessage"),
         (None, "sqs:GetQueueAttributes"),
         (None, "sqs:ReceiveMessage"),
+        (None, "sqs:SendMessage"),
         (Some("OAuthAndQueue"), "secretsmanager:PutSecretValue"),
     ]);
-    assert_eq!(granted, expected, "no inbound-auth secret, no SendMessage");
+    assert_eq!(
+        granted, expected,
+        "no inbound-auth secret; SendMessage to its own queue only, for the import checks"
+    );
 }
 
 #[test]
