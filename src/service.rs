@@ -10,11 +10,13 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::highlevel::import::{more_to_read, PAGE_SIZE};
-use crate::highlevel::{self, attempts, CsvPage, Exchange, HighLevel, Import, Outcome};
+use crate::highlevel::{
+    self, attempts, CsvPage, Exchange, FinalizeCall, HighLevel, Import, Outcome,
+};
 use crate::request::deadline::unix_ms;
 use crate::request::deadline::Budget;
 use crate::request::{FinalizeRequest, Invocation};
-use crate::tokens::TokenSource;
+use crate::tokens::{LeasedToken, TokenSource};
 
 /// What delivery asks of a finalize: the [`FinalizeService`], or — in the delivery
 /// simulation's tests — a simulated HighLevel that applies, loses and refuses PATCHes as a seed
@@ -102,6 +104,26 @@ impl FinalizeService {
     }
 }
 
+impl FinalizeService {
+    /// What a CSV read needs: the location's token, and the CSV's URL (the finalize call's).
+    async fn csv_reader(
+        &self,
+        request: &FinalizeRequest,
+        budget: &Budget,
+    ) -> Option<(LeasedToken, FinalizeCall)> {
+        let token = self.tokens.token(&request.location_id, budget).await.ok()?;
+        let call = self
+            .highlevel
+            .finalize_call(
+                &request.location_id,
+                &request.csv_id,
+                request.user_id.as_ref(),
+            )
+            .ok()?;
+        Some((token, call))
+    }
+}
+
 impl Finalizer for FinalizeService {
     fn upstream_timeout(&self) -> Duration {
         self.upstream_timeout
@@ -116,11 +138,7 @@ impl Finalizer for FinalizeService {
     /// which never stops a finalize.
     async fn csv_status(&self, request: &FinalizeRequest, budget: &Budget) -> Option<String> {
         let location = &request.location_id;
-        let token = self.tokens.token(location, budget).await.ok()?;
-        let call = self
-            .highlevel
-            .finalize_call(location, &request.csv_id, request.user_id.as_ref())
-            .ok()?;
+        let (token, call) = self.csv_reader(request, budget).await?;
         let headers = self.highlevel.headers(token.token.bearer());
         match self
             .highlevel
@@ -150,11 +168,7 @@ impl Finalizer for FinalizeService {
         earlier: Option<&Import>,
     ) -> Option<Import> {
         let location = &request.location_id;
-        let token = self.tokens.token(location, budget).await.ok()?;
-        let call = self
-            .highlevel
-            .finalize_call(location, &request.csv_id, request.user_id.as_ref())
-            .ok()?;
+        let (token, call) = self.csv_reader(request, budget).await?;
         let mut pages: Vec<CsvPage> = Vec::new();
         loop {
             let skip = pages.len() as u64 * PAGE_SIZE;
