@@ -182,11 +182,10 @@ impl DeliveryConfig {
         } else {
             ttl.max(retention)
         };
-        let follow = match get("FOLLOW_IMPORTS").map(|v| v.trim().to_ascii_lowercase()) {
+        let follow = match get("FOLLOW_IMPORTS") {
             None => true,
-            Some(v) if v == "true" => true,
-            Some(v) if v == "false" => false,
-            Some(_) => return Err(ConfigError::new("FOLLOW_IMPORTS", "must be true or false")),
+            Some(v) => parse_bool(&v)
+                .ok_or_else(|| ConfigError::new("FOLLOW_IMPORTS", "must be true or false"))?,
         };
         let follow_interval = parse_number(
             "FOLLOW_INTERVAL_SECS",

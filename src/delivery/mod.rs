@@ -390,16 +390,11 @@ impl<S: Finalizer> Delivery<S> {
         else {
             return Ok(record);
         };
-        let seen = Record {
-            import: Some(import),
-            version: record.version + 1,
-            ..record.clone()
-        };
-        match records.replace(&seen, record.version).await {
-            Ok(true) => Ok(seen),
+        match records.keep_import(&record, import.clone()).await {
+            Ok(Some(kept)) => Ok(kept),
             // Changed meanwhile, or not written: the caller still sees what was read.
-            Ok(false) | Err(_) => Ok(Record {
-                import: seen.import,
+            Ok(None) | Err(_) => Ok(Record {
+                import: Some(import),
                 ..record
             }),
         }
@@ -570,12 +565,10 @@ impl<S: Finalizer> Delivery<S> {
             seen => seen,
         };
         if let Some(import) = &import {
-            let noted = Record {
-                import: Some(import.clone()),
-                version: record.version + 1,
-                ..record.clone()
-            };
-            if !matches!(records.replace(&noted, record.version).await, Ok(true)) {
+            if !matches!(
+                records.keep_import(&record, import.clone()).await,
+                Ok(Some(_))
+            ) {
                 tracing::warn!(request_id = %invocation.request_id, finalization_id = %record.id, "what an import check saw could not be kept on the record");
             }
         }

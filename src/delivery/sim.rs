@@ -142,6 +142,20 @@ struct OnQueue {
     visible_at_ms: u64,
 }
 
+impl OnQueue {
+    /// One receive at `now`, as SQS makes it: counted, and invisible for the visibility
+    /// timeout (until the worker says otherwise, or for good if it dies).
+    fn receive(&mut self, now: u64) -> ReceivedMessage {
+        self.receives += 1;
+        self.visible_at_ms = now + VISIBILITY.as_millis() as u64;
+        ReceivedMessage {
+            message_id: self.id.clone(),
+            body: self.body.clone(),
+            receives: self.receives,
+        }
+    }
+}
+
 /// What one operation came to (`None`: it died).
 enum Ended {
     /// A request: answered 200 or 202 (true), or anything else.
@@ -267,14 +281,7 @@ impl World {
         let now = unix_ms();
         let mut receives = Vec::new();
         for index in indexes {
-            let message = &mut self.on_queue[index];
-            message.receives += 1;
-            message.visible_at_ms = now + VISIBILITY.as_millis() as u64;
-            receives.push(ReceivedMessage {
-                message_id: message.id.clone(),
-                body: message.body.clone(),
-                receives: message.receives,
-            });
+            receives.push(self.on_queue[index].receive(now));
         }
         // SQS moves a message past its last receive to the dead-letter queue.
         receives.retain(|r| r.receives <= MAX_RECEIVES);
@@ -620,22 +627,13 @@ async fn outage_run(finalizes: usize, outage: Duration) -> OutageRun {
         for batch in visible.chunks(10) {
             let mut received = Vec::new();
             for &index in batch {
-                let message = &mut on_queue[index];
-                message.receives += 1;
-                message.visible_at_ms = now + VISIBILITY.as_millis() as u64;
+                let message = on_queue[index].receive(now);
                 if message.receives > MAX_RECEIVES {
                     dead_letters += 1;
                     ended.push(index);
                     continue;
                 }
-                received.push((
-                    index,
-                    ReceivedMessage {
-                        message_id: message.id.clone(),
-                        body: message.body.clone(),
-                        receives: message.receives,
-                    },
-                ));
+                received.push((index, message));
             }
             receives += received.len() as u64;
             batches.push(received);

@@ -19,6 +19,7 @@ pub use record::{FinalizationId, Found, Record, RecordedError, Status};
 use std::time::Duration;
 
 use crate::error::{BoxError, Error};
+use crate::highlevel::Import;
 use crate::request::deadline::Deadline;
 use crate::request::FinalizeRequest;
 
@@ -242,6 +243,21 @@ impl Records {
         self.replace(&failed, existing.version).await
     }
 
+    /// Keeps `import` on `record` (as read, at its version): the record as written, or `None`
+    /// when it changed meanwhile.
+    pub async fn keep_import(
+        &self,
+        record: &Record,
+        import: Import,
+    ) -> Result<Option<Record>, StoreError> {
+        let kept = Record {
+            import: Some(import),
+            version: record.version + 1,
+            ..record.clone()
+        };
+        Ok(self.replace(&kept, record.version).await?.then_some(kept))
+    }
+
     /// Whether the stored record is `ours` as written: a conditional write refused because the
     /// client's first copy of it was applied (its answer lost, the write sent again).
     async fn holds(&self, ours: &Record) -> Result<bool, StoreError> {
@@ -272,7 +288,7 @@ impl Records {
     }
 
     /// Replaces the record whose version is `seen`; false if it changed meanwhile.
-    pub(crate) async fn replace(&self, record: &Record, seen: u64) -> Result<bool, StoreError> {
+    async fn replace(&self, record: &Record, seen: u64) -> Result<bool, StoreError> {
         match self {
             Records::DynamoDb(table) => table.replace(record, seen).await,
             Records::Memory(memory) => Ok(memory.replace(record, seen)),

@@ -254,6 +254,20 @@ async fn maps_token_endpoint_failures_to_the_contract() {
     assert_eq!((response.status, code(&response)), (500, "config_error"));
 }
 
+/// The pair `access-0`/`refresh-0`, expiring at `expires_at`, in a secret read and written
+/// through `writes`.
+async fn pair_through(writes: &FaultProxy, expires_at: i64) -> TestApp {
+    app_with_pair(
+        oauth_entry("access-0", "refresh-0", expires_at),
+        ("access-0", "refresh-0"),
+        Setup {
+            secrets_endpoint: Some(writes.url.clone()),
+            ..Setup::default()
+        },
+    )
+    .await
+}
+
 /// A Secrets Manager endpoint in front of moto that fails PutSecretValue with a 500 until healed.
 async fn flaky_writes() -> FaultProxy {
     failing_writes(500, "InternalServiceError").await
@@ -270,15 +284,7 @@ async fn failing_writes(status: u16, error: &str) -> FaultProxy {
 #[tokio::test]
 async fn keeps_a_pair_it_could_not_store_and_stores_it_first_on_the_next_request() {
     let writes = flaky_writes().await;
-    let t = app_with_pair(
-        oauth_entry("access-0", "refresh-0", now() + 10),
-        ("access-0", "refresh-0"),
-        Setup {
-            secrets_endpoint: Some(writes.url.clone()),
-            ..Setup::default()
-        },
-    )
-    .await;
+    let t = pair_through(&writes, now() + 10).await;
 
     let response = t.invoke(EV_PATH_PARAMS).await;
     assert_eq!(response.status, 503, "{}", response.text);
@@ -319,15 +325,7 @@ async fn a_write_back_that_keeps_conflicting_ends_within_the_time_reserved_for_i
         "ResourceExistsException",
         Duration::from_millis(2500),
     );
-    let t = app_with_pair(
-        oauth_entry("access-0", "refresh-0", now() + 10),
-        ("access-0", "refresh-0"),
-        Setup {
-            secrets_endpoint: Some(writes.url.clone()),
-            ..Setup::default()
-        },
-    )
-    .await;
+    let t = pair_through(&writes, now() + 10).await;
     // Reading the two secrets takes 5 s, the write-back at most its 12 s: not 25 s more.
     let response = answered_within(Duration::from_secs(20), t.invoke(EV_PATH_PARAMS)).await;
     assert_eq!(
@@ -455,15 +453,7 @@ async fn a_token_endpoint_that_times_out_is_unavailable_and_counts_against_the_b
 #[tokio::test]
 async fn the_versions_quota_is_a_failed_write_kept_for_later_not_a_configuration_error() {
     let writes = failing_writes(400, "LimitExceededException").await;
-    let t = app_with_pair(
-        oauth_entry("access-0", "refresh-0", now() - 5),
-        ("access-0", "refresh-0"),
-        Setup {
-            secrets_endpoint: Some(writes.url.clone()),
-            ..Setup::default()
-        },
-    )
-    .await;
+    let t = pair_through(&writes, now() - 5).await;
     let response = t.invoke(EV_PATH_PARAMS).await;
     assert_eq!(
         (response.status, code(&response)),

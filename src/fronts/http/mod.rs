@@ -27,7 +27,7 @@ use crate::observe::{Audit, Measures, Mode, Observer};
 use crate::records::{FinalizationId, Record};
 use crate::request::deadline::Deadline;
 use crate::request::ids::UserId;
-use crate::request::key::IdempotencyKey;
+use crate::request::key::{IdempotencyKey, KeyKind};
 use crate::request::{FinalizeRequest, Invocation};
 use event::{Caller, InvalidBase64Body, MalformedEvent, PathParams};
 use inbound::{BodyKind, Route, Sources};
@@ -231,9 +231,8 @@ impl HttpFront {
 /// The `webhook-id` header for the audit line, when it is a plausible id (1–255 visible ASCII
 /// characters); anything else is left out rather than written to the log.
 fn webhook_id(headers: &http::HeaderMap) -> Option<String> {
-    let id = headers.get("webhook-id")?.to_str().ok()?.trim();
-    let plausible = (1..=255).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic());
-    plausible.then(|| id.to_owned())
+    let id = headers.get("webhook-id")?.to_str().ok()?;
+    IdempotencyKey::parse(KeyKind::WebhookId, id).map(|key| key.as_str().to_owned())
 }
 
 /// The request's audit line and metrics (who asked — the credential's name, never the

@@ -106,13 +106,8 @@ fn finalized_body(
 /// The stored success again: the same status and body, `"replayed": true`, the
 /// `idempotent-replayed` header and this request's own `requestId`.
 fn replayed(record: &Record, request_id: &str) -> Response<Body> {
-    let request = FinalizeRequest {
-        location_id: record.location_id.clone(),
-        csv_id: record.csv_id.clone(),
-        user_id: record.user_id.clone(),
-    };
     let mut body = finalized_body(
-        &request,
+        &record.request(),
         record.answer_attempts.unwrap_or(record.attempts),
         record.upstream.clone(),
         Some(record.id.as_str()),
