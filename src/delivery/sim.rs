@@ -443,6 +443,26 @@ fn run_schedule(runtime: &tokio::runtime::Runtime, seed: u64) -> Result<(), Stri
     })
 }
 
+/// Seeds that once broke the protocol: 54 (a doubt lost in transit, a double PATCH), and 10,
+/// 16 and 53, which caught the old 202 before a confirmed send, a PATCH without a kept CSV
+/// status, and a message ended with its result unwritten. Run on their own whatever
+/// `SIM_SCHEDULES` says.
+const SEEDS_THAT_BROKE: [u64; 4] = [10, 16, 53, 54];
+
+#[test]
+fn seeds_that_once_broke_the_protocol_still_hold() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a runtime");
+    for seed in SEEDS_THAT_BROKE {
+        if let Err(broken) = run_schedule(&runtime, seed) {
+            panic!("seed {seed}: {broken}");
+        }
+    }
+}
+
 #[test]
 fn simulated_schedules_never_apply_a_finalize_twice_nor_lose_a_promised_one() {
     let runtime = tokio::runtime::Builder::new_current_thread()
