@@ -30,6 +30,9 @@
 //!   from it), runs or is queued; a queued message is worked under the same record; HighLevel's
 //!   CSV status settles a PATCH that may have been applied unseen. [`delivery::rules`] holds
 //!   its pure rules; `delivery::sim` (tests) its deterministic simulation.
+//! - `callback`: completion callbacks — the receiver's check of a `callbackUrl`, and one signed
+//!   delivery through a client that connects only to addresses a callback may reach (its
+//!   guarded resolver); delivery retries them through the queue.
 //! - [`records`]: finalization records (DynamoDB with conditional writes, or memory) and the
 //!   pure rules of ids and records; [`queue`]: the queue (SQS, or memory), its message, a
 //!   received message and what becomes of it.
@@ -65,6 +68,7 @@ pub mod app;
 pub mod auth;
 pub mod aws;
 pub(crate) mod cache;
+pub(crate) mod callback;
 pub mod delivery;
 pub mod error;
 #[cfg(test)]

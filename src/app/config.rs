@@ -9,8 +9,10 @@ use std::time::Duration;
 use reqwest::header::HeaderValue;
 use url::Url;
 
+use crate::auth::CallbackKey;
 use crate::aws::Services;
 use crate::delivery::Follow;
+use crate::request::callback::{CallbackUrl, Reach};
 use crate::request::ids::UserId;
 use crate::tokens::Token;
 
@@ -219,6 +221,60 @@ impl DeliveryConfig {
     }
 }
 
+/// Completion callbacks (queue mode following imports).
+#[derive(Debug, Clone, Default)]
+pub struct CallbackConfig {
+    /// `CALLBACK_URL`: where a finalize that names no `callbackUrl` is reported.
+    pub default_url: Option<CallbackUrl>,
+    /// `CALLBACK_ALLOW_PRIVATE`: whether callbacks may reach private and loopback addresses
+    /// (local tests only).
+    pub reach: Reach,
+    /// The key the local tools sign callbacks with, having no inbound-auth secret. Set by the
+    /// local tools, never from the Lambda environment.
+    pub local_key: Option<CallbackKey>,
+}
+
+impl CallbackConfig {
+    fn from_lookup(
+        get: impl Fn(&str) -> Option<String>,
+        delivery: &DeliveryConfig,
+        inbound_auth: &InboundAuthConfig,
+    ) -> Result<Self, ConfigError> {
+        let allow_private = match get("CALLBACK_ALLOW_PRIVATE") {
+            None => false,
+            Some(v) => parse_bool(&v).ok_or_else(|| {
+                ConfigError::new("CALLBACK_ALLOW_PRIVATE", "must be true or false")
+            })?,
+        };
+        let reach = Reach { allow_private };
+        let Some(url) = get("CALLBACK_URL") else {
+            return Ok(Self {
+                reach,
+                ..Self::default()
+            });
+        };
+        let url = CallbackUrl::parse(&url, reach)
+            .map_err(|problem| ConfigError::new("CALLBACK_URL", problem))?;
+        if delivery.follow.is_none() {
+            return Err(ConfigError::new(
+                "CALLBACK_URL",
+                "needs queue mode (QUEUE_URL) with FOLLOW_IMPORTS: only it follows an import to its end",
+            ));
+        }
+        if *inbound_auth == InboundAuthConfig::Disabled {
+            return Err(ConfigError::new(
+                "CALLBACK_URL",
+                "needs INBOUND_AUTH_SECRET_ID, whose callbackSecret signs the callbacks",
+            ));
+        }
+        Ok(Self {
+            default_url: Some(url),
+            reach,
+            local_key: None,
+        })
+    }
+}
+
 /// Every setting of the function.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -242,6 +298,8 @@ pub struct Config {
     pub oauth_refresh_skew: Duration,
     /// Finalization records and queue mode.
     pub delivery: DeliveryConfig,
+    /// Completion callbacks (`CALLBACK_URL`, `CALLBACK_ALLOW_PRIVATE`).
+    pub callback: CallbackConfig,
     /// `METRICS_NAMESPACE`: the CloudWatch namespace of the EMF metrics.
     pub metrics_namespace: String,
     /// Where the audit lines and metrics go: stdout, or memory for the tests and the local
@@ -348,6 +406,8 @@ impl Config {
             crate::tokens::template::confine(secret_id, &[])
                 .map_err(|problem| ConfigError::new("GHL_TOKEN_SECRET_ID", problem))?;
         }
+        let delivery = DeliveryConfig::from_lookup(get)?;
+        let callback = CallbackConfig::from_lookup(get, &delivery, &inbound_auth)?;
         Ok(Self {
             token_source,
             inbound_auth,
@@ -383,7 +443,8 @@ impl Config {
                 DEFAULT_OAUTH_REFRESH_SKEW_SECS,
                 0..=43_200,
             )?),
-            delivery: DeliveryConfig::from_lookup(get)?,
+            delivery,
+            callback,
             metrics_namespace: parse_namespace(get("METRICS_NAMESPACE"))?,
             lines: crate::observe::Lines::Stdout,
             dry_run: false,

@@ -31,7 +31,7 @@ pub fn client() -> Result<reqwest::Client, BoxError> {
 }
 
 /// TLS 1.2 and 1.3 with AWS-LC (the crypto library already linked for HMAC and digests).
-fn tls_config() -> Result<rustls::ClientConfig, BoxError> {
+pub(crate) fn tls_config() -> Result<rustls::ClientConfig, BoxError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?

@@ -21,6 +21,7 @@ use serde_json::Value;
 use crate::auth::InboundAuth;
 use crate::aws::AwsClients;
 use crate::cache::SingleFlightCache;
+use crate::callback::Callbacks;
 use crate::delivery::Delivery;
 use crate::fronts::http::HttpFront;
 use crate::fronts::sqs_batch;
@@ -95,14 +96,14 @@ impl App {
             }
             TokenSourceConfig::Local(token) => TokenSource::Local(token),
         };
-        let auth = match config.inbound_auth {
+        let auth = Arc::new(match config.inbound_auth {
             InboundAuthConfig::Secret { secret_id } => InboundAuth::Secret {
                 secret_id,
                 client: secrets_client()?,
                 cache: SingleFlightCache::new(ttl, crate::auth::FAILED_READ_TTL),
             },
             InboundAuthConfig::Disabled => InboundAuth::Disabled,
-        };
+        });
         let delivery = &config.delivery;
         let records = match &delivery.records {
             RecordsConfig::None => None,
@@ -131,6 +132,20 @@ impl App {
             mode = if queue.is_some() { "queue" } else { "sync" },
             "ready"
         );
+        // Only a queue that follows imports calls back: no second client otherwise.
+        let callbacks = match (&queue, delivery.follow) {
+            (Some(_), Some(_)) => Some(
+                Callbacks::new(
+                    https::tls_config().map_err(BuildError)?,
+                    config.callback.reach,
+                    Arc::clone(&auth),
+                    config.callback.local_key.clone(),
+                    config.callback.default_url.clone(),
+                )
+                .map_err(BuildError)?,
+            ),
+            _ => None,
+        };
         let http = HttpFront::new(auth, config.default_user_id, requires_user_id);
         if !http.authenticates() {
             tracing::warn!("inbound authentication is DISABLED (ALLOW_UNAUTHENTICATED=true): anyone who can reach this function can call it");
@@ -155,7 +170,7 @@ impl App {
                 delivery.record_ttl,
                 delivery.max_receives,
             )
-            .following(delivery.follow),
+            .following(delivery.follow, callbacks),
             http,
             observer,
             memory_queue,
@@ -165,9 +180,9 @@ impl App {
     /// Answers one HTTP request (a Lambda HTTP event or a local one). Never fails: every
     /// outcome is a response.
     pub async fn respond(&self, request: Request) -> Response<Body> {
-        self.http
-            .answer(&self.delivery, &self.observer, request)
-            .await
+        // Boxed: a request's work is a deep future, which every caller would otherwise carry
+        // inline (past the compiler's depth limit in the local tools).
+        Box::pin(self.http.answer(&self.delivery, &self.observer, request)).await
     }
 
     /// Works one SQS event (queue mode's worker) and answers with its batch item failures.

@@ -5,8 +5,13 @@
 //!
 //! ```json
 //! {"apiKeys": ["key1", {"name": "zapier", "key": "key2", "locations": ["ve9EPM428h8vShlRW1KT"]}],
-//!  "webhookSecrets": ["whsec_…", {"name": "hl-workflows", "secret": "whsec_…", "locations": ["…"]}]}
+//!  "webhookSecrets": ["whsec_…", {"name": "hl-workflows", "secret": "whsec_…", "locations": ["…"]}],
+//!  "callbackSecret": "whsec_…"}
 //! ```
+//!
+//! An entry may also limit the hosts its callers may name as a completion callback
+//! (`"callbackHosts": ["hooks.example.com", "*.zapier.com"]`); `callbackSecret` signs every
+//! callback ([`sign_webhook`]).
 //!
 //! [`InboundKeys::authenticate`] is pure: given the headers, the raw body bytes and the current
 //! time it names the [`Credential`] that let the caller in, if any, comparing in constant time.
@@ -48,6 +53,9 @@ pub struct Credential {
     pub proof: Proof,
     /// The locations it may act for; `None` for every location.
     pub locations: Option<Vec<LocationId>>,
+    /// The hosts it may name as a completion callback (`callbackHosts`, lower case; `*.` for
+    /// any name under one); `None` for any host.
+    pub callback_hosts: Option<Vec<String>>,
 }
 
 impl Credential {
@@ -57,6 +65,7 @@ impl Credential {
             name: "none".into(),
             proof: Proof::None,
             locations: None,
+            callback_hosts: None,
         }
     }
 
@@ -66,6 +75,13 @@ impl Credential {
             .as_ref()
             .is_none_or(|allowed| allowed.contains(location))
     }
+
+    /// Whether this credential may name `host` as a completion callback.
+    pub fn allows_callback_host(&self, host: &str) -> bool {
+        self.callback_hosts
+            .as_ref()
+            .is_none_or(|listed| crate::request::callback::host_listed(host, listed))
+    }
 }
 
 /// The credentials that callers may present. Holds digests and keys, never prints them.
@@ -73,6 +89,18 @@ impl Credential {
 pub struct InboundKeys {
     api_keys: Vec<(Redacted<[u8; 32]>, Credential)>,
     webhook_keys: Vec<(Redacted<hmac::Key>, Credential)>,
+    callback_key: Option<CallbackKey>,
+}
+
+/// The key completion callbacks are signed with (`callbackSecret`).
+#[derive(Debug, Clone)]
+pub struct CallbackKey(Redacted<hmac::Key>);
+
+impl CallbackKey {
+    /// The key of a `whsec_<base64>` secret.
+    pub fn parse(secret: &str) -> Result<Self, &'static str> {
+        webhook_key(secret).map(Self)
+    }
 }
 
 impl InboundKeys {
@@ -99,22 +127,30 @@ impl InboundKeys {
         for (i, entry) in list(&document, "webhookSecrets")?.iter().enumerate() {
             let (secret, credential) =
                 read_entry(entry, "webhookSecrets", i, "secret", Proof::Signature)?;
-            let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
-            let bytes = BASE64.decode(encoded).map_err(|_| {
-                format!("inbound-auth secret: webhookSecrets[{i}] is not whsec_ followed by base64")
-            })?;
-            if bytes.is_empty() {
-                return Err(format!("inbound-auth secret: webhookSecrets[{i}] is empty"));
-            }
-            webhook_keys.push((
-                Redacted::new(hmac::Key::new(hmac::HMAC_SHA256, &bytes)),
-                credential,
-            ));
+            let key = webhook_key(secret)
+                .map_err(|problem| format!("inbound-auth secret: webhookSecrets[{i}] {problem}"))?;
+            webhook_keys.push((key, credential));
         }
+        let callback_key = match document.get("callbackSecret") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(secret)) => Some(
+                CallbackKey::parse(secret)
+                    .map_err(|problem| format!("inbound-auth secret: callbackSecret {problem}"))?,
+            ),
+            Some(_) => {
+                return Err("inbound-auth secret: callbackSecret must be a string".to_owned())
+            }
+        };
         Ok(Self {
             api_keys,
             webhook_keys,
+            callback_key,
         })
+    }
+
+    /// The key completion callbacks are signed with, when the secret has a `callbackSecret`.
+    pub fn callback_key(&self) -> Option<&CallbackKey> {
+        self.callback_key.as_ref()
     }
 
     /// True when no credential is configured, so every caller will be refused.
@@ -214,8 +250,8 @@ fn read_entry<'a>(
     let at = format!("inbound-auth secret: {list}[{index}]");
     // Named after the credential's kind: `key#0`, `secret#1`, ….
     let default_name = format!("{field}#{index}");
-    let (credential, name, locations) = match entry {
-        Value::String(credential) => (credential.as_str(), default_name, None),
+    let (credential, name, locations, callback_hosts) = match entry {
+        Value::String(credential) => (credential.as_str(), default_name, None, None),
         Value::Object(object) => {
             let credential = object
                 .get(field)
@@ -236,7 +272,7 @@ fn read_entry<'a>(
                 ),
                 Some(_) => return Err(format!("{at}: locations must be a list of location ids")),
             };
-            (credential, name, locations)
+            (credential, name, locations, callback_hosts(object, &at)?)
         }
         _ => {
             return Err(format!(
@@ -253,8 +289,55 @@ fn read_entry<'a>(
             name,
             proof,
             locations,
+            callback_hosts,
         },
     ))
+}
+
+/// An entry's `callbackHosts`: host names, lower case, each optionally `*.`-prefixed.
+fn callback_hosts(object: &Map<String, Value>, at: &str) -> Result<Option<Vec<String>>, String> {
+    let problem = || format!("{at}: callbackHosts must be a list of host names");
+    match object.get("callbackHosts") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(hosts)) => hosts
+            .iter()
+            .map(|host| {
+                let host = host
+                    .as_str()
+                    .ok_or_else(problem)?
+                    .trim()
+                    .to_ascii_lowercase();
+                let name = host.strip_prefix("*.").unwrap_or(&host);
+                let plausible = !name.is_empty()
+                    && name.len() <= 253
+                    && name.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
+                    });
+                plausible.then_some(host.clone()).ok_or_else(problem)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(problem()),
+    }
+}
+
+/// The HMAC key of a Standard Webhooks secret, `whsec_<base64>` (the prefix may be left out).
+fn webhook_key(secret: &str) -> Result<Redacted<hmac::Key>, &'static str> {
+    let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
+    let bytes = BASE64
+        .decode(encoded)
+        .map_err(|_| "is not whsec_ followed by base64")?;
+    if bytes.is_empty() {
+        return Err("is empty");
+    }
+    Ok(Redacted::new(hmac::Key::new(hmac::HMAC_SHA256, &bytes)))
+}
+
+/// The Standard Webhooks `webhook-signature` of a message this function sends (a completion
+/// callback): `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`.
+pub fn sign_webhook(key: &CallbackKey, id: &str, timestamp: i64, body: &[u8]) -> String {
+    let tag = sign(key.0.expose(), id, &timestamp.to_string(), body);
+    format!("v1,{}", BASE64.encode(tag.as_ref()))
 }
 
 /// The Standard Webhooks signed content: `{id}.{timestamp}.{body}`.
@@ -488,6 +571,12 @@ mod tests {
             r#"{"apiKeys":[{"key":"k","name":""}]}"#,
             r#"{"webhookSecrets":[{"key":"whsec_AAAA"}]}"#,
             r#"{"apiKeys":"k"}"#,
+            r#"{"apiKeys":[{"key":"k","callbackHosts":"a.example.com"}]}"#,
+            r#"{"apiKeys":[{"key":"k","callbackHosts":["a example"]}]}"#,
+            r#"{"apiKeys":[{"key":"k","callbackHosts":[7]}]}"#,
+            r#"{"callbackSecret":"whsec_***"}"#,
+            r#"{"callbackSecret":""}"#,
+            r#"{"callbackSecret":["whsec_AAAA"]}"#,
             r#"[]"#,
         ] {
             assert!(InboundKeys::parse(bad).is_err(), "{bad}");
@@ -500,6 +589,7 @@ mod tests {
             r#"{"apiKeys": "topsecret"}"#,
             r#"{"webhookSecrets": ["whsec_top secret!"]}"#,
             r#"{"apiKeys": [{"key": "topsecret", "locations": "x"}]}"#,
+            r#"{"callbackSecret": "whsec_top secret!"}"#,
             "topsecret",
         ] {
             let error = InboundKeys::parse(bad).unwrap_err();
@@ -508,6 +598,38 @@ mod tests {
                 "{error}"
             );
         }
+    }
+
+    #[test]
+    fn reads_the_callback_secret_and_each_credentials_callback_hosts() {
+        let parsed = InboundKeys::parse(&format!(
+            r#"{{"apiKeys":[{{"key":"k1","callbackHosts":["Hooks.Example.com","*.zapier.com"]}},"k2"],
+                "callbackSecret":"{SECRET}"}}"#
+        ))
+        .unwrap();
+        assert!(parsed.callback_key().is_some());
+        let limited = parsed
+            .authenticate(&headers(&[("x-api-key", "k1")]), b"", NOW)
+            .unwrap();
+        assert!(limited.allows_callback_host("hooks.example.com"));
+        assert!(limited.allows_callback_host("a.zapier.com"));
+        assert!(!limited.allows_callback_host("evil.example.net"));
+        let open = parsed
+            .authenticate(&headers(&[("x-api-key", "k2")]), b"", NOW)
+            .unwrap();
+        assert!(open.allows_callback_host("evil.example.net"));
+        assert!(keys().callback_key().is_none());
+    }
+
+    #[test]
+    fn a_signature_made_for_a_callback_verifies_as_a_webhook() {
+        let key = CallbackKey::parse(SECRET).unwrap();
+        let body = br#"{"type":"csv.import.completed"}"#;
+        let header = sign_webhook(&key, "fz_1.csv.import.completed", NOW, body);
+        assert_eq!(
+            header,
+            signature(SECRET, "fz_1.csv.import.completed", NOW, body)
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 mod keys;
 
-pub use keys::{Credential, InboundKeys, Proof};
+pub use keys::{sign_webhook, CallbackKey, Credential, InboundKeys, Proof};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,13 +46,35 @@ impl InboundAuth {
         body: &[u8],
         deadline: Deadline,
     ) -> Result<Credential, Error> {
+        let Some(keys) = self.keys(deadline).await? else {
+            return Ok(Credential::unauthenticated());
+        };
+        keys.authenticate(headers, body, unix_seconds())
+            .cloned()
+            .ok_or(Error::Unauthorized)
+    }
+
+    /// The key completion callbacks are signed with: the secret's `callbackSecret`, if it has
+    /// one (none when authentication is disabled).
+    pub(crate) async fn callback_key(
+        &self,
+        deadline: Deadline,
+    ) -> Result<Option<CallbackKey>, Error> {
+        Ok(self
+            .keys(deadline)
+            .await?
+            .and_then(|keys| keys.callback_key().cloned()))
+    }
+
+    /// The keys from the secret (cached), or `None` when authentication is disabled.
+    async fn keys(&self, deadline: Deadline) -> Result<Option<Arc<InboundKeys>>, Error> {
         let InboundAuth::Secret {
             secret_id,
             client,
             cache,
         } = self
         else {
-            return Ok(Credential::unauthenticated());
+            return Ok(None);
         };
         let load = cache.get(secret_id, || async {
             let read = client.read(secret_id, deadline).await.map_err(Arc::new)?;
@@ -76,8 +98,6 @@ impl InboundAuth {
         if keys.is_empty() {
             tracing::warn!(secret_id = %secret_id, "the inbound-auth secret lists no API keys and no webhook secrets: every caller is refused");
         }
-        keys.authenticate(headers, body, unix_seconds())
-            .cloned()
-            .ok_or(Error::Unauthorized)
+        Ok(Some(keys))
     }
 }

@@ -20,15 +20,21 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use tokio::time::Instant;
 
+use crate::auth::Credential;
+use crate::callback::{Callbacks, Sent};
 use crate::error::{chain, Error};
 use crate::highlevel::Import;
 use crate::highlevel::Outcome;
 use crate::observe::{Audit, Measures, Mode};
 use crate::queue::{
-    Disposition, FollowUp, Message, Queue, Queued, ReceivedMessage, MAX_VISIBILITY,
+    CallbackDue, Disposition, FollowUp, Message, Queue, Queued, ReceivedMessage, MAX_VISIBILITY,
 };
 use crate::random::random_u64;
-use crate::records::{Begun, Claimed, FinalizationId, Record, RecordedError, Records, Status};
+use crate::records::{
+    Begun, CallbackState, CallbackStatus, Claimed, FinalizationId, Record, RecordedError, Records,
+    Status,
+};
+use crate::request::callback::{CallbackKind, CallbackUrl};
 use crate::request::deadline::{unix_ms, Deadline, LAMBDA_MARGIN};
 use crate::request::ids::LocationId;
 use crate::request::key::IdempotencyKey;
@@ -63,6 +69,14 @@ pub struct Follow {
 /// The longest wait between two checks of an import.
 pub const FOLLOW_INTERVAL_CAP: Duration = Duration::from_secs(300);
 
+/// The wait before a callback that was not delivered is tried again; each next wait is twice
+/// as long, at most [`CALLBACK_DELAY_CAP`].
+pub const CALLBACK_FIRST_DELAY: Duration = Duration::from_secs(30);
+/// The longest wait between two tries of a callback (SQS's longest message delay).
+pub const CALLBACK_DELAY_CAP: Duration = Duration::from_secs(15 * 60);
+/// How long a callback is tried before it is given up.
+pub const CALLBACK_GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
+
 /// The service, and how its requests are delivered. Generic over the [`Finalizer`] only so
 /// that the delivery simulation (`sim`, tests) can run this very code against a simulated
 /// HighLevel.
@@ -73,6 +87,7 @@ pub(crate) struct Delivery<S = FinalizeService> {
     record_ttl: Duration,
     max_receives: u32,
     follow: Option<Follow>,
+    callbacks: Option<Callbacks>,
 }
 
 /// What became of a finalize request: its record's id and what happened.
@@ -92,7 +107,7 @@ pub(crate) enum Delivered {
     /// It ran now: the service's outcome.
     Ran(Outcome),
     /// It was finalized before: the record holds the answer to give again.
-    Replayed(Record),
+    Replayed(Box<Record>),
     /// Queue mode: accepted now, its message sent.
     Accepted,
     /// Queue mode: already waiting (the record's status).
@@ -166,12 +181,40 @@ impl<S: Finalizer> Delivery<S> {
             record_ttl,
             max_receives,
             follow: None,
+            callbacks: None,
         }
     }
 
-    /// Follows each import after its finalize, as `follow` says (queue mode).
-    pub(crate) fn following(self, follow: Option<Follow>) -> Self {
-        Self { follow, ..self }
+    /// Follows each import after its finalize, as `follow` says (queue mode), reporting its
+    /// end through `callbacks`.
+    pub(crate) fn following(self, follow: Option<Follow>, callbacks: Option<Callbacks>) -> Self {
+        let callbacks = callbacks.filter(|_| follow.is_some());
+        Self {
+            follow,
+            callbacks,
+            ..self
+        }
+    }
+
+    /// The completion callback of a finalize request that names `requested` (or none), for
+    /// `credential` ([`Callbacks::admit`]). Only queue mode following imports calls back: a
+    /// callback URL is a 400 anywhere else.
+    pub(crate) async fn admit_callback(
+        &self,
+        requested: Option<&str>,
+        credential: &Credential,
+        deadline: crate::request::deadline::Deadline,
+    ) -> Result<Option<CallbackUrl>, Error> {
+        match (&self.callbacks, requested) {
+            (Some(callbacks), _) if self.queues() => {
+                Box::pin(callbacks.admit(requested, credential, deadline)).await
+            }
+            (_, None) => Ok(None),
+            (_, Some(_)) => Err(Error::invalid_field(
+                CallbackUrl::FIELD,
+                "callbacks need queue mode (QUEUE_URL) with FOLLOW_IMPORTS: nothing here follows an import to its end",
+            )),
+        }
     }
 
     /// Whether requests take a record (and so need a key). A dry run never does: it changes
@@ -196,6 +239,7 @@ impl<S: Finalizer> Delivery<S> {
         &self,
         request: &FinalizeRequest,
         key: Option<&IdempotencyKey>,
+        callback: Option<CallbackUrl>,
         invocation: &Invocation,
     ) -> Receipt {
         let (Some(records), Some(key), false) = (&self.records, key, self.service.dry_run()) else {
@@ -208,7 +252,9 @@ impl<S: Finalizer> Delivery<S> {
         match &self.queue {
             None => self.run_once(records, id, request, invocation).await,
             Some(queue) => Receipt {
-                result: self.enqueue(records, queue, &id, request, invocation).await,
+                result: self
+                    .enqueue(records, queue, &id, request, callback, invocation)
+                    .await,
                 finalization_id: Some(id),
                 unrecorded: false,
             },
@@ -224,7 +270,7 @@ impl<S: Finalizer> Delivery<S> {
         invocation: &Invocation,
     ) -> Receipt {
         let now = unix_ms();
-        let fresh = self.fresh(&id, request, Status::InProgress, invocation, now);
+        let fresh = self.fresh(&id, request, None, Status::InProgress, invocation, now);
         let record = match records.begin(fresh, request, now).await {
             Ok(Begun::Started(record)) => record,
             Ok(Begun::Found(found, existing)) => {
@@ -253,10 +299,18 @@ impl<S: Finalizer> Delivery<S> {
         queue: &Queue,
         id: &FinalizationId,
         request: &FinalizeRequest,
+        callback_url: Option<CallbackUrl>,
         invocation: &Invocation,
     ) -> Delivered {
         let now = unix_ms();
-        let fresh = self.fresh(id, request, Status::Queued, invocation, now);
+        let fresh = self.fresh(
+            id,
+            request,
+            callback_url.clone(),
+            Status::Queued,
+            invocation,
+            now,
+        );
         let record = match records.begin(fresh, request, now).await {
             Ok(Begun::Started(record)) => record,
             Ok(Begun::Found(found, existing)) => return answer_found(found, existing, true),
@@ -267,6 +321,9 @@ impl<S: Finalizer> Delivery<S> {
             request: request.clone(),
             accepted_at_ms: now,
             request_id: invocation.request_id.clone(),
+            // The record's: a takeover keeps the earlier request's callback when this one
+            // names none.
+            callback_url: record.callback_url.clone(),
         };
         match queue.send(&message).await {
             Ok(()) => {
@@ -405,6 +462,7 @@ impl<S: Finalizer> Delivery<S> {
         &self,
         id: &FinalizationId,
         request: &FinalizeRequest,
+        callback_url: Option<CallbackUrl>,
         status: Status,
         invocation: &Invocation,
         now: u64,
@@ -429,6 +487,8 @@ impl<S: Finalizer> Delivery<S> {
             confirmed_by: None,
             answer_attempts: None,
             import: None,
+            callback_url,
+            callback: None,
             version: 1,
         }
     }
@@ -484,9 +544,11 @@ impl<S: Finalizer> Delivery<S> {
         };
         let mut measures = Measures::default();
         let invocation = &self.bounded(invocation);
-        let disposition = self
-            .work_message(received, invocation, started, &mut audit, &mut measures)
-            .await;
+        // Boxed: a message's work (finalize, import check, callback) is a deep future, and one
+        // per message of a batch.
+        let disposition =
+            Box::pin(self.work_message(received, invocation, started, &mut audit, &mut measures))
+                .await;
         if received.receives >= self.max_receives && disposition != Disposition::Done {
             self.mark_dead_lettered(&audit, invocation).await;
         }
@@ -548,8 +610,12 @@ impl<S: Finalizer> Delivery<S> {
                 return later(received, None, started);
             }
         };
-        if record.import.as_ref().is_some_and(Import::is_final) {
-            return Disposition::Done;
+        if let Some(import) = record.import.as_ref().filter(|i| i.is_final()) {
+            // Ended before, but its callback may not have been handed on (a check that died
+            // between the two): report it now, once.
+            return self
+                .report_import(records, &record, import, received, invocation, started)
+                .await;
         }
         let now = unix_ms();
         let budget = self.service.budget(invocation);
@@ -564,11 +630,14 @@ impl<S: Finalizer> Delivery<S> {
             seen if timed_out => Some(rules::timed_out(seen.or(record.import.clone()), now)),
             seen => seen,
         };
+        let mut kept = None;
         if let Some(import) = &import {
-            if !matches!(
-                records.keep_import(&record, import.clone()).await,
-                Ok(Some(_))
-            ) {
+            kept = records
+                .keep_import(&record, import.clone())
+                .await
+                .ok()
+                .flatten();
+            if kept.is_none() {
                 tracing::warn!(request_id = %invocation.request_id, finalization_id = %record.id, "what an import check saw could not be kept on the record");
             }
         }
@@ -577,7 +646,10 @@ impl<S: Finalizer> Delivery<S> {
                 queue_age_ms: measures.queue_age_ms,
                 ..rules::import_measures(import, follow_up.finalized_at_ms)
             };
-            return Disposition::Done;
+            let record = kept.unwrap_or(record);
+            return self
+                .report_import(records, &record, import, received, invocation, started)
+                .await;
         }
         let next = FollowUp {
             interval: follow_up
@@ -590,6 +662,181 @@ impl<S: Finalizer> Delivery<S> {
             Ok(()) => Disposition::Done,
             // This check comes back instead of its successor.
             Err(_) => later(received, None, started),
+        }
+    }
+
+    /// Reports the end of `import` (as kept on `record`) to the record's callback: the check
+    /// is done once the callback was delivered or its next try queued; else it comes back.
+    async fn report_import(
+        &self,
+        records: &Records,
+        record: &Record,
+        import: &Import,
+        received: &ReceivedMessage,
+        invocation: &Invocation,
+        started: Instant,
+    ) -> Disposition {
+        let Some(kind) = CallbackKind::of_import(&import.status) else {
+            return Disposition::Done;
+        };
+        let occurred_at_ms = import.completed_at_ms.unwrap_or(import.checked_at_ms);
+        if self
+            .call_back(records, record, kind, occurred_at_ms, invocation)
+            .await
+        {
+            Disposition::Done
+        } else {
+            later(received, None, started)
+        }
+    }
+
+    /// Reports `kind` of `record` (which happened at `occurred_at_ms`) to its callback, when it
+    /// has one and has not reported `kind` yet: tried once now; if not delivered, its next try
+    /// is queued [`CALLBACK_FIRST_DELAY`] later. The record says how it went, and is kept until
+    /// the callback ends. False when a try that failed could not be queued (nothing written:
+    /// whoever comes back to it tries again).
+    async fn call_back(
+        &self,
+        records: &Records,
+        record: &Record,
+        kind: CallbackKind,
+        occurred_at_ms: u64,
+        invocation: &Invocation,
+    ) -> bool {
+        let (Some(callbacks), Some(queue), Some(_)) =
+            (&self.callbacks, &self.queue, &record.callback_url)
+        else {
+            return true;
+        };
+        if record.callback.as_ref().is_some_and(|c| c.kind == kind) {
+            return true;
+        }
+        let now = unix_ms();
+        let sent = callbacks
+            .send(record, kind, occurred_at_ms, invocation.deadline)
+            .await;
+        let (status, last_status) = match sent {
+            Sent::Delivered(status) => (CallbackStatus::Delivered, Some(status)),
+            Sent::Undelivered(status) => (CallbackStatus::Pending, status),
+        };
+        if status == CallbackStatus::Pending {
+            let due = CallbackDue {
+                finalization_id: record.id.clone(),
+                request: record.request(),
+                kind,
+                occurred_at_ms,
+                first_tried_at_ms: now,
+                delay: CALLBACK_FIRST_DELAY,
+            };
+            if let Err(error) = queue.send_callback(&due).await {
+                tracing::warn!(request_id = %invocation.request_id, finalization_id = %record.id, cause = %chain(&error), "a callback's next try could not be queued");
+                return false;
+            }
+        }
+        let state = CallbackState {
+            kind,
+            status,
+            attempts: 1,
+            last_status,
+        };
+        self.keep_callback(records, &record.id, state, now, invocation)
+            .await;
+        true
+    }
+
+    /// One more try of a callback that was not delivered: done once delivered, given up 24
+    /// hours after its first try, else tried again twice as long after this one (at most
+    /// [`CALLBACK_DELAY_CAP`]). Each try is a message of its own, like an import check.
+    async fn work_callback(
+        &self,
+        due: CallbackDue,
+        received: &ReceivedMessage,
+        invocation: &Invocation,
+        started: Instant,
+        audit: &mut Audit,
+        measures: &mut Measures,
+    ) -> Disposition {
+        audit.finalization_id = Some(due.finalization_id.as_str().to_owned());
+        audit.location_id = Some(due.request.location_id.as_str().to_owned());
+        audit.csv_id = Some(due.request.csv_id.as_str().to_owned());
+        audit.status = 200;
+        let (Some(records), Some(callbacks), Some(queue)) =
+            (&self.records, &self.callbacks, &self.queue)
+        else {
+            return Disposition::Done;
+        };
+        let record = match records.get(&due.finalization_id).await {
+            Ok(Some(record)) if record.request() == due.request => record,
+            Ok(_) => return Disposition::Done,
+            Err(_) => return later(received, None, started),
+        };
+        // Delivered, given up, or superseded by what a later event reports: nothing to do.
+        let Some(state) = record
+            .callback
+            .clone()
+            .filter(|c| c.kind == due.kind && c.status == CallbackStatus::Pending)
+        else {
+            return Disposition::Done;
+        };
+        let sent = callbacks
+            .send(&record, due.kind, due.occurred_at_ms, invocation.deadline)
+            .await;
+        let now = unix_ms();
+        let (mut status, last_status) = match sent {
+            Sent::Delivered(status) => (CallbackStatus::Delivered, Some(status)),
+            Sent::Undelivered(status) => (CallbackStatus::Pending, status),
+        };
+        audit.upstream_status = last_status;
+        let tried_for = Duration::from_millis(now.saturating_sub(due.first_tried_at_ms));
+        if status == CallbackStatus::Pending && tried_for >= CALLBACK_GIVE_UP_AFTER {
+            tracing::error!(request_id = %invocation.request_id, finalization_id = %record.id, attempts = state.attempts + 1, "a callback was never delivered in 24 hours; it is given up");
+            status = CallbackStatus::Failed;
+        }
+        if status == CallbackStatus::Pending {
+            let next = CallbackDue {
+                delay: due.delay.saturating_mul(2).min(CALLBACK_DELAY_CAP),
+                ..due
+            };
+            if queue.send_callback(&next).await.is_err() {
+                // This try comes back instead of its successor.
+                return later(received, None, started);
+            }
+        }
+        measures.callbacks_delivered = u64::from(status == CallbackStatus::Delivered);
+        measures.callbacks_failed = u64::from(status == CallbackStatus::Failed);
+        let state = CallbackState {
+            status,
+            attempts: state.attempts + 1,
+            last_status: last_status.or(state.last_status),
+            ..state
+        };
+        self.keep_callback(records, &record.id, state, now, invocation)
+            .await;
+        Disposition::Done
+    }
+
+    /// Writes a callback's `state` on its record, and keeps the record while the callback is
+    /// still being tried (its expiry past the last try).
+    async fn keep_callback(
+        &self,
+        records: &Records,
+        id: &FinalizationId,
+        state: CallbackState,
+        now_ms: u64,
+        invocation: &Invocation,
+    ) {
+        let keep_until = (now_ms / 1000).saturating_add(CALLBACK_GIVE_UP_AFTER.as_secs() + 3600);
+        let written = records
+            .update(id, |stored| {
+                Some(Record {
+                    callback: Some(state.clone()),
+                    expires_at: stored.expires_at.max(keep_until),
+                    ..stored.clone()
+                })
+            })
+            .await;
+        if !matches!(written, Ok(Some(_))) {
+            tracing::warn!(request_id = %invocation.request_id, finalization_id = %id, "how a callback went could not be kept on its record");
         }
     }
 
@@ -610,12 +857,38 @@ impl<S: Finalizer> Delivery<S> {
             message: "the last receive ended without a final outcome; the message went to the dead-letter queue".to_owned(),
         };
         match records.mark_failed(&id, error, unix_ms()).await {
-            Ok(true) => {}
+            Ok(true) => self.report_failure(records, &id, invocation).await,
             Ok(false) => {
                 tracing::error!(request_id = %invocation.request_id, finalization_id = %id, "a dead-lettered message's record could not be marked failed (changed meanwhile)");
             }
             Err(error) => {
                 tracing::error!(request_id = %invocation.request_id, finalization_id = %id, cause = %chain(&error), "a dead-lettered message's record could not be marked failed");
+            }
+        }
+    }
+
+    /// Reports a finalize that failed for good (its record `failed`) to its callback
+    /// (`csv.finalize.failed`).
+    async fn report_failure(
+        &self,
+        records: &Records,
+        id: &FinalizationId,
+        invocation: &Invocation,
+    ) {
+        if self.callbacks.is_none() {
+            return;
+        }
+        match records.get(id).await {
+            Ok(Some(record)) if record.status == Status::Failed => {
+                let kind = CallbackKind::FinalizeFailed;
+                let at = record.updated_at_ms;
+                if !self.call_back(records, &record, kind, at, invocation).await {
+                    tracing::error!(request_id = %invocation.request_id, finalization_id = %id, "a failed finalize's callback could not be sent or queued; it is not reported");
+                }
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::error!(request_id = %invocation.request_id, finalization_id = %id, cause = %chain(&error), "a failed finalize's record could not be read; its callback is not sent");
             }
         }
     }
@@ -636,6 +909,11 @@ impl<S: Finalizer> Delivery<S> {
             Ok(Queued::Follow(follow_up)) => {
                 return self
                     .follow_import(follow_up, received, invocation, started, audit, measures)
+                    .await;
+            }
+            Ok(Queued::Callback(due)) => {
+                return self
+                    .work_callback(due, received, invocation, started, audit, measures)
                     .await;
             }
             Err(problem) => {
@@ -672,6 +950,7 @@ impl<S: Finalizer> Delivery<S> {
             ..self.fresh(
                 &message.finalization_id,
                 &message.request,
+                message.callback_url.clone(),
                 Status::InProgress,
                 invocation,
                 now,
@@ -734,11 +1013,11 @@ impl<S: Finalizer> Delivery<S> {
                 if !transient {
                     tracing::error!(request_id, message_id, code = error.code(), cause = %chain(error), "finalize failed for good; a retry cannot help");
                     // Only once the record says so does the message end.
-                    return if recorded {
-                        Disposition::Done
-                    } else {
-                        later(received, None, started)
-                    };
+                    if !recorded {
+                        return later(received, None, started);
+                    }
+                    self.report_failure(records, &done.id, invocation).await;
+                    return Disposition::Done;
                 }
                 if last_receive {
                     tracing::error!(request_id, message_id, code = error.code(), cause = %chain(error), "the last receive failed; the message goes to the dead-letter queue");

@@ -83,7 +83,7 @@ pub const REDELIVERY_CAP: Duration = Duration::from_secs(15 * 60);
 /// while it is being handled, 422 for a key used for another finalize.
 pub(crate) fn answer_found(found: Found, existing: Option<Record>, queued: bool) -> Delivered {
     match (found, existing) {
-        (Found::Finalized, Some(record)) => Delivered::Replayed(record),
+        (Found::Finalized, Some(record)) => Delivered::Replayed(Box::new(record)),
         (Found::KeyReused(field), _) => Delivered::Refused(Error::IdempotencyKeyReused(field)),
         // A 202 promises a message that exists: not while its receiver has yet to confirm the
         // send (the record `queued` and still locked), nor when who holds it is unknown.
@@ -209,6 +209,8 @@ mod tests {
             confirmed_by: None,
             answer_attempts: None,
             import: None,
+            callback_url: None,
+            callback: None,
             version: 3,
         }
     }

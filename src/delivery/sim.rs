@@ -243,7 +243,7 @@ impl World {
     async fn submit(&self, invocation: Invocation) -> Ended {
         let receipt = self
             .delivery
-            .submit(&self.request, Some(&self.key), &invocation)
+            .submit(&self.request, Some(&self.key), None, &invocation)
             .await;
         Ended::Answered(matches!(
             receipt.result,
@@ -611,7 +611,9 @@ async fn outage_run(finalizes: usize, outage: Duration) -> OutageRun {
             request_id: format!("r-{n}"),
             deadline: Deadline::after(INVOCATION),
         };
-        delivery.submit(&request, Some(&key), &invocation).await;
+        delivery
+            .submit(&request, Some(&key), None, &invocation)
+            .await;
     }
     let mut on_queue: Vec<OnQueue> = queue
         .take_sent()

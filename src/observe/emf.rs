@@ -41,6 +41,10 @@ pub struct Measures {
     pub posts_failed: u64,
     /// From the finalize to the end of its import, when followed to it.
     pub import_duration_ms: Option<u64>,
+    /// A completion callback was answered with a 2xx (1).
+    pub callbacks_delivered: u64,
+    /// A completion callback was given up, never answered with a 2xx in 24 hours (1).
+    pub callbacks_failed: u64,
     /// The instance's first document.
     pub cold_start: bool,
 }
@@ -115,6 +119,8 @@ pub fn document(namespace: &str, audit: &Audit, measures: &Measures, timestamp_m
         count("ImportsCompleted", measures.imports_completed),
         count("ImportsFailed", measures.imports_failed),
         count("PostsFailed", measures.posts_failed),
+        count("CallbacksDelivered", measures.callbacks_delivered),
+        count("CallbacksFailed", measures.callbacks_failed),
         count("AuthFailures", (audit.status == 401).into()),
     ]);
     if let Some(latency) = measures.upstream_latency_ms {

@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 
 use crate::error::{BoxError, Error};
 use crate::records::FinalizationId;
+use crate::request::callback::{CallbackKind, CallbackUrl};
 use crate::request::ids::{CsvId, LocationId, UserId};
 use crate::request::FinalizeRequest;
 
@@ -55,6 +56,8 @@ pub struct Message {
     pub accepted_at_ms: u64,
     /// The request that queued it.
     pub request_id: String,
+    /// Where its completion callback goes, if it has one.
+    pub callback_url: Option<CallbackUrl>,
 }
 
 impl Message {
@@ -63,6 +66,9 @@ impl Message {
         let mut body = request_json(&self.finalization_id, &self.request);
         body["acceptedAtMs"] = json!(self.accepted_at_ms);
         body["requestId"] = json!(self.request_id);
+        if let Some(url) = &self.callback_url {
+            body["callbackUrl"] = json!(url.as_str());
+        }
         body.to_string()
     }
 
@@ -88,6 +94,14 @@ impl Message {
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_owned(),
+            callback_url: match value.get("callbackUrl") {
+                None | Some(Value::Null) => None,
+                Some(url) => Some(
+                    url.as_str()
+                        .and_then(CallbackUrl::stored)
+                        .ok_or_else(|| "the message's callbackUrl is not valid".to_owned())?,
+                ),
+            },
         })
     }
 }
@@ -99,6 +113,8 @@ pub enum Queued {
     Finalize(Message),
     /// A check of a finalized import.
     Follow(FollowUp),
+    /// A completion callback to deliver again.
+    Callback(CallbackDue),
 }
 
 impl Queued {
@@ -107,10 +123,10 @@ impl Queued {
     pub fn parse(body: &str) -> Result<Self, String> {
         let value: Value =
             serde_json::from_str(body).map_err(|_| "the message is not JSON".to_owned())?;
-        if value.get("kind").and_then(Value::as_str) == Some(FollowUp::KIND) {
-            FollowUp::from_value(&value).map(Queued::Follow)
-        } else {
-            Message::from_value(&value).map(Queued::Finalize)
+        match value.get("kind").and_then(Value::as_str) {
+            Some(FollowUp::KIND) => FollowUp::from_value(&value).map(Queued::Follow),
+            Some(CallbackDue::KIND) => CallbackDue::from_value(&value).map(Queued::Callback),
+            _ => Message::from_value(&value).map(Queued::Finalize),
         }
     }
 }
@@ -154,6 +170,61 @@ impl FollowUp {
             request,
             finalized_at_ms: number("finalizedAtMs")?,
             interval: Duration::from_secs(number("intervalSecs")?),
+        })
+    }
+}
+
+/// A completion callback that was not answered with a 2xx, sent delayed to be tried again.
+/// The callback's URL and what it reports are read from the record each time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackDue {
+    /// The finalize's record.
+    pub finalization_id: FinalizationId,
+    /// What was finalized.
+    pub request: FinalizeRequest,
+    /// What the callback reports.
+    pub kind: CallbackKind,
+    /// When what it reports happened (Unix ms): the callback's `timestamp`.
+    pub occurred_at_ms: u64,
+    /// When it was first tried (Unix ms): it is tried for 24 hours from then.
+    pub first_tried_at_ms: u64,
+    /// The wait before this try; the next one waits twice as long, within the cap.
+    pub delay: Duration,
+}
+
+impl CallbackDue {
+    const KIND: &'static str = "callback";
+
+    /// The message body.
+    pub fn to_json(&self) -> String {
+        let mut body = request_json(&self.finalization_id, &self.request);
+        body["kind"] = json!(Self::KIND);
+        body["type"] = json!(self.kind.as_str());
+        body["occurredAtMs"] = json!(self.occurred_at_ms);
+        body["firstTriedAtMs"] = json!(self.first_tried_at_ms);
+        body["delaySecs"] = json!(self.delay.as_secs());
+        body.to_string()
+    }
+
+    fn from_value(value: &Value) -> Result<Self, String> {
+        let (finalization_id, request) = request_of(value)?;
+        let number = |key: &str| {
+            value
+                .get(key)
+                .and_then(Value::as_u64)
+                .ok_or_else(|| format!("the callback's {key} is missing or not valid"))
+        };
+        Ok(Self {
+            finalization_id,
+            request,
+            kind: value
+                .get("type")
+                .and_then(Value::as_str)
+                .and_then(CallbackKind::parse)
+                .ok_or_else(|| "the callback's type is missing or not valid".to_owned())?,
+            occurred_at_ms: number("occurredAtMs")?,
+            first_tried_at_ms: number("firstTriedAtMs")?,
+            delay: Duration::from_secs(number("delaySecs")?),
         })
     }
 }
@@ -249,11 +320,20 @@ impl Queue {
     /// Sends a follow-up, received no sooner than its interval (SQS's `DelaySeconds`, at most
     /// 15 minutes).
     pub async fn send_follow_up(&self, follow_up: &FollowUp) -> Result<(), QueueError> {
-        let body = follow_up.to_json();
+        self.send_delayed(follow_up.to_json(), follow_up.interval)
+            .await
+    }
+
+    /// Sends a callback's next try, received no sooner than its delay (at most 15 minutes).
+    pub async fn send_callback(&self, due: &CallbackDue) -> Result<(), QueueError> {
+        self.send_delayed(due.to_json(), due.delay).await
+    }
+
+    async fn send_delayed(&self, body: String, delay: Duration) -> Result<(), QueueError> {
         match self {
-            Queue::Sqs(queue) => queue.send_delayed(body, follow_up.interval).await,
+            Queue::Sqs(queue) => queue.send_delayed(body, delay).await,
             Queue::Memory(queue) => {
-                queue.send_delayed(body, follow_up.interval);
+                queue.send_delayed(body, delay);
                 Ok(())
             }
             #[cfg(test)]
@@ -287,6 +367,7 @@ mod tests {
             },
             accepted_at_ms: 1_796_202_903_123,
             request_id: "req-1".into(),
+            callback_url: user.and_then(|_| CallbackUrl::stored("https://hooks.example.com/cb")),
         }
     }
 
@@ -335,6 +416,7 @@ mod tests {
             request: follow_up.request.clone(),
             accepted_at_ms: 5,
             request_id: "r".into(),
+            callback_url: None,
         };
         assert_eq!(
             Queued::parse(&finalize.to_json()),
@@ -343,5 +425,27 @@ mod tests {
         let mut broken: Value = serde_json::from_str(&follow_up.to_json()).unwrap();
         broken["intervalSecs"] = json!("soon");
         assert!(Queued::parse(&broken.to_string()).is_err());
+    }
+
+    #[test]
+    fn a_callback_due_round_trips_and_refuses_an_unknown_type() {
+        let due = CallbackDue {
+            finalization_id: FinalizationId::parse("fz_0123456789abcdef0123456789abcdef").unwrap(),
+            request: message(None).request,
+            kind: CallbackKind::ImportTimedOut,
+            occurred_at_ms: 7,
+            first_tried_at_ms: 8,
+            delay: Duration::from_secs(120),
+        };
+        assert_eq!(
+            Queued::parse(&due.to_json()),
+            Ok(Queued::Callback(due.clone()))
+        );
+        let mut broken: Value = serde_json::from_str(&due.to_json()).unwrap();
+        broken["type"] = json!("csv.import.done");
+        assert!(Queued::parse(&broken.to_string()).is_err());
+        let mut sent: Value = serde_json::from_str(&message(None).to_json()).unwrap();
+        sent["callbackUrl"] = json!("ftp://x");
+        assert!(Message::parse(&sent.to_string()).is_err());
     }
 }

@@ -12,10 +12,11 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use serde_json::Value;
 
-use super::record::{FinalizationId, Record, RecordedError, Status};
+use super::record::{CallbackState, FinalizationId, Record, RecordedError, Status};
 use super::StoreError;
 use crate::aws::{classify, Fault};
 use crate::highlevel::Import;
+use crate::request::callback::CallbackUrl;
 use crate::request::ids::{CsvId, LocationId, UserId};
 
 type Item = HashMap<String, AttributeValue>;
@@ -236,6 +237,12 @@ fn to_item(record: &Record) -> Item {
     if let Some(import) = &record.import {
         item.insert("import".into(), text(&import.to_stored().to_string()));
     }
+    if let Some(url) = &record.callback_url {
+        item.insert("callback_url".into(), text(url.as_str()));
+    }
+    if let Some(callback) = &record.callback {
+        item.insert("callback".into(), text(&callback.to_json().to_string()));
+    }
     item.insert("version".into(), number(record.version));
     item
 }
@@ -292,6 +299,11 @@ fn from_item(item: &Item) -> Result<Record, StoreError> {
         confirmed_by: s("confirmed_by").map(str::to_owned),
         answer_attempts: n("answer_attempts").and_then(|a| u32::try_from(a).ok()),
         import: json("import").as_ref().and_then(Import::from_stored),
+        callback_url: match s("callback_url") {
+            Some(url) => Some(CallbackUrl::stored(url).ok_or_else(|| bad("callback_url"))?),
+            None => None,
+        },
+        callback: json("callback").as_ref().and_then(CallbackState::from_json),
         version: n("version").unwrap_or(0),
     })
 }
@@ -328,6 +340,10 @@ mod tests {
                 "errors": [{"index": 1, "message": "media refused"}],
                 "checkedAtMs": 5, "completedAtMs": 5,
             })),
+            callback_url: CallbackUrl::stored("https://hooks.example.com/cb?x=1"),
+            callback: CallbackState::from_json(&json!({
+                "type": "csv.import.completed", "status": "pending", "attempts": 2, "lastStatus": 502,
+            })),
             version: 7,
         };
         assert_eq!(from_item(&to_item(&record)).unwrap(), record);
@@ -353,6 +369,8 @@ mod tests {
             confirmed_by: None,
             answer_attempts: None,
             import: None,
+            callback_url: None,
+            callback: None,
             version: 1,
         });
         item.insert("status".into(), text("lost"));

@@ -14,7 +14,9 @@ pub mod record;
 #[cfg(test)]
 pub(crate) mod sim;
 
-pub use record::{FinalizationId, Found, Record, RecordedError, Status};
+pub use record::{
+    CallbackState, CallbackStatus, FinalizationId, Found, Record, RecordedError, Status,
+};
 
 use std::time::Duration;
 
@@ -55,7 +57,8 @@ impl From<StoreError> for Error {
 
 /// `fresh` in place of `existing`. When it `continues` the same finalize (not one past its
 /// expiry), it keeps what that finalize has learnt so far: when it was first asked for, the
-/// PATCHes sent, and the CSV's status before the first.
+/// PATCHes sent, the CSV's status before the first, and its callback (where it goes, unless
+/// the fresh request names its own, and how it went).
 fn taken_over(fresh: Record, existing: &Record, continues: bool) -> Record {
     let version = existing.version + 1;
     if !continues {
@@ -65,6 +68,8 @@ fn taken_over(fresh: Record, existing: &Record, continues: bool) -> Record {
         created_at_ms: existing.created_at_ms,
         attempts: existing.attempts,
         csv_status_before: existing.csv_status_before.clone(),
+        callback_url: fresh.callback_url.or_else(|| existing.callback_url.clone()),
+        callback: existing.callback.clone(),
         version,
         ..fresh
     }
@@ -256,6 +261,35 @@ impl Records {
             ..record.clone()
         };
         Ok(self.replace(&kept, record.version).await?.then_some(kept))
+    }
+
+    /// Changes the record with `id` by `change` (given the record as stored; `None` leaves it as
+    /// it is), trying again when another write came between the read and this one: the record
+    /// as written, or `None` when there is none or `change` left it.
+    pub async fn update(
+        &self,
+        id: &FinalizationId,
+        change: impl Fn(&Record) -> Option<Record>,
+    ) -> Result<Option<Record>, StoreError> {
+        const TRIES: usize = 5;
+        for _ in 0..TRIES {
+            let Some(stored) = self.get(id).await? else {
+                return Ok(None);
+            };
+            let Some(changed) = change(&stored) else {
+                return Ok(None);
+            };
+            let changed = Record {
+                version: stored.version + 1,
+                ..changed
+            };
+            if self.replace(&changed, stored.version).await? {
+                return Ok(Some(changed));
+            }
+        }
+        Err(StoreError::Unavailable(
+            "the record kept changing while it was being updated".into(),
+        ))
     }
 
     /// Whether the stored record is `ours` as written: a conditional write refused because the

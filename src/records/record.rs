@@ -9,6 +9,7 @@ use aws_lc_rs::digest;
 use serde_json::{json, Value};
 
 use crate::highlevel::Import;
+use crate::request::callback::{CallbackKind, CallbackUrl};
 use crate::request::deadline::rfc3339;
 use crate::request::ids::{CsvId, LocationId, UserId};
 use crate::request::key::IdempotencyKey;
@@ -107,6 +108,76 @@ pub struct RecordedError {
     pub message: String,
 }
 
+/// Where a completion callback is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackStatus {
+    /// Not yet answered with a 2xx; tried again later.
+    Pending,
+    /// Answered with a 2xx.
+    Delivered,
+    /// Given up: never answered with a 2xx within 24 hours.
+    Failed,
+}
+
+impl CallbackStatus {
+    /// As stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// From its stored form.
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Pending, Self::Delivered, Self::Failed]
+            .into_iter()
+            .find(|status| status.as_str() == text)
+    }
+}
+
+/// A record's completion callback: what it reports, and how its delivery went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackState {
+    /// What it reports.
+    pub kind: CallbackKind,
+    /// Where its delivery is.
+    pub status: CallbackStatus,
+    /// Deliveries tried.
+    pub attempts: u32,
+    /// The HTTP status of the last answer, if one came.
+    pub last_status: Option<u16>,
+}
+
+impl CallbackState {
+    /// As the status route shows it and the table stores it.
+    pub fn to_json(&self) -> Value {
+        let mut shown = json!({
+            "type": self.kind.as_str(),
+            "status": self.status.as_str(),
+            "attempts": self.attempts,
+        });
+        if let Some(status) = self.last_status {
+            shown["lastStatus"] = json!(status);
+        }
+        shown
+    }
+
+    /// From its stored form.
+    pub fn from_json(value: &Value) -> Option<Self> {
+        Some(Self {
+            kind: CallbackKind::parse(value.get("type")?.as_str()?)?,
+            status: CallbackStatus::parse(value.get("status")?.as_str()?)?,
+            attempts: u32::try_from(value.get("attempts")?.as_u64()?).ok()?,
+            last_status: value
+                .get("lastStatus")
+                .and_then(Value::as_u64)
+                .and_then(|s| u16::try_from(s).ok()),
+        })
+    }
+}
+
 /// One finalization record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
@@ -146,6 +217,11 @@ pub struct Record {
     pub answer_attempts: Option<u32>,
     /// The import as HighLevel last showed it, once read after the finalize.
     pub import: Option<Import>,
+    /// Where its completion callback goes, if it has one (never shown: the caller's URL may
+    /// carry the caller's own secret).
+    pub callback_url: Option<CallbackUrl>,
+    /// Its completion callback, once one was due.
+    pub callback: Option<CallbackState>,
     /// Bumped on every write: a takeover is conditional on the version it saw.
     pub version: u64,
 }
@@ -241,6 +317,9 @@ impl Record {
         if let Some(import) = &self.import {
             shown["import"] = import.to_json();
         }
+        if let Some(callback) = &self.callback {
+            shown["callback"] = callback.to_json();
+        }
         shown
     }
 }
@@ -278,6 +357,8 @@ mod tests {
             confirmed_by: None,
             answer_attempts: None,
             import: None,
+            callback_url: None,
+            callback: None,
             version: 1,
         }
     }
@@ -309,6 +390,28 @@ mod tests {
             FinalizationId::derive(&l1, "csv", "k-1"),
             "ids stored before the key type keep their meaning"
         );
+    }
+
+    #[test]
+    fn a_callback_state_reads_back_as_stored_and_hides_the_url() {
+        let state = CallbackState {
+            kind: CallbackKind::ImportFailed,
+            status: CallbackStatus::Pending,
+            attempts: 3,
+            last_status: Some(503),
+        };
+        assert_eq!(
+            CallbackState::from_json(&state.to_json()),
+            Some(state.clone())
+        );
+        let shown = Record {
+            callback_url: CallbackUrl::stored("https://hooks.example.com/cb?token=mine"),
+            callback: Some(state),
+            ..record(Status::Finalized)
+        }
+        .to_json();
+        assert_eq!(shown["callback"]["lastStatus"], 503);
+        assert!(!shown.to_string().contains("hooks.example.com"));
     }
 
     #[test]

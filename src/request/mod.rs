@@ -7,7 +7,10 @@
 //! - [`key`]: the [`IdempotencyKey`](key::IdempotencyKey) a request's record is found by.
 //! - [`deadline`]: the Lambda deadline, the HighLevel [`Budget`](deadline::Budget) and the
 //!   clock.
+//! - [`callback`]: the completion callback's [`CallbackUrl`](callback::CallbackUrl), and the
+//!   addresses a callback may never reach.
 
+pub mod callback;
 pub mod deadline;
 pub mod ids;
 pub mod key;

@@ -417,6 +417,68 @@ fn offer_object(
     Ok(())
 }
 
+/// The header that may name a completion callback (unsigned requests only).
+pub const CALLBACK_URL_HEADER: &str = "x-callback-url";
+
+/// The completion callback a finalize request names, as given: the body's `callbackUrl` (or its
+/// `customData`'s), or the `X-Callback-Url` header; the same value from several places is one,
+/// different values a 400. A `signed` request's callback must be in its signed body: a header
+/// naming another (or one the body lacks) is a 400, so a captured signed request cannot be
+/// pointed at another receiver. Its shape and host are checked later (`Callbacks::admit`).
+pub fn callback_url(
+    body: &[u8],
+    kind: BodyKind,
+    headers: &HeaderMap,
+    signed: bool,
+) -> Result<Option<String>, Error> {
+    let field = crate::request::callback::CallbackUrl::FIELD;
+    let refuse = |message: &str| Error::invalid_field(field, message);
+    let header = match headers.get(CALLBACK_URL_HEADER) {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| refuse("the X-Callback-Url header must be visible ASCII"))?
+                .trim()
+                .to_owned(),
+        ),
+    };
+    // Most requests name none: their body is not read twice.
+    let mentioned = body.windows(field.len()).any(|w| w == field.as_bytes());
+    let mut found: Vec<String> = Vec::new();
+    if mentioned && kind != BodyKind::Empty {
+        let object = match kind {
+            BodyKind::Json => json_object(body)?,
+            _ => form_object(body)?,
+        };
+        let custom = match object.get("customData") {
+            Some(Value::Object(custom)) => Some(custom.clone()),
+            Some(Value::String(text)) => serde_json::from_str::<Map<String, Value>>(text).ok(),
+            _ => None,
+        };
+        for place in std::iter::once(&object).chain(custom.as_ref()) {
+            match place.get(field) {
+                None | Some(Value::Null) => {}
+                Some(Value::String(url)) => found.push(url.trim().to_owned()),
+                Some(_) => return Err(refuse("callbackUrl must be a string")),
+            }
+        }
+    }
+    if signed && header.as_ref().is_some_and(|h| !found.contains(h)) {
+        return Err(refuse(
+            "callbackUrl must be in the signed body: the signature covers only the body",
+        ));
+    }
+    found.extend(header);
+    match found.split_first() {
+        None => Ok(None),
+        Some((first, rest)) if rest.iter().all(|other| other == first) => Ok(Some(first.clone())),
+        Some(_) => Err(refuse(
+            "callbackUrl differs between the places that name it",
+        )),
+    }
+}
+
 /// Whether a status route asks for the import to be read now (`?refresh=true`).
 pub fn wants_refresh(query: Option<&str>) -> bool {
     query.is_some_and(|query| {
@@ -850,6 +912,78 @@ mod tests {
             }
         }
         assert!(keyed(&[("idempotency-key", &"k".repeat(255))]).is_ok());
+    }
+
+    fn callback(body: Value, header: Option<&str>, signed: bool) -> Result<Option<String>, Error> {
+        let mut headers = HeaderMap::new();
+        if let Some(header) = header {
+            headers.insert(CALLBACK_URL_HEADER, header.parse().unwrap());
+        }
+        let bytes = serde_json::to_vec(&body).unwrap();
+        callback_url(&bytes, BodyKind::Json, &headers, signed)
+    }
+
+    #[test]
+    fn reads_a_callback_url_from_the_body_custom_data_or_the_header() {
+        let url = "https://hooks.example.com/cb";
+        let some = Some(url.to_owned());
+        assert_eq!(
+            callback(json!({"callbackUrl": url}), None, false).unwrap(),
+            some
+        );
+        assert_eq!(
+            callback(json!({"customData": {"callbackUrl": url}}), None, false).unwrap(),
+            some
+        );
+        let encoded = json!({"callbackUrl": url}).to_string();
+        assert_eq!(
+            callback(json!({"customData": encoded}), None, false).unwrap(),
+            some
+        );
+        assert_eq!(
+            callback(json!({"csvId": "C1"}), Some(url), false).unwrap(),
+            some
+        );
+        assert_eq!(
+            callback(json!({"callbackUrl": url}), Some(url), true).unwrap(),
+            some
+        );
+        assert_eq!(
+            callback(json!({"callbackUrl": null}), None, false).unwrap(),
+            None
+        );
+        assert_eq!(callback(json!({"csvId": "C1"}), None, false).unwrap(), None);
+    }
+
+    #[test]
+    fn refuses_a_callback_url_that_differs_is_not_a_string_or_is_unsigned() {
+        let field = |r: Result<Option<String>, Error>| r.unwrap_err().field();
+        let (a, b) = ("https://a.example.com/", "https://b.example.com/");
+        assert_eq!(
+            field(callback(json!({"callbackUrl": a}), Some(b), false)),
+            Some("callbackUrl")
+        );
+        assert_eq!(
+            field(callback(
+                json!({"callbackUrl": a, "customData": {"callbackUrl": b}}),
+                None,
+                false
+            )),
+            Some("callbackUrl")
+        );
+        assert_eq!(
+            field(callback(json!({"callbackUrl": 7}), None, false)),
+            Some("callbackUrl")
+        );
+        assert_eq!(
+            field(callback(json!({"csvId": "C1"}), Some(a), true)),
+            Some("callbackUrl"),
+            "a signed request's callback is in its signed body"
+        );
+        assert_eq!(
+            field(callback(json!({"callbackUrl": a}), Some(b), true)),
+            Some("callbackUrl")
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod event;
 pub mod inbound;
 pub mod response;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use http::Method;
@@ -25,6 +26,7 @@ use crate::delivery::{Delivered, Delivery, Receipt};
 use crate::error::{chain, Error};
 use crate::observe::{Audit, Measures, Mode, Observer};
 use crate::records::{FinalizationId, Record};
+use crate::request::callback::CallbackUrl;
 use crate::request::deadline::Deadline;
 use crate::request::ids::UserId;
 use crate::request::key::{IdempotencyKey, KeyKind};
@@ -36,8 +38,9 @@ use inbound::{BodyKind, Route, Sources};
 enum Accepted {
     /// `GET …/healthz`.
     Health,
-    /// A finalize request, with its idempotency key when records are kept.
-    Finalize(FinalizeRequest, Option<IdempotencyKey>),
+    /// A finalize request, with its idempotency key when records are kept and its completion
+    /// callback, if it has one.
+    Finalize(FinalizeRequest, Option<IdempotencyKey>, Option<CallbackUrl>),
     /// `GET …/finalizations/{id}` by a caller who may see the locations it may act for; with
     /// `?refresh=true`, the import read from HighLevel now.
     Lookup(FinalizationId, bool),
@@ -45,7 +48,7 @@ enum Accepted {
 
 /// The checks in front of delivery, and what they need.
 pub(crate) struct HttpFront {
-    auth: InboundAuth,
+    auth: Arc<InboundAuth>,
     default_user_id: Option<UserId>,
     requires_user_id: bool,
 }
@@ -66,7 +69,7 @@ impl HttpFront {
     /// A front authenticating with `auth`, sending `default_user_id` when a caller names none;
     /// with `requires_user_id` (HighLevel's API `v3`) a finalize without one is a 400.
     pub(crate) fn new(
-        auth: InboundAuth,
+        auth: Arc<InboundAuth>,
         default_user_id: Option<UserId>,
         requires_user_id: bool,
     ) -> Self {
@@ -79,7 +82,7 @@ impl HttpFront {
 
     /// Whether callers are authenticated.
     pub(crate) fn authenticates(&self) -> bool {
-        !matches!(self.auth, InboundAuth::Disabled)
+        !matches!(*self.auth, InboundAuth::Disabled)
     }
 
     /// Answers one request through `delivery`, writing its audit line through `observer`.
@@ -98,8 +101,10 @@ impl HttpFront {
             .await
         {
             Ok(Accepted::Health) => Handled::Health,
-            Ok(Accepted::Finalize(finalize, key)) => {
-                let receipt = delivery.submit(&finalize, key.as_ref(), &invocation).await;
+            Ok(Accepted::Finalize(finalize, key, callback)) => {
+                let receipt = delivery
+                    .submit(&finalize, key.as_ref(), callback, &invocation)
+                    .await;
                 Handled::Finalize(finalize, receipt)
             }
             Ok(Accepted::Lookup(id, refresh)) => {
@@ -221,10 +226,15 @@ impl HttpFront {
             .keeps_records()
             .then(|| inbound::idempotency_key(&finalize, request.headers()))
             .transpose()?;
+        let signed = caller.proof == Proof::Signature;
+        let requested = inbound::callback_url(body, kind, request.headers(), signed)?;
+        let callback = delivery
+            .admit_callback(requested.as_deref(), caller, deadline)
+            .await?;
         if !caller.allows(&finalize.location_id) {
             return Err(Error::CredentialNotAllowed(finalize.location_id));
         }
-        Ok(Accepted::Finalize(finalize, key))
+        Ok(Accepted::Finalize(finalize, key, callback))
     }
 }
 

@@ -315,6 +315,8 @@ mod tests {
             confirmed_by: None,
             answer_attempts: None,
             import: None,
+            callback_url: None,
+            callback: None,
             version: 2,
         }
     }
@@ -335,7 +337,7 @@ mod tests {
             &request(),
             &Receipt {
                 finalization_id: Some(record().id),
-                result: Delivered::Replayed(record()),
+                result: Delivered::Replayed(Box::new(record())),
                 unrecorded: false,
             },
             "r2",
