@@ -809,4 +809,67 @@ mod tests {
             assert_eq!(config(&bad).unwrap_err().var, var, "{var}={value}");
         }
     }
+
+    #[test]
+    fn callback_url_needs_a_queue_following_imports_and_a_signing_secret() {
+        let mut queue = MINIMAL.to_vec();
+        queue.extend([
+            ("IDEMPOTENCY_TABLE", "t"),
+            ("QUEUE_URL", "https://sqs.eu-west-1.amazonaws.com/1/q"),
+        ]);
+        let mut good = queue.clone();
+        good.push(("CALLBACK_URL", "https://hooks.example.com/cb"));
+        let c = config(&good).unwrap();
+        assert_eq!(
+            c.callback.default_url.map(|u| u.host()),
+            Some("hooks.example.com".to_owned())
+        );
+        assert!(!c.callback.reach.allow_private);
+        for (extra, why) in [
+            (
+                vec![("CALLBACK_URL", "http://hooks.example.com/cb")],
+                "https only",
+            ),
+            (
+                vec![("CALLBACK_URL", "https://10.0.0.1/cb")],
+                "a private address",
+            ),
+            (
+                vec![
+                    ("CALLBACK_URL", "https://h.example.com/"),
+                    ("FOLLOW_IMPORTS", "false"),
+                ],
+                "nothing follows",
+            ),
+            (vec![("CALLBACK_ALLOW_PRIVATE", "maybe")], "not a boolean"),
+        ] {
+            let mut bad = queue.clone();
+            bad.extend(extra);
+            assert!(
+                config(&bad).unwrap_err().var.starts_with("CALLBACK_"),
+                "{why}"
+            );
+        }
+        let mut sync = MINIMAL.to_vec();
+        sync.push(("CALLBACK_URL", "https://hooks.example.com/cb"));
+        assert_eq!(config(&sync).unwrap_err().var, "CALLBACK_URL", "sync mode");
+        let mut private = queue.clone();
+        private.extend([
+            ("CALLBACK_ALLOW_PRIVATE", "true"),
+            ("CALLBACK_URL", "http://127.0.0.1:9000/cb"),
+        ]);
+        assert!(config(&private).unwrap().callback.reach.allow_private);
+        let unauthenticated = config(&[
+            ("GHL_TOKEN", "t"),
+            ("ALLOW_UNAUTHENTICATED", "true"),
+            ("IDEMPOTENCY_TABLE", "t"),
+            ("QUEUE_URL", "https://sqs.eu-west-1.amazonaws.com/1/q"),
+            ("CALLBACK_URL", "https://hooks.example.com/cb"),
+        ]);
+        assert_eq!(
+            unauthenticated.unwrap_err().var,
+            "CALLBACK_URL",
+            "nothing signs"
+        );
+    }
 }

@@ -7,6 +7,7 @@
 
 mod helpers;
 
+mod callbacks;
 mod cli;
 mod confirm;
 mod contract;
