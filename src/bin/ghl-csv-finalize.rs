@@ -19,11 +19,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use ghl_csv_finalize::app::config::{DeliveryConfig, RecordsConfig};
+use ghl_csv_finalize::app::config::{CallbackConfig, DeliveryConfig, QueueConfig, RecordsConfig};
+use ghl_csv_finalize::auth::CallbackKey;
+use ghl_csv_finalize::delivery::Follow;
 use ghl_csv_finalize::local::drain;
 use ghl_csv_finalize::local::server::LocalServer;
-use ghl_csv_finalize::local::standin::{Behaviour, BurstLimit, Faults, StandIn};
+use ghl_csv_finalize::local::standin::{Behaviour, BurstLimit, Faults, ReceivedCallback, StandIn};
 use ghl_csv_finalize::observe::Lines;
+use ghl_csv_finalize::request::callback::Reach;
 use ghl_csv_finalize::request::ids::{CsvId, LocationId, UserId};
 use ghl_csv_finalize::{App, Config};
 use lambda_http::Body;
@@ -33,6 +36,8 @@ use serde_json::{json, Value};
 const DEMO_EVENT: &str = include_str!("../../events/apigw-v2-highlevel-workflow.json");
 /// The token `demo` uses: a stand-in value, never a real credential.
 const DEMO_TOKEN: &str = "pit-demo-0000-local-stand-in-token";
+/// The secret `demo --queue` signs its callback with: a stand-in value.
+const DEMO_CALLBACK_SECRET: &str = "whsec_ZGVtby1jYWxsYmFjay1zZWNyZXQtMDAwMA==";
 
 #[derive(Parser)]
 #[command(
@@ -170,7 +175,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
         Command::Invoke { event, dry_run } => {
             let event = std::fs::read_to_string(&event)
                 .map_err(|e| format!("cannot read {}: {e}", event.display()))?;
-            let app = build(env_config(dry_run, false)?).await?;
+            let app = build(env_config(dry_run, false, false)?).await?;
             let response = app.respond(parse_event(&event)?).await;
             Ok(print_response(response))
         }
@@ -180,7 +185,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             user,
             dry_run,
         } => {
-            let app = build(env_config(dry_run, true)?).await?;
+            let app = build(env_config(dry_run, true, false)?).await?;
             let mut body = json!({"locationId": location.as_str(), "csvId": csv.as_str()});
             if let Some(user) = user {
                 body["userId"] = json!(user.as_str());
@@ -239,13 +244,22 @@ async fn run(command: Command) -> Result<ExitCode, String> {
 /// Reads the environment like the Lambda function. `operator` is the direct `finalize` call,
 /// which has no inbound caller to authenticate. The audit lines and metrics are not printed
 /// (the commands print the answer); `serve` prints them.
-fn env_config(dry_run: bool, operator: bool) -> Result<Config, String> {
+/// The settings of the environment. With `in_memory_queue`, queue mode in this process: read as
+/// if a queue and a table were named (so every queue setting — `FOLLOW_*`, `CALLBACK_*`,
+/// `QUEUE_MAX_RECEIVES` — counts as it would deployed), then kept in memory.
+fn env_config(dry_run: bool, operator: bool, in_memory_queue: bool) -> Result<Config, String> {
     let mut config = Config::from_lookup(|name| match name {
         "INBOUND_AUTH_SECRET_ID" if operator => None,
         "ALLOW_UNAUTHENTICATED" if operator => Some("true".into()),
+        "QUEUE_URL" if in_memory_queue => Some("http://127.0.0.1/in-memory".into()),
+        "IDEMPOTENCY_TABLE" if in_memory_queue => Some("in-memory".into()),
         _ => std::env::var(name).ok(),
     })
     .map_err(|e| e.to_string())?;
+    if in_memory_queue {
+        config.delivery.records = RecordsConfig::Memory;
+        config.delivery.queue = QueueConfig::Memory;
+    }
     config.dry_run = dry_run;
     config.lines = Lines::Discard;
     Ok(config)
@@ -281,11 +295,9 @@ fn pretty(bytes: &[u8]) -> String {
 }
 
 async fn serve(addr: SocketAddr, dry_run: bool, queue: bool) -> Result<ExitCode, String> {
-    let mut config = env_config(dry_run, false)?;
+    let mut config = env_config(dry_run, false, queue)?;
     config.lines = Lines::Stdout;
-    if queue {
-        config.delivery = DeliveryConfig::in_memory(true);
-    } else if config.delivery.records == RecordsConfig::None {
+    if !queue && config.delivery.records == RecordsConfig::None {
         // Without a table, duplicates are still caught within this process.
         config.delivery = DeliveryConfig::in_memory(false);
     }
@@ -350,6 +362,7 @@ async fn demo(event: Option<PathBuf>, queue: bool) -> Result<ExitCode, String> {
         ([127, 0, 0, 1], 0).into(),
         Behaviour {
             required_token: Some(DEMO_TOKEN.into()),
+            callback_secret: Some(DEMO_CALLBACK_SECRET.into()),
             ..Behaviour::default()
         },
     )
@@ -358,6 +371,27 @@ async fn demo(event: Option<PathBuf>, queue: bool) -> Result<ExitCode, String> {
     let base_url = standin.base_url();
     let mut config = Config::local(DEMO_TOKEN, &base_url).map_err(|e| e.to_string())?;
     config.delivery = DeliveryConfig::in_memory(queue);
+    if queue {
+        // The import is checked a second after its finalize (deployed: 30 s), and its end
+        // reported to the stand-in, as CALLBACK_URL would have it.
+        config.delivery.follow = Some(Follow {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(60),
+        });
+        config.callback = CallbackConfig {
+            default_url: ghl_csv_finalize::request::callback::CallbackUrl::parse(
+                &standin.callback_url("demo"),
+                Reach {
+                    allow_private: true,
+                },
+            )
+            .ok(),
+            reach: Reach {
+                allow_private: true,
+            },
+            local_key: CallbackKey::parse(DEMO_CALLBACK_SECRET).ok(),
+        };
+    }
     let app = Arc::new(build(config).await?);
 
     println!("ghl-csv-finalize demo: offline, no AWS or HighLevel account needed");
@@ -369,6 +403,7 @@ async fn demo(event: Option<PathBuf>, queue: bool) -> Result<ExitCode, String> {
     }
     println!();
     let response = app.respond(parse_event(&event)?).await;
+    let mut callback = None;
     let mut status = response.status();
     let mut body = response.body().as_ref().to_vec();
     if let Some(memory) = app.memory_queue() {
@@ -382,7 +417,17 @@ async fn demo(event: Option<PathBuf>, queue: bool) -> Result<ExitCode, String> {
         if let Some(id) = id {
             (status, body) = wait_for_record(&app, &id).await?;
         }
+        let called_back = wait_for_callback(&standin).await;
         worker.abort();
+        if let Some(id) = serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
+            v["finalization"]["finalizationId"]
+                .as_str()
+                .map(str::to_owned)
+        }) {
+            // The record once the import ended: its `import` and `callback`.
+            (status, body) = wait_for_record(&app, &id).await?;
+        }
+        callback = called_back;
     }
 
     println!("What HighLevel received:");
@@ -390,12 +435,16 @@ async fn demo(event: Option<PathBuf>, queue: bool) -> Result<ExitCode, String> {
     if received.is_empty() {
         println!("  (nothing: the function did not call HighLevel)");
     }
+    let mut patched = false;
     for request in &received {
-        if request.method == "GET" {
+        if request.method == "GET" && !patched {
             // The CSV's status, read before the first PATCH and kept on the record: what
             // settles a PATCH whose answer is lost.
             println!("  (reading the CSV's status before the PATCH)");
+        } else if request.method == "GET" {
+            println!("  (following the import after the finalize)");
         }
+        patched |= request.method == "PATCH";
         println!("  {} {}", request.method, request.path);
         for (name, value) in &request.headers {
             println!("  {name}: {value}");
@@ -412,15 +461,42 @@ async fn demo(event: Option<PathBuf>, queue: bool) -> Result<ExitCode, String> {
         println!("What the function answered ({status}):");
     }
     println!("{}", pretty(&body));
+    if queue {
+        println!();
+        match &callback {
+            Some(received) => {
+                println!(
+                    "The callback the function sent when the import ended (webhook-id {}, signature {}):",
+                    received.webhook_id,
+                    if received.verified == Some(true) { "verified" } else { "NOT verified" }
+                );
+                println!("{}", pretty(received.body.to_string().as_bytes()));
+            }
+            None => println!("No callback came within 15 s."),
+        }
+    }
     standin.stop().await;
     let finalized = serde_json::from_slice::<Value>(&body)
         .ok()
         .is_some_and(|v| v["ok"] == true && (!queue || v["finalization"]["status"] == "finalized"));
-    Ok(if status.is_success() && finalized {
+    let called_back = !queue || callback.is_some_and(|c| c.verified == Some(true));
+    Ok(if status.is_success() && finalized && called_back {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Waits for the stand-in's first callback (15 s at most).
+async fn wait_for_callback(standin: &StandIn) -> Option<ReceivedCallback> {
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(15) {
+        if let Some(first) = standin.callbacks().into_iter().next() {
+            return Some(first);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
 }
 
 /// Asks the status route until the record of `id` is finalized or failed (10 s at most).

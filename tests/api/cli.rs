@@ -285,6 +285,52 @@ async fn demo_queue_goes_through_the_receiver_the_queue_and_the_worker() {
         stdout.contains("  GET /social-media-posting/ve9EPM428h8vShlRW1KT/csv/6578b9a4c5c9e5a0f0f3b2d1?skip=0&limit=1"),
         "the CSV's status is read before the PATCH: {stdout}"
     );
+    assert!(
+        stdout.contains("(following the import after the finalize)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\"type\": \"csv.import.completed\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(".csv.import.completed, signature verified)"),
+        "the stand-in verified the callback's signature: {stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_queue_follows_imports_as_its_environment_says() {
+    let standin = standin().await;
+    let mut env = local_env(&standin);
+    env.push(("FOLLOW_INTERVAL_SECS", "1".into()));
+    let (mut child, base) = spawn_serve(&["--queue"], &env);
+    let client = reqwest::Client::new();
+    let url = format!("{base}/locations/{LOCATION}/csv/{CSV}/finalize");
+    let accepted = client.post(&url).send().await.unwrap();
+    assert_eq!(accepted.status(), 202);
+    let body: Value = serde_json::from_slice(&accepted.bytes().await.unwrap()).unwrap();
+    let id = body["finalizationId"].as_str().unwrap().to_owned();
+    let mut status = Value::Null;
+    // The stand-in's import takes 2 s; checked after 1 s, then 2 s later.
+    for _ in 0..100 {
+        let answer = client
+            .get(format!("{base}/finalizations/{id}"))
+            .send()
+            .await
+            .unwrap();
+        status = serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap();
+        if status["finalization"]["import"]["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        status["finalization"]["import"]["status"], "completed",
+        "FOLLOW_INTERVAL_SECS=1 is honoured (the default would wait 30 s): {status}"
+    );
+    child.kill().unwrap();
+    let _ = child.wait();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,14 +9,17 @@
 //! [`Faults`] (a share of 429s or 5xx, slowness) for load runs, a [`Scripted`] answer per
 //! request (any status and body, `Retry-After`, a connection closed before or during the
 //! answer, a trickling body, silence), and idle kept-alive connections closed behind the
-//! client's back. Every request is recorded with its credentials redacted.
+//! client's back. Every request is recorded with its credentials redacted. It also receives
+//! completion callbacks ([`callbacks`]), as an automation platform would.
 
 mod burst;
+mod callbacks;
 mod imports;
 mod script;
 mod token_endpoint;
 
 pub use burst::BurstLimit;
+pub use callbacks::{ReceivedCallback, CALLBACK_PATH};
 pub use imports::ImportScript;
 pub use script::{Reply, Scripted};
 pub use token_endpoint::TokenEndpoint;
@@ -74,6 +77,10 @@ pub struct Behaviour {
     pub burst_limit: Option<BurstLimit>,
     /// How long an applied import stays `importing` before it is `completed` (default 2 s).
     pub import_time: Option<Duration>,
+    /// The `whsec_…` secret callbacks are signed with, to check their signatures.
+    pub callback_secret: Option<String>,
+    /// Answer the first N callbacks with 503.
+    pub refuse_first_callbacks: u64,
 }
 
 /// One request as the stand-in received it, credentials redacted.
@@ -104,6 +111,7 @@ struct State {
     finalized: AtomicU64,
     windows: burst::Windows,
     imports: imports::Imports,
+    callbacks: callbacks::Callbacks,
     log_to_stdout: bool,
 }
 
@@ -144,6 +152,7 @@ impl StandIn {
             finalized: AtomicU64::new(0),
             windows: burst::Windows::default(),
             imports: imports::Imports::default(),
+            callbacks: callbacks::Callbacks::default(),
             log_to_stdout,
         });
         let shared = Arc::clone(&state);
@@ -166,6 +175,16 @@ impl StandIn {
     /// `http://127.0.0.1:PORT`, ready for `GHL_API_BASE_URL`.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.address)
+    }
+
+    /// A URL the stand-in receives callbacks on (`http://127.0.0.1:PORT/callbacks/{name}`).
+    pub fn callback_url(&self, name: &str) -> String {
+        format!("{}{CALLBACK_PATH}/{name}", self.base_url())
+    }
+
+    /// The callbacks received so far.
+    pub fn callbacks(&self) -> Vec<ReceivedCallback> {
+        self.state.callbacks.received()
     }
 
     /// Answers the next finalize requests with `answers`, in order; the last one repeats.
@@ -281,6 +300,16 @@ async fn answer(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    if parts.method == Method::POST && parts.uri.path().starts_with(CALLBACK_PATH) {
+        let behaviour = &state.behaviour;
+        let (status, body) = state.callbacks.receive(
+            &parts.headers,
+            &bytes,
+            behaviour.callback_secret.as_deref(),
+            behaviour.refuse_first_callbacks,
+        );
+        return Ok(json_response(status, &body, None));
+    }
     let mut received = record(&parts, &bytes);
     let is_token_call = parts.method == Method::POST && parts.uri.path() == "/oauth/token";
     let form: HashMap<String, String> = if is_token_call {
