@@ -381,6 +381,7 @@ fn sets_only_variables_the_function_reads() {
         "FOLLOW_IMPORTS",
         "FOLLOW_INTERVAL_SECS",
         "FOLLOW_TIMEOUT_SECS",
+        "CALLBACK_URL",
         "METRICS_NAMESPACE",
     ];
     let source = include_str!("../src/app/config.rs");
@@ -506,6 +507,33 @@ fn grants_the_token_secrets_exactly_as_the_template_names_them_and_nothing_wider
 }
 
 #[test]
+fn refuses_at_deploy_a_callback_url_without_queue_mode_following_imports_and_a_signing_secret() {
+    let t = template();
+    let rule = &t["Rules"]["CallbackUrlNeedsQueueModeAndASigningSecret"];
+    let condition: Value =
+        serde_norway::from_str(r#"!Not [!Equals [!Ref CallbackUrl, ""]]"#).unwrap();
+    assert_eq!(rule["RuleCondition"], condition);
+    let asserted: Vec<Value> = rule["Assertions"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a["Assert"].clone())
+        .collect();
+    for expected in [
+        r#"!Equals [!Ref DeliveryMode, queue]"#,
+        r#"!Equals [!Ref FollowImports, "true"]"#,
+        r#"!Not [!Equals [!Ref InboundAuthSecretName, ""]]"#,
+    ] {
+        let expected: Value = serde_norway::from_str(expected).unwrap();
+        assert!(asserted.contains(&expected), "{expected:?}");
+    }
+    let pattern = t["Parameters"]["CallbackUrl"]["AllowedPattern"]
+        .as_str()
+        .unwrap();
+    assert!(pattern.starts_with("^$|^https://"), "https only: {pattern}");
+}
+
+#[test]
 fn refuses_at_deploy_a_placeholder_without_fixed_text_or_one_secret_for_both() {
     let t = template();
     let assertions = t["Rules"]["TokenSecretTemplateHasFixedText"]["Assertions"]
@@ -565,6 +593,7 @@ fn alarms_and_the_dashboard_are_off_by_default_and_notify_one_topic() {
     assert_eq!(
         alarms,
         [
+            "CallbacksFailedAlarm",
             "DeadLetterQueueAlarm",
             "FunctionErrorsAlarm",
             "FunctionThrottlesAlarm",
@@ -630,9 +659,14 @@ fn the_alarms_watch_what_the_contract_names() {
             "{name}"
         );
     }
-    let unwritten = alarm("UnwrittenTokenPairsAlarm");
-    assert_eq!(reference(&unwritten["Namespace"]), Some("MetricsNamespace"));
-    assert_eq!(unwritten["MetricName"], "UnwrittenTokenPairs");
+    for (name, metric) in [
+        ("UnwrittenTokenPairsAlarm", "UnwrittenTokenPairs"),
+        ("CallbacksFailedAlarm", "CallbacksFailed"),
+    ] {
+        let own = alarm(name);
+        assert_eq!(reference(&own["Namespace"]), Some("MetricsNamespace"));
+        assert_eq!(own["MetricName"], metric);
+    }
     let rate = alarm("ServerErrorRateAlarm");
     let metrics = rate["Metrics"].as_sequence().unwrap();
     let names: Vec<&str> = metrics
@@ -650,7 +684,12 @@ fn the_alarms_watch_what_the_contract_names() {
     );
     // The metrics the alarms read are the ones the function writes.
     let emf = include_str!("../src/observe/emf.rs");
-    for metric in ["ServerErrors", "Requests", "UnwrittenTokenPairs"] {
+    for metric in [
+        "ServerErrors",
+        "Requests",
+        "UnwrittenTokenPairs",
+        "CallbacksFailed",
+    ] {
         assert!(
             emf.contains(&format!("\"{metric}\"")),
             "{metric} is written"
@@ -695,6 +734,8 @@ fn the_dashboard_shows_every_metric_the_function_writes() {
         "ImportsFailed",
         "PostsFailed",
         "ImportDurationMs",
+        "CallbacksDelivered",
+        "CallbacksFailed",
         "ColdStart",
     ] {
         assert!(
