@@ -29,6 +29,8 @@ pub struct MemoryQueue {
     arrived: Notify,
     next_id: Mutex<u64>,
     max_receives: u32,
+    /// Batches and messages handed over so far: what a worker's invocations would be.
+    handed_over: Mutex<(u64, u64)>,
 }
 
 impl MemoryQueue {
@@ -40,6 +42,7 @@ impl MemoryQueue {
             arrived: Notify::new(),
             next_id: Mutex::new(0),
             max_receives: max_receives.max(1),
+            handed_over: Mutex::new((0, 0)),
         }
     }
 
@@ -89,6 +92,9 @@ impl MemoryQueue {
                 }
                 *waiting = kept;
                 if !batch.is_empty() {
+                    let mut handed_over = lock(&self.handed_over);
+                    handed_over.0 += 1;
+                    handed_over.1 += batch.len() as u64;
                     return batch;
                 }
                 waiting.iter().map(|h| h.visible_at).min()
@@ -99,6 +105,12 @@ impl MemoryQueue {
                 _ = tokio::time::sleep_until(wake) => {}
             }
         }
+    }
+
+    /// Batches and messages received so far (each batch is what one worker invocation
+    /// would be handed).
+    pub fn handed_over(&self) -> (u64, u64) {
+        *lock(&self.handed_over)
     }
 
     /// Puts a received message back, visible after `delay`.

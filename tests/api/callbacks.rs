@@ -173,6 +173,7 @@ async fn a_failed_import_is_reported_with_its_post_errors() {
             posts: 4,
             errors: vec![(2, "the date is in the past".into())],
             ends: "failed".into(),
+            time: None,
         },
     );
     let (server, url) = receiver(200).await;

@@ -63,6 +63,7 @@ async fn queue_mode_follows_an_import_to_its_end_in_messages_of_its_own() {
             posts: 5,
             errors: vec![(1, "account disconnected".into())],
             ends: "completed".into(),
+            time: None,
         },
     );
     let id = finalized(&t).await;

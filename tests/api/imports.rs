@@ -47,6 +47,7 @@ async fn a_refresh_reads_a_finished_import_with_its_failed_posts_and_keeps_it() 
             posts: 250,
             errors: vec![(3, "media refused".into()), (240, long)],
             ends: "failed".into(),
+            time: None,
         },
     );
     t.highlevel_answers(highlevel_ok());

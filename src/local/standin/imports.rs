@@ -25,6 +25,8 @@ pub struct ImportScript {
     pub errors: Vec<(u64, String)>,
     /// The status it ends in: `completed` or `failed`.
     pub ends: String,
+    /// How long it stays `importing` after its PATCH, when not the stand-in's `import_time`.
+    pub time: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -35,6 +37,7 @@ struct Import {
     posts: u64,
     errors: BTreeMap<u64, String>,
     ends: String,
+    time: Option<Duration>,
 }
 
 impl Default for Import {
@@ -46,6 +49,7 @@ impl Default for Import {
             posts: DEFAULT_POSTS,
             errors: BTreeMap::new(),
             ends: "completed".into(),
+            time: None,
         }
     }
 }
@@ -88,6 +92,7 @@ impl Imports {
             import.posts = script.posts;
             import.errors = script.errors.into_iter().collect();
             import.ends = script.ends;
+            import.time = script.time;
         });
     }
 
@@ -96,8 +101,8 @@ impl Imports {
         self.with(location, csv, |import| import.set = Some(status.to_owned()));
     }
 
-    /// HighLevel's `GetCsvPostResponseDTO` for the import now, after `import_time` of
-    /// importing: its status and the `limit` posts from `skip` on (with their error messages
+    /// HighLevel's `GetCsvPostResponseDTO` for the import now, after its scripted time (else
+    /// `import_time`) of importing: its status and the `limit` posts from `skip` on (with their error messages
     /// once it is over).
     pub(super) fn read(
         &self,
@@ -110,7 +115,9 @@ impl Imports {
             let status = match (&import.set, import.applied_at) {
                 (Some(set), _) => set.clone(),
                 (None, None) => "pending".into(),
-                (None, Some(at)) if at.elapsed() < import_time => "importing".into(),
+                (None, Some(at)) if at.elapsed() < import.time.unwrap_or(import_time) => {
+                    "importing".into()
+                }
                 (None, Some(_)) => import.ends.clone(),
             };
             let over = matches!(status.as_str(), "completed" | "failed");
@@ -169,6 +176,7 @@ mod tests {
                 posts: 150,
                 errors: vec![(120, "media refused".into())],
                 ends: "failed".into(),
+                time: None,
             },
         );
         imports.apply("L", "C");
