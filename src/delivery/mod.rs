@@ -550,7 +550,8 @@ impl<S: Finalizer> Delivery<S> {
             Box::pin(self.work_message(received, invocation, started, &mut audit, &mut measures))
                 .await;
         if received.receives >= self.max_receives && disposition != Disposition::Done {
-            self.mark_dead_lettered(&audit, invocation).await;
+            self.mark_dead_lettered(&audit, invocation, &mut measures)
+                .await;
         }
         audit.duration_ms = started.elapsed().as_millis() as u64;
         Worked {
@@ -614,7 +615,9 @@ impl<S: Finalizer> Delivery<S> {
             // Ended before, but its callback may not have been handed on (a check that died
             // between the two): report it now, once.
             return self
-                .report_import(records, &record, import, received, invocation, started)
+                .report_import(
+                    records, &record, import, received, invocation, started, measures,
+                )
                 .await;
         }
         let now = unix_ms();
@@ -648,7 +651,9 @@ impl<S: Finalizer> Delivery<S> {
             };
             let record = kept.unwrap_or(record);
             return self
-                .report_import(records, &record, import, received, invocation, started)
+                .report_import(
+                    records, &record, import, received, invocation, started, measures,
+                )
                 .await;
         }
         let next = FollowUp {
@@ -667,6 +672,7 @@ impl<S: Finalizer> Delivery<S> {
 
     /// Reports the end of `import` (as kept on `record`) to the record's callback: the check
     /// is done once the callback was delivered or its next try queued; else it comes back.
+    #[allow(clippy::too_many_arguments)] // one message's context, as `follow_import` has it
     async fn report_import(
         &self,
         records: &Records,
@@ -675,13 +681,14 @@ impl<S: Finalizer> Delivery<S> {
         received: &ReceivedMessage,
         invocation: &Invocation,
         started: Instant,
+        measures: &mut Measures,
     ) -> Disposition {
         let Some(kind) = CallbackKind::of_import(&import.status) else {
             return Disposition::Done;
         };
         let occurred_at_ms = import.completed_at_ms.unwrap_or(import.checked_at_ms);
         if self
-            .call_back(records, record, kind, occurred_at_ms, invocation)
+            .call_back(records, record, kind, occurred_at_ms, invocation, measures)
             .await
         {
             Disposition::Done
@@ -702,6 +709,7 @@ impl<S: Finalizer> Delivery<S> {
         kind: CallbackKind,
         occurred_at_ms: u64,
         invocation: &Invocation,
+        measures: &mut Measures,
     ) -> bool {
         let (Some(callbacks), Some(queue), Some(_)) =
             (&self.callbacks, &self.queue, &record.callback_url)
@@ -733,6 +741,7 @@ impl<S: Finalizer> Delivery<S> {
                 return false;
             }
         }
+        measures.callbacks_delivered = u64::from(status == CallbackStatus::Delivered);
         let state = CallbackState {
             kind,
             status,
@@ -786,7 +795,6 @@ impl<S: Finalizer> Delivery<S> {
             Sent::Delivered(status) => (CallbackStatus::Delivered, Some(status)),
             Sent::Undelivered(status) => (CallbackStatus::Pending, status),
         };
-        audit.upstream_status = last_status;
         let tried_for = Duration::from_millis(now.saturating_sub(due.first_tried_at_ms));
         if status == CallbackStatus::Pending && tried_for >= CALLBACK_GIVE_UP_AFTER {
             tracing::error!(request_id = %invocation.request_id, finalization_id = %record.id, attempts = state.attempts + 1, "a callback was never delivered in 24 hours; it is given up");
@@ -842,7 +850,12 @@ impl<S: Finalizer> Delivery<S> {
 
     /// The message's last receive ended without a final outcome, and SQS moves it to the
     /// dead-letter queue: its record says `failed` (with why), if the store lets it.
-    async fn mark_dead_lettered(&self, audit: &Audit, invocation: &Invocation) {
+    async fn mark_dead_lettered(
+        &self,
+        audit: &Audit,
+        invocation: &Invocation,
+        measures: &mut Measures,
+    ) {
         let (Some(records), Some(id)) = (
             &self.records,
             audit
@@ -857,7 +870,10 @@ impl<S: Finalizer> Delivery<S> {
             message: "the last receive ended without a final outcome; the message went to the dead-letter queue".to_owned(),
         };
         match records.mark_failed(&id, error, unix_ms()).await {
-            Ok(true) => self.report_failure(records, &id, invocation).await,
+            Ok(true) => {
+                self.report_failure(records, &id, invocation, measures)
+                    .await
+            }
             Ok(false) => {
                 tracing::error!(request_id = %invocation.request_id, finalization_id = %id, "a dead-lettered message's record could not be marked failed (changed meanwhile)");
             }
@@ -874,6 +890,7 @@ impl<S: Finalizer> Delivery<S> {
         records: &Records,
         id: &FinalizationId,
         invocation: &Invocation,
+        measures: &mut Measures,
     ) {
         if self.callbacks.is_none() {
             return;
@@ -882,7 +899,10 @@ impl<S: Finalizer> Delivery<S> {
             Ok(Some(record)) if record.status == Status::Failed => {
                 let kind = CallbackKind::FinalizeFailed;
                 let at = record.updated_at_ms;
-                if !self.call_back(records, &record, kind, at, invocation).await {
+                if !self
+                    .call_back(records, &record, kind, at, invocation, measures)
+                    .await
+                {
                     tracing::error!(request_id = %invocation.request_id, finalization_id = %id, "a failed finalize's callback could not be sent or queued; it is not reported");
                 }
             }
@@ -1016,7 +1036,8 @@ impl<S: Finalizer> Delivery<S> {
                     if !recorded {
                         return later(received, None, started);
                     }
-                    self.report_failure(records, &done.id, invocation).await;
+                    self.report_failure(records, &done.id, invocation, measures)
+                        .await;
                     return Disposition::Done;
                 }
                 if last_receive {

@@ -158,7 +158,12 @@ async fn an_import_followed_to_completed_is_reported_by_a_signed_callback() {
         json!({"type": "csv.import.completed", "status": "delivered", "attempts": 1, "lastStatus": 204})
     );
     let metrics = t.metric_documents();
-    assert!(metrics.iter().any(|m| m["ImportsCompleted"] == 1));
+    assert!(
+        metrics
+            .iter()
+            .any(|m| m["ImportsCompleted"] == 1 && m["CallbacksDelivered"] == 1),
+        "the check that saw the end delivered the callback"
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(t.receive_event().await.is_none(), "nothing more to do");
 }
