@@ -132,3 +132,45 @@ async fn an_import_past_its_timeout_ends_timed_out() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(t.receive_event().await.is_none(), "no further check");
 }
+
+#[tokio::test]
+async fn a_read_refused_with_429_or_503_only_delays_the_next_check() {
+    let t = following(Duration::ZERO).await;
+    let id = finalized(&t).await;
+    let (mut event, _) = next_follow_up(&t).await;
+    for (refused, next_interval) in [(429, 2), (503, 4)] {
+        t.highlevel.refuse_csv_reads([refused]);
+        assert_eq!(
+            TestApp::failures(&t.work(&event).await),
+            Vec::<String>::new(),
+            "a refused read is no failure of the message"
+        );
+        assert!(
+            record(&t, &id).await.get("import").is_none(),
+            "{refused}: nothing seen"
+        );
+        let (next, body) = next_follow_up(&t).await;
+        assert_eq!(body["intervalSecs"], next_interval, "{refused}");
+        event = next;
+    }
+    t.work(&event).await;
+    assert_eq!(record(&t, &id).await["import"]["status"], "completed");
+}
+
+#[tokio::test]
+async fn an_import_deleted_after_its_finalize_ends_its_following() {
+    let t = following(Duration::from_secs(600)).await;
+    let id = finalized(&t).await;
+    t.highlevel.set_csv_status(LOCATION, CSV, "deleted");
+    let (event, _) = next_follow_up(&t).await;
+    t.work(&event).await;
+    let import = record(&t, &id).await["import"].clone();
+    assert_eq!(import["status"], "deleted", "{import}");
+    assert!(import["completedAt"].is_string());
+    assert!(t
+        .metric_documents()
+        .iter()
+        .any(|m| m["ImportDurationMs"].is_u64()));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(t.receive_event().await.is_none(), "nothing more to check");
+}

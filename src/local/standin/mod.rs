@@ -112,6 +112,8 @@ struct State {
     windows: burst::Windows,
     imports: imports::Imports,
     callbacks: callbacks::Callbacks,
+    /// Statuses to answer the next CSV reads with, in turn, instead of the import.
+    refused_reads: Mutex<VecDeque<u16>>,
     log_to_stdout: bool,
 }
 
@@ -153,6 +155,7 @@ impl StandIn {
             windows: burst::Windows::default(),
             imports: imports::Imports::default(),
             callbacks: callbacks::Callbacks::default(),
+            refused_reads: Mutex::new(VecDeque::new()),
             log_to_stdout,
         });
         let shared = Arc::clone(&state);
@@ -229,6 +232,11 @@ impl StandIn {
     /// Shows `status` for the import of `csv` at `location` from now on (`deleted`, …).
     pub fn set_csv_status(&self, location: &str, csv: &str, status: &str) {
         self.state.imports.set_status(location, csv, status);
+    }
+
+    /// Answers the next CSV reads with `statuses` (429, 503, …), one each, in turn.
+    pub fn refuse_csv_reads(&self, statuses: impl IntoIterator<Item = u16>) {
+        lock(&self.state.refused_reads).extend(statuses);
     }
 
     /// The CSV reads (`GET …/csv/{csvId}`) received so far.
@@ -454,6 +462,10 @@ fn csv_answer(
         .as_ref()
         .or(state.behaviour.required_token.as_ref());
     if let Some((status, body)) = refused(required, headers) {
+        return json_response(status, &body, None);
+    }
+    if let Some(status) = lock(&state.refused_reads).pop_front() {
+        let body = json!({"statusCode": status, "message": "simulated fault"});
         return json_response(status, &body, None);
     }
     let import_time = state
