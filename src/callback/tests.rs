@@ -56,6 +56,13 @@ async fn receiver(status: u16) -> MockServer {
     server
 }
 
+/// Sends the callback reporting `kind` of a record whose callback goes to `url`, once.
+async fn send(callbacks: Callbacks, url: &str, kind: CallbackKind) -> Sent {
+    callbacks
+        .send(&record(url), kind, 1_000, Deadline::NONE)
+        .await
+}
+
 fn loopback() -> Lookup {
     Lookup::Fixed(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)])
 }
@@ -64,14 +71,12 @@ fn loopback() -> Lookup {
 async fn a_delivered_callback_is_signed_as_standard_webhooks_verifies_it() {
     let server = receiver(204).await;
     let url = format!("http://127.0.0.1:{}/done", server.address().port());
-    let sent = callbacks(true, loopback())
-        .send(
-            &record(&url),
-            CallbackKind::ImportCompleted,
-            1_000,
-            Deadline::NONE,
-        )
-        .await;
+    let sent = send(
+        callbacks(true, loopback()),
+        &url,
+        CallbackKind::ImportCompleted,
+    )
+    .await;
     assert_eq!(sent, Sent::Delivered(204));
     let received = server.received_requests().await.unwrap();
     let request = &received[0];
@@ -99,14 +104,7 @@ async fn a_name_that_resolves_to_a_private_address_at_delivery_is_never_connecte
     for private in ["10.0.0.7", "127.0.0.1", "169.254.169.254"] {
         let lookup = Lookup::Fixed(vec![private.parse().unwrap()]);
         let url = format!("https://rebinding.example:{port}/done");
-        let sent = callbacks(false, lookup)
-            .send(
-                &record(&url),
-                CallbackKind::ImportFailed,
-                1_000,
-                Deadline::NONE,
-            )
-            .await;
+        let sent = send(callbacks(false, lookup), &url, CallbackKind::ImportFailed).await;
         assert_eq!(sent, Sent::Undelivered(None), "{private}");
     }
     assert!(server.received_requests().await.unwrap().is_empty());
@@ -116,14 +114,12 @@ async fn a_name_that_resolves_to_a_private_address_at_delivery_is_never_connecte
 async fn the_address_the_guarded_lookup_gave_is_the_one_connected_to() {
     let server = receiver(200).await;
     let url = format!("http://localhost:{}/done", server.address().port());
-    let sent = callbacks(true, loopback())
-        .send(
-            &record(&url),
-            CallbackKind::ImportFailed,
-            1_000,
-            Deadline::NONE,
-        )
-        .await;
+    let sent = send(
+        callbacks(true, loopback()),
+        &url,
+        CallbackKind::ImportFailed,
+    )
+    .await;
     assert_eq!(sent, Sent::Delivered(200));
 }
 
@@ -138,14 +134,12 @@ async fn a_redirect_is_not_followed_and_does_not_count_as_delivered() {
         .mount(&server)
         .await;
     let url = format!("http://127.0.0.1:{}/done", server.address().port());
-    let sent = callbacks(true, loopback())
-        .send(
-            &record(&url),
-            CallbackKind::ImportCompleted,
-            1_000,
-            Deadline::NONE,
-        )
-        .await;
+    let sent = send(
+        callbacks(true, loopback()),
+        &url,
+        CallbackKind::ImportCompleted,
+    )
+    .await;
     assert_eq!(sent, Sent::Undelivered(Some(307)));
     assert!(elsewhere.received_requests().await.unwrap().is_empty());
 }
@@ -154,14 +148,12 @@ async fn a_redirect_is_not_followed_and_does_not_count_as_delivered() {
 async fn a_loopback_receiver_is_refused_unless_private_addresses_are_allowed() {
     let server = receiver(200).await;
     let url = format!("http://127.0.0.1:{}/done", server.address().port());
-    let sent = callbacks(false, loopback())
-        .send(
-            &record(&url),
-            CallbackKind::ImportCompleted,
-            1_000,
-            Deadline::NONE,
-        )
-        .await;
+    let sent = send(
+        callbacks(false, loopback()),
+        &url,
+        CallbackKind::ImportCompleted,
+    )
+    .await;
     assert_eq!(sent, Sent::Undelivered(None));
     assert!(server.received_requests().await.unwrap().is_empty());
 }

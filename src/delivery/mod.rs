@@ -593,9 +593,7 @@ impl<S: Finalizer> Delivery<S> {
         audit: &mut Audit,
         measures: &mut Measures,
     ) -> Disposition {
-        audit.finalization_id = Some(follow_up.finalization_id.as_str().to_owned());
-        audit.location_id = Some(follow_up.request.location_id.as_str().to_owned());
-        audit.csv_id = Some(follow_up.request.csv_id.as_str().to_owned());
+        name_in(audit, &follow_up.finalization_id, &follow_up.request);
         audit.status = 200;
         let (Some(records), Some(follow), Some(queue)) = (&self.records, self.follow, &self.queue)
         else {
@@ -765,9 +763,7 @@ impl<S: Finalizer> Delivery<S> {
         audit: &mut Audit,
         measures: &mut Measures,
     ) -> Disposition {
-        audit.finalization_id = Some(due.finalization_id.as_str().to_owned());
-        audit.location_id = Some(due.request.location_id.as_str().to_owned());
-        audit.csv_id = Some(due.request.csv_id.as_str().to_owned());
+        name_in(audit, &due.finalization_id, &due.request);
         audit.status = 200;
         let (Some(records), Some(callbacks), Some(queue)) =
             (&self.records, &self.callbacks, &self.queue)
@@ -948,9 +944,7 @@ impl<S: Finalizer> Delivery<S> {
                 return Disposition::Done;
             }
         };
-        audit.finalization_id = Some(message.finalization_id.as_str().to_owned());
-        audit.location_id = Some(message.request.location_id.as_str().to_owned());
-        audit.csv_id = Some(message.request.csv_id.as_str().to_owned());
+        name_in(audit, &message.finalization_id, &message.request);
         measures.queue_age_ms = Some(unix_ms().saturating_sub(message.accepted_at_ms));
         let Some(records) = &self.records else {
             tracing::error!(
@@ -1062,6 +1056,13 @@ impl<S: Finalizer> Delivery<S> {
             }
         }
     }
+}
+
+/// Names the record and the finalize a message is about in its audit line.
+fn name_in(audit: &mut Audit, id: &FinalizationId, request: &FinalizeRequest) {
+    audit.finalization_id = Some(id.as_str().to_owned());
+    audit.location_id = Some(request.location_id.as_str().to_owned());
+    audit.csv_id = Some(request.csv_id.as_str().to_owned());
 }
 
 /// A message that failed for now comes back after its redelivery delay

@@ -159,12 +159,7 @@ impl FollowUp {
 
     fn from_value(value: &Value) -> Result<Self, String> {
         let (finalization_id, request) = request_of(value)?;
-        let number = |key: &str| {
-            value
-                .get(key)
-                .and_then(Value::as_u64)
-                .ok_or_else(|| format!("the follow-up's {key} is missing or not valid"))
-        };
+        let number = |key: &str| number(value, "follow-up", key);
         Ok(Self {
             finalization_id,
             request,
@@ -208,12 +203,7 @@ impl CallbackDue {
 
     fn from_value(value: &Value) -> Result<Self, String> {
         let (finalization_id, request) = request_of(value)?;
-        let number = |key: &str| {
-            value
-                .get(key)
-                .and_then(Value::as_u64)
-                .ok_or_else(|| format!("the callback's {key} is missing or not valid"))
-        };
+        let number = |key: &str| number(value, "callback", key);
         Ok(Self {
             finalization_id,
             request,
@@ -227,6 +217,14 @@ impl CallbackDue {
             delay: Duration::from_secs(number("delaySecs")?),
         })
     }
+}
+
+/// The whole number `key` of a `what` message, or why not.
+fn number(value: &Value, what: &str, key: &str) -> Result<u64, String> {
+    value
+        .get(key)
+        .and_then(Value::as_u64)
+        .ok_or_else(|| format!("the {what}'s {key} is missing or not valid"))
 }
 
 /// The record id and the ids of a finalize, as a message carries them.

@@ -305,26 +305,11 @@ async fn serve_queue_follows_imports_as_its_environment_says() {
     let mut env = local_env(&standin);
     env.push(("FOLLOW_INTERVAL_SECS", "1".into()));
     let (mut child, base) = spawn_serve(&["--queue"], &env);
-    let client = reqwest::Client::new();
-    let url = format!("{base}/locations/{LOCATION}/csv/{CSV}/finalize");
-    let accepted = client.post(&url).send().await.unwrap();
-    assert_eq!(accepted.status(), 202);
-    let body: Value = serde_json::from_slice(&accepted.bytes().await.unwrap()).unwrap();
-    let id = body["finalizationId"].as_str().unwrap().to_owned();
-    let mut status = Value::Null;
     // The stand-in's import takes 2 s; checked after 1 s, then 2 s later.
-    for _ in 0..100 {
-        let answer = client
-            .get(format!("{base}/finalizations/{id}"))
-            .send()
-            .await
-            .unwrap();
-        status = serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap();
-        if status["finalization"]["import"]["status"] == "completed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let status = queued_until(&base, Duration::from_secs(10), |status| {
+        status["finalization"]["import"]["status"] == "completed"
+    })
+    .await;
     assert_eq!(
         status["finalization"]["import"]["status"], "completed",
         "FOLLOW_INTERVAL_SECS=1 is honoured (the default would wait 30 s): {status}"
@@ -337,31 +322,42 @@ async fn serve_queue_follows_imports_as_its_environment_says() {
 async fn serve_queue_answers_202_and_its_worker_finalizes_once() {
     let standin = standin().await;
     let (mut child, base) = spawn_serve(&["--queue"], &local_env(&standin));
+    let status = queued_until(&base, Duration::from_secs(5), |status| {
+        status["finalization"]["status"] == "finalized"
+    })
+    .await;
     let client = reqwest::Client::new();
     let url = format!("{base}/locations/{LOCATION}/csv/{CSV}/finalize");
-    let accepted = client.post(&url).send().await.unwrap();
-    assert_eq!(accepted.status(), 202);
-    let body: Value = serde_json::from_slice(&accepted.bytes().await.unwrap()).unwrap();
-    let id = body["finalizationId"].as_str().unwrap().to_owned();
-    let mut status = Value::Null;
-    for _ in 0..200 {
-        let answer = client
-            .get(format!("{base}/finalizations/{id}"))
-            .send()
-            .await
-            .unwrap();
-        status = serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap();
-        if status["finalization"]["status"] == "finalized" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
     assert_eq!(status["finalization"]["status"], "finalized", "{status}");
     let again = client.post(&url).send().await.unwrap();
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     assert_eq!(standin.finalize_requests().len(), 1, "finalized once");
     child.kill().unwrap();
     let _ = child.wait();
+}
+
+/// Sends the sample finalize to a `serve --queue` at `base` (202), then asks the status route
+/// until its record is as `wanted` (or `limit` passed); the last answer.
+async fn queued_until(base: &str, limit: Duration, wanted: impl Fn(&Value) -> bool) -> Value {
+    let client = reqwest::Client::new();
+    let url = format!("{base}/locations/{LOCATION}/csv/{CSV}/finalize");
+    let accepted = client.post(&url).send().await.unwrap();
+    assert_eq!(accepted.status(), 202);
+    let body: Value = serde_json::from_slice(&accepted.bytes().await.unwrap()).unwrap();
+    let id = body["finalizationId"].as_str().unwrap().to_owned();
+    let started = std::time::Instant::now();
+    loop {
+        let answer = client
+            .get(format!("{base}/finalizations/{id}"))
+            .send()
+            .await
+            .unwrap();
+        let status: Value = serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap();
+        if wanted(&status) || started.elapsed() > limit {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 /// Starts `serve` on a free loopback port with `extra` arguments; returns it and its base URL,
