@@ -64,6 +64,12 @@ pub enum TokenSourceConfig {
         /// Secret name or ARN, possibly a template.
         secret_id: String,
     },
+    /// `GHL_AGENCY_SECRET_ID`: the agency's OAuth pair, from which each location's token is
+    /// minted.
+    Agency {
+        /// Secret name or ARN.
+        secret_id: String,
+    },
     /// `GHL_TOKEN`: one literal token for every location (local development).
     Local(Token),
 }
@@ -318,8 +324,10 @@ impl Config {
 
     /// Whether a secret is read from Secrets Manager (the token or the inbound-auth keys).
     pub fn reads_secrets(&self) -> bool {
-        matches!(self.token_source, TokenSourceConfig::SecretsManager { .. })
-            || matches!(self.inbound_auth, InboundAuthConfig::Secret { .. })
+        matches!(
+            self.token_source,
+            TokenSourceConfig::SecretsManager { .. } | TokenSourceConfig::Agency { .. }
+        ) || matches!(self.inbound_auth, InboundAuthConfig::Secret { .. })
     }
 
     /// The AWS services this configuration calls: only their clients are built.
@@ -355,7 +363,24 @@ impl Config {
     /// Reads the configuration through `lookup`, so tests need not touch the process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let agency = get("GHL_AGENCY_SECRET_ID");
         let token_source = match (get("GHL_TOKEN_SECRET_ID"), get("GHL_TOKEN")) {
+            (Some(_), _) if agency.is_some() => {
+                return Err(ConfigError::new(
+                    "GHL_AGENCY_SECRET_ID",
+                    "and GHL_TOKEN_SECRET_ID are both set: choose one agency connection or the token secret",
+                ))
+            }
+            (_, _) if agency.is_some() => {
+                let secret_id = agency.unwrap_or_default().trim().to_owned();
+                if secret_id.contains(crate::tokens::template::LOCATION_PLACEHOLDER) {
+                    return Err(ConfigError::new(
+                        "GHL_AGENCY_SECRET_ID",
+                        "is one secret for every location: it takes no {locationId}",
+                    ));
+                }
+                TokenSourceConfig::Agency { secret_id }
+            }
             (Some(secret_id), _) => TokenSourceConfig::SecretsManager {
                 secret_id: secret_id.trim().to_owned(),
             },
@@ -405,6 +430,20 @@ impl Config {
         } else if let TokenSourceConfig::SecretsManager { secret_id } = &token_source {
             crate::tokens::template::confine(secret_id, &[])
                 .map_err(|problem| ConfigError::new("GHL_TOKEN_SECRET_ID", problem))?;
+        }
+        if let (
+            TokenSourceConfig::Agency { secret_id },
+            InboundAuthConfig::Secret {
+                secret_id: auth_secret_id,
+            },
+        ) = (&token_source, &inbound_auth)
+        {
+            if secret_id == auth_secret_id {
+                return Err(ConfigError::new(
+                    "GHL_AGENCY_SECRET_ID",
+                    "names the inbound-auth secret: the agency pair needs a secret of its own",
+                ));
+            }
         }
         let delivery = DeliveryConfig::from_lookup(get)?;
         let callback = CallbackConfig::from_lookup(get, &delivery, &inbound_auth)?;
@@ -871,5 +910,49 @@ mod tests {
             "CALLBACK_URL",
             "nothing signs"
         );
+    }
+
+    #[test]
+    fn an_agency_secret_stands_instead_of_the_token_secret() {
+        let agency = config(&[
+            ("GHL_AGENCY_SECRET_ID", " ghl/agency "),
+            ("INBOUND_AUTH_SECRET_ID", "ghl/inbound"),
+        ])
+        .unwrap();
+        assert!(matches!(
+            agency.token_source,
+            TokenSourceConfig::Agency { ref secret_id } if secret_id == "ghl/agency"
+        ));
+        assert!(agency.services().secrets);
+        for (vars, why) in [
+            (
+                vec![
+                    ("GHL_AGENCY_SECRET_ID", "ghl/agency"),
+                    ("GHL_TOKEN_SECRET_ID", "ghl/token"),
+                    ("INBOUND_AUTH_SECRET_ID", "ghl/inbound"),
+                ],
+                "both set",
+            ),
+            (
+                vec![
+                    ("GHL_AGENCY_SECRET_ID", "ghl/{locationId}/agency"),
+                    ("INBOUND_AUTH_SECRET_ID", "ghl/inbound"),
+                ],
+                "a placeholder",
+            ),
+            (
+                vec![
+                    ("GHL_AGENCY_SECRET_ID", "ghl/inbound"),
+                    ("INBOUND_AUTH_SECRET_ID", "ghl/inbound"),
+                ],
+                "the inbound-auth secret",
+            ),
+        ] {
+            assert_eq!(
+                config(&vars).unwrap_err().var,
+                "GHL_AGENCY_SECRET_ID",
+                "{why}"
+            );
+        }
     }
 }

@@ -57,8 +57,12 @@ pub struct HighLevel {
     base_url: Url,
     version: HeaderValue,
     token_url: Url,
+    location_token_url: Url,
     pauses: Pauses,
 }
+
+/// The API version the token endpoints are called with, whatever `GHL_API_VERSION` says.
+const TOKEN_API_VERSION: &str = "2021-07-28";
 
 impl HighLevel {
     /// The client for `base_url` (`GHL_API_BASE_URL`) and API `version`, sending through `http`
@@ -69,11 +73,13 @@ impl HighLevel {
         base_url: &Url,
     ) -> Result<Self, BoxError> {
         let token_url = join(base_url, "oauth/token")?;
+        let location_token_url = join(base_url, "oauth/locationToken")?;
         Ok(Self {
             http,
             base_url: base_url.clone(),
             version,
             token_url,
+            location_token_url,
             pauses: Pauses::default(),
         })
     }
@@ -157,6 +163,30 @@ impl HighLevel {
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(ACCEPT, "application/json")
             .body(form.expose().clone());
+        exchange(request, deadline).await
+    }
+
+    /// Calls `POST {base}/oauth/locationToken` once: a token for `location` minted with the
+    /// agency's `bearer` for its `company`.
+    pub(crate) async fn mint_location_token(
+        &self,
+        bearer: HeaderValue,
+        company: &str,
+        location: &LocationId,
+        deadline: Instant,
+    ) -> Exchange {
+        let form = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("companyId", company)
+            .append_pair("locationId", location.as_str())
+            .finish();
+        let request = self
+            .http
+            .post(self.location_token_url.clone())
+            .header(reqwest::header::AUTHORIZATION, bearer)
+            .header("Version", TOKEN_API_VERSION)
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(ACCEPT, "application/json")
+            .body(form);
         exchange(request, deadline).await
     }
 }

@@ -25,6 +25,8 @@ pub struct Measures {
     pub rate_limit_remaining: Option<u64>,
     /// OAuth refreshes since the instance's previous document.
     pub token_refreshes: u64,
+    /// Location tokens minted from the agency's pair since the instance's previous document.
+    pub tokens_minted: u64,
     /// Refreshed OAuth pairs this instance holds that could not yet be written back.
     pub unwritten_token_pairs: u64,
     /// For a queued message: time since the receiver accepted it.
@@ -113,6 +115,7 @@ pub fn document(namespace: &str, audit: &Audit, measures: &Measures, timestamp_m
         count("Queued", measures.queued.into()),
         count("Attempts", audit.attempts.into()),
         count("TokenRefreshes", measures.token_refreshes),
+        count("TokensMinted", measures.tokens_minted),
         count("UnwrittenTokenPairs", measures.unwritten_token_pairs),
         count("UnrecordedResults", measures.unrecorded_results),
         count("ConfirmedByStatus", measures.confirmed_by_status),

@@ -74,6 +74,7 @@ pub struct Observer {
     cold: AtomicBool,
     tokens: Arc<TokenCounters>,
     refreshes_reported: AtomicU64,
+    mints_reported: AtomicU64,
 }
 
 impl Observer {
@@ -86,6 +87,7 @@ impl Observer {
             cold: AtomicBool::new(true),
             tokens,
             refreshes_reported: AtomicU64::new(0),
+            mints_reported: AtomicU64::new(0),
         }
     }
 
@@ -95,15 +97,17 @@ impl Observer {
     }
 
     /// Writes one request's or message's audit line and metrics. The instance-wide measures
-    /// come from here: the token counts (the document reports the refreshes new since the last
-    /// one, and the pairs unwritten now) and the cold start.
+    /// come from here: the token counts (the document reports the refreshes and mints new since
+    /// the last one, and the pairs unwritten now) and the cold start.
     pub fn record(&self, audit: &Audit, measures: Measures) {
         let tokens = self.tokens.snapshot();
         let before = self
             .refreshes_reported
             .swap(tokens.refreshes, Ordering::Relaxed);
+        let minted_before = self.mints_reported.swap(tokens.minted, Ordering::Relaxed);
         let measures = Measures {
             token_refreshes: tokens.refreshes.saturating_sub(before),
+            tokens_minted: tokens.minted.saturating_sub(minted_before),
             unwritten_token_pairs: tokens.unwritten_pairs,
             cold_start: self.cold.swap(false, Ordering::Relaxed),
             ..measures

@@ -7,9 +7,13 @@
 //! - [`store`]: Secrets Manager behind a per-secret cache, refreshing OAuth pairs safely across
 //!   concurrent instances.
 //! - [`template`]: the `{locationId}` secret-name template, and what it may not reach.
+//! - [`agency`]: one agency connection for every sub-account: location tokens minted on demand
+//!   from the agency's pair, kept in memory only.
 //!
-//! [`TokenSource`] picks between the store and one local token (`GHL_TOKEN`).
+//! [`TokenSource`] picks between the store, the agency's minted tokens and one local token
+//! (`GHL_TOKEN`).
 
+pub(crate) mod agency;
 pub(crate) mod oauth;
 pub(crate) mod secret;
 pub(crate) mod store;
@@ -32,6 +36,8 @@ pub(crate) enum TokenSource {
     Local(Token),
     /// `GHL_TOKEN_SECRET_ID`: Secrets Manager.
     SecretsManager(Box<SecretStore>),
+    /// `GHL_AGENCY_SECRET_ID`: location tokens minted from the agency's pair.
+    Agency(Box<agency::AgencyTokens>),
 }
 
 impl TokenSource {
@@ -45,6 +51,7 @@ impl TokenSource {
         match self {
             TokenSource::Local(token) => Ok(LeasedToken::fixed(token.clone())),
             TokenSource::SecretsManager(store) => store.token(location, budget).await,
+            TokenSource::Agency(agency) => agency.token(location, budget).await,
         }
     }
 
@@ -59,6 +66,7 @@ impl TokenSource {
         match self {
             TokenSource::Local(_) => Ok(refused.clone()),
             TokenSource::SecretsManager(store) => store.reload(location, refused, budget).await,
+            TokenSource::Agency(agency) => agency.reload(location, refused, budget).await,
         }
     }
 
@@ -68,6 +76,12 @@ impl TokenSource {
             TokenSource::Local(_) => "local token from GHL_TOKEN".into(),
             TokenSource::SecretsManager(store) => {
                 format!("Secrets Manager secret {}", store.secret_id())
+            }
+            TokenSource::Agency(agency) => {
+                format!(
+                    "location tokens minted from the agency secret {}",
+                    agency.secret_id()
+                )
             }
         }
     }

@@ -69,6 +69,16 @@ impl LeasedToken {
             generation: 0,
         }
     }
+
+    /// A token of the `generation`th mint (a location token minted from the agency's).
+    pub(crate) fn minted(token: Token, generation: u64) -> Self {
+        Self { token, generation }
+    }
+
+    /// Which read or mint it came from.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
 }
 
 /// Token secrets in Secrets Manager, cached per secret id.
@@ -92,6 +102,8 @@ pub struct TokenCounters {
     refreshes: AtomicU64,
     /// Refreshed pairs held in memory, not yet written back.
     unwritten_pairs: AtomicU64,
+    /// Location tokens minted from the agency's pair since the instance started.
+    minted: AtomicU64,
 }
 
 impl TokenCounters {
@@ -99,6 +111,11 @@ impl TokenCounters {
     pub(crate) fn refreshed(&self) {
         self.refreshes.fetch_add(1, Ordering::Relaxed);
         self.unwritten_pairs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One location token minted.
+    pub(crate) fn minted(&self) {
+        self.minted.fetch_add(1, Ordering::Relaxed);
     }
 
     /// `pairs` held pairs written back.
@@ -111,6 +128,7 @@ impl TokenCounters {
         TokenStats {
             refreshes: self.refreshes.load(Ordering::Relaxed),
             unwritten_pairs: self.unwritten_pairs.load(Ordering::Relaxed),
+            minted: self.minted.load(Ordering::Relaxed),
         }
     }
 }
@@ -122,6 +140,8 @@ pub struct TokenStats {
     pub refreshes: u64,
     /// Refreshed pairs held in memory because they could not be written back yet.
     pub unwritten_pairs: u64,
+    /// Location tokens minted from the agency's pair since the instance started.
+    pub minted: u64,
 }
 
 /// What this instance knows of one secret.
@@ -181,6 +201,15 @@ impl SecretStore {
             generations: AtomicU64::new(1),
             counters,
         }
+    }
+
+    /// The text field `name` at the root of the secret `location` reads, as last read (the
+    /// agency secret's `companyId`).
+    pub(crate) async fn root_text(&self, location: &LocationId, name: &str) -> Option<String> {
+        let id = resolve(&self.secret_id, location);
+        let state = self.secrets.lock_for(&id).lock_owned().await;
+        let document = state.loaded.as_ref()?.document.as_ref()?;
+        document.get(name)?.as_str().map(str::to_owned)
     }
 
     /// The secret id as configured (possibly a `{locationId}` template).

@@ -207,6 +207,8 @@ pub struct Setup {
     pub queue: bool,
     /// DynamoDB and SQS endpoint; defaults to moto (a fault proxy in front of it, say).
     pub aws_endpoint: Option<String>,
+    /// The token secret is the agency's (`GHL_AGENCY_SECRET_ID`), not `GHL_TOKEN_SECRET_ID`.
+    pub agency: bool,
 }
 
 impl Default for Setup {
@@ -226,6 +228,7 @@ impl Default for Setup {
             records: false,
             queue: false,
             aws_endpoint: None,
+            agency: false,
         }
     }
 }
@@ -315,7 +318,12 @@ pub async fn spawn_app_with(setup: Setup) -> TestApp {
         put_secret(&auth_secret_id, value).await;
     }
     let mut env: HashMap<&str, String> = HashMap::new();
-    env.insert("GHL_TOKEN_SECRET_ID", token_secret_id.clone());
+    let token_variable = if setup.agency {
+        "GHL_AGENCY_SECRET_ID"
+    } else {
+        "GHL_TOKEN_SECRET_ID"
+    };
+    env.insert(token_variable, token_secret_id.clone());
     env.insert(
         "GHL_API_BASE_URL",
         setup
@@ -479,6 +487,20 @@ pub async fn waited_at_least<T>(at_least: Duration, work: impl Future<Output = T
 /// The OAuth app the tests refresh with.
 pub const CLIENT_ID: &str = "client-id-1";
 pub const CLIENT_SECRET: &str = "client-secret-1";
+
+/// The JSON a secret holds now, as stored in moto.
+pub async fn stored_secret(secret_id: &str) -> Value {
+    let admin = sdk_client(moto_endpoint(), None);
+    let text = admin
+        .get_secret_value()
+        .secret_id(secret_id)
+        .send()
+        .await
+        .unwrap()
+        .secret_string
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
 
 /// An OAuth entry of a token secret, with fields an operator might add (kept on write).
 pub fn oauth_entry(access: &str, refresh: &str, expires_at: i64) -> Value {

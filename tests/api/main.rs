@@ -7,6 +7,7 @@
 
 mod helpers;
 
+mod agency;
 mod callbacks;
 mod cli;
 mod confirm;

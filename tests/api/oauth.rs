@@ -19,19 +19,6 @@ fn now() -> i64 {
     now_unix()
 }
 
-async fn stored(secret_id: &str) -> Value {
-    let admin = sdk_client(moto_endpoint(), None);
-    let text = admin
-        .get_secret_value()
-        .secret_id(secret_id)
-        .send()
-        .await
-        .unwrap()
-        .secret_string
-        .unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
 /// The path-parameter sample event, for another location.
 fn event_for(location: &str) -> String {
     edit(EV_PATH_PARAMS, |v| {
@@ -92,7 +79,7 @@ async fn refreshes_an_access_token_that_expires_within_the_skew_and_stores_the_n
             &t.token_secret_id,
             &ghl_csv_finalize::request::ids::LocationId::parse(LOCATION).unwrap(),
         );
-        let secret = stored(&secret_id).await;
+        let secret = stored_secret(&secret_id).await;
         let (access, refresh) = live(&t, LOCATION);
         assert_eq!(secret["access_token"], access.as_str());
         assert_eq!(secret["refresh_token"], refresh.as_str());
@@ -120,7 +107,7 @@ async fn updates_expires_in_and_issued_at_when_the_entry_uses_them() {
     entry["issued_at"] = json!(now() - 86399);
     let t = app_with_pair(entry, ("access-0", "refresh-0"), Setup::default()).await;
     assert_eq!(t.invoke(EV_PATH_PARAMS).await.status, 200);
-    let secret = stored(&t.token_secret_id).await;
+    let secret = stored_secret(&t.token_secret_id).await;
     assert_eq!(secret["expires_in"], 86399);
     assert!((secret["issued_at"].as_i64().unwrap() - now()).abs() < 30);
     assert!((secret["expires_at"].as_i64().unwrap() - (now() + 86399)).abs() < 30);
@@ -140,7 +127,7 @@ async fn refreshes_when_highlevel_answers_401_and_retries_once() {
     assert_eq!(response.body["attempts"], 2);
     assert_eq!(refreshes(&t), (1, 0));
     assert_eq!(
-        stored(&t.token_secret_id).await["refresh_token"],
+        stored_secret(&t.token_secret_id).await["refresh_token"],
         live(&t, LOCATION).1.as_str()
     );
 }
@@ -162,7 +149,7 @@ async fn keeps_every_other_entry_of_a_map_secret() {
     )
     .await;
     assert_eq!(t.invoke(EV_PATH_PARAMS).await.status, 200);
-    let after = stored(&t.token_secret_id).await;
+    let after = stored_secret(&t.token_secret_id).await;
     assert_eq!(after[OTHER_LOCATION], secret[OTHER_LOCATION]);
     assert_eq!(after["PlainLocation1"], "pit-plain-token");
     assert_eq!(
@@ -195,7 +182,7 @@ async fn adopts_the_pair_another_instance_stored_when_the_refresh_token_was_alre
     assert_eq!(response.status, 200, "{}", response.text);
     assert_eq!(refreshes(&t), (0, 1), "one refresh refused, none granted");
     assert_eq!(
-        stored(&t.token_secret_id).await["refresh_token"],
+        stored_secret(&t.token_secret_id).await["refresh_token"],
         "refresh-won"
     );
 }
@@ -242,7 +229,7 @@ async fn maps_token_endpoint_failures_to_the_contract() {
         assert_eq!(response.status, status, "{failure}: {}", response.text);
         assert_eq!(code(&response), expected_code);
         assert_eq!(
-            stored(&t.token_secret_id).await["refresh_token"],
+            stored_secret(&t.token_secret_id).await["refresh_token"],
             "refresh-0",
             "nothing written"
         );
@@ -294,7 +281,7 @@ async fn keeps_a_pair_it_could_not_store_and_stores_it_first_on_the_next_request
         "finalize was not called"
     );
     assert_eq!(
-        stored(&t.token_secret_id).await["refresh_token"],
+        stored_secret(&t.token_secret_id).await["refresh_token"],
         "refresh-0",
         "the write failed"
     );
@@ -308,7 +295,7 @@ async fn keeps_a_pair_it_could_not_store_and_stores_it_first_on_the_next_request
         "the kept pair was used, not a second refresh"
     );
     assert_eq!(
-        stored(&t.token_secret_id).await["refresh_token"],
+        stored_secret(&t.token_secret_id).await["refresh_token"],
         live(&t, LOCATION).1.as_str()
     );
 }
@@ -379,7 +366,7 @@ async fn two_instances_refreshing_two_locations_of_one_map_secret_keep_both_pair
     let (a, b) = tokio::join!(first.invoke(EV_PATH_PARAMS), second.invoke(&other_event));
     assert_eq!((a.status, b.status), (200, 200), "{} {}", a.text, b.text);
     assert_eq!(refreshes(&first), (2, 0));
-    let after = stored(&first.token_secret_id).await;
+    let after = stored_secret(&first.token_secret_id).await;
     assert_eq!(
         after[LOCATION]["refresh_token"],
         live(&first, LOCATION).1.as_str()
@@ -423,7 +410,7 @@ async fn concurrent_instances_racing_on_one_expired_pair_all_succeed_with_one_re
         1,
         "exactly one successful refresh for one expiry"
     );
-    let after = stored(&first.token_secret_id).await;
+    let after = stored_secret(&first.token_secret_id).await;
     assert_eq!(
         after["refresh_token"],
         live(first, LOCATION).1.as_str(),
@@ -470,7 +457,7 @@ async fn the_versions_quota_is_a_failed_write_kept_for_later_not_a_configuration
         "the kept pair was written, not refreshed again"
     );
     assert_eq!(
-        stored(&t.token_secret_id).await["refresh_token"],
+        stored_secret(&t.token_secret_id).await["refresh_token"],
         live(&t, LOCATION).1.as_str()
     );
 }
@@ -494,7 +481,7 @@ async fn a_write_after_an_operators_edit_keeps_the_edit_and_applies_only_the_new
     let secret_id = t.token_secret_id.clone();
     let operator = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let mut edited = stored(&secret_id).await;
+        let mut edited = stored_secret(&secret_id).await;
         edited[LOCATION]["client_secret"] = json!("client-secret-rotated");
         edited["NewLocation01"] = json!("pit-new");
         put_secret(&secret_id, &edited.to_string()).await;
@@ -502,7 +489,7 @@ async fn a_write_after_an_operators_edit_keeps_the_edit_and_applies_only_the_new
     let response = t.invoke(EV_PATH_PARAMS).await;
     operator.await.unwrap();
     assert_eq!(response.status, 200, "{}", response.text);
-    let after = stored(&t.token_secret_id).await;
+    let after = stored_secret(&t.token_secret_id).await;
     let (access, refresh) = live(&t, LOCATION);
     assert_eq!(after[LOCATION]["access_token"], access.as_str());
     assert_eq!(after[LOCATION]["refresh_token"], refresh.as_str());
@@ -528,7 +515,7 @@ async fn a_proactive_refresh_that_fails_for_a_passing_cause_uses_the_still_valid
         assert_eq!(response.status, 200, "{failure}: {}", response.text);
         assert_eq!(t.bearer_tokens(), ["access-0"]);
         assert_eq!(
-            stored(&t.token_secret_id).await["refresh_token"],
+            stored_secret(&t.token_secret_id).await["refresh_token"],
             "refresh-0"
         );
     }

@@ -211,6 +211,19 @@ impl StandIn {
         lock(&self.state.pairs).endpoint = endpoint;
     }
 
+    /// Location tokens minted so far, per location.
+    pub fn mints(&self) -> HashMap<String, u64> {
+        lock(&self.state.pairs).mints.clone()
+    }
+
+    /// From now on, the agency's app counts as not installed at `location`: a mint for it is
+    /// refused (400).
+    pub fn uninstall(&self, location: &str) {
+        lock(&self.state.pairs)
+            .not_installed
+            .insert(location.to_owned());
+    }
+
     /// Refreshes granted and refused so far.
     pub fn refreshes(&self) -> (u64, u64) {
         let pairs = lock(&self.state.pairs);
@@ -320,7 +333,8 @@ async fn answer(
     }
     let mut received = record(&parts, &bytes);
     let is_token_call = parts.method == Method::POST && parts.uri.path() == "/oauth/token";
-    let form: HashMap<String, String> = if is_token_call {
+    let is_mint = parts.method == Method::POST && parts.uri.path() == "/oauth/locationToken";
+    let form: HashMap<String, String> = if is_token_call || is_mint {
         url::form_urlencoded::parse(&bytes).into_owned().collect()
     } else {
         HashMap::new()
@@ -334,7 +348,16 @@ async fn answer(
         all.push(received.clone());
         all.len() - 1
     });
-    let on_the_wire = if is_token_call {
+    let on_the_wire = if is_mint {
+        let version = parts.headers.get("version").and_then(|v| v.to_str().ok());
+        let (status, body, delay) = {
+            let mut pairs = lock(&state.pairs);
+            let (status, body) = pairs.mint(bearer(&parts.headers), version, &form);
+            (status, body, pairs.endpoint.mint_delay)
+        };
+        tokio::time::sleep(delay).await;
+        Ok(json_response(status, &body, None))
+    } else if is_token_call {
         let form_encoded = parts
             .headers
             .get(http::header::CONTENT_TYPE)

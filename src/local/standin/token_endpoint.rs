@@ -1,7 +1,9 @@
 //! HighLevel's OAuth token endpoint as the stand-in plays it: `POST /oauth/token` with a
 //! form-encoded refresh; refresh tokens rotate on every use and a spent one is refused with
 //! 400 `invalid_grant`, as HighLevel does. A location with a live pair gets finalized only
-//! with that pair's access token.
+//! with that pair's access token. `POST /oauth/locationToken` mints a location's token with an
+//! agency's live access token (its pair kept under its `companyId`), as an agency connection
+//! does; the location is then finalized only with its newest minted token.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -20,6 +22,10 @@ pub struct TokenEndpoint {
     /// Echo the presented form, credentials and all, in every answer, as a careless server
     /// might: the function must never pass the token endpoint's body on.
     pub echo_request: bool,
+    /// The `expires_in` of minted location tokens (default 86399).
+    pub minted_expires_in: Option<u64>,
+    /// Wait this long before answering a mint.
+    pub mint_delay: Duration,
 }
 
 /// The live pairs and what the endpoint has done.
@@ -31,6 +37,12 @@ pub(super) struct Pairs {
     pub(super) granted: u64,
     pub(super) refused: u64,
     pub(super) endpoint: TokenEndpoint,
+    /// location → its newest minted token
+    minted: HashMap<String, String>,
+    /// Mints granted, per location.
+    pub(super) mints: HashMap<String, u64>,
+    /// Locations the agency's app is not installed at: a mint for them is refused.
+    pub(super) not_installed: std::collections::HashSet<String>,
 }
 
 impl Pairs {
@@ -43,9 +55,51 @@ impl Pairs {
         self.live.get(location).cloned()
     }
 
-    /// The access token a location must be finalized with, once it has a pair.
+    /// The access token a location must be finalized with, once it has a pair or a minted
+    /// token.
     pub(super) fn access_token(&self, location: &str) -> Option<&str> {
-        self.live.get(location).map(|(access, _)| access.as_str())
+        self.live
+            .get(location)
+            .map(|(access, _)| access.as_str())
+            .or_else(|| self.minted.get(location).map(String::as_str))
+    }
+
+    /// Answers one mint (`POST /oauth/locationToken`) presented with `bearer`: status and body.
+    pub(super) fn mint(
+        &mut self,
+        bearer: Option<&str>,
+        version: Option<&str>,
+        form: &HashMap<String, String>,
+    ) -> (u16, Value) {
+        let field = |name: &str| form.get(name).map(String::as_str).unwrap_or("");
+        let (company, location) = (field("companyId"), field("locationId"));
+        if version != Some("2021-07-28") || company.is_empty() || location.is_empty() {
+            return (400, json!({"statusCode": 400, "message": "Bad Request"}));
+        }
+        let agency_access = self.live.get(company).map(|(access, _)| access.as_str());
+        if bearer.is_none() || bearer != agency_access {
+            return (401, json!({"statusCode": 401, "message": "Invalid JWT"}));
+        }
+        if self.not_installed.contains(location) {
+            return (
+                400,
+                json!({"statusCode": 400, "message": "The app is not installed for this location"}),
+            );
+        }
+        self.issued += 1;
+        *self.mints.entry(location.to_owned()).or_default() += 1;
+        let access = format!(
+            "{}location-{}-{location}",
+            self.endpoint.issue_prefix, self.issued
+        );
+        self.minted.insert(location.to_owned(), access.clone());
+        let expires_in = self.endpoint.minted_expires_in.unwrap_or(86_399);
+        (
+            200,
+            json!({"access_token": access, "token_type": "Bearer", "expires_in": expires_in,
+                   "scope": "socialplanner/csv.write", "userType": "Location",
+                   "companyId": company, "locationId": location}),
+        )
     }
 
     /// Answers one refresh request: status and JSON body.
