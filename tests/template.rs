@@ -363,6 +363,7 @@ fn sets_only_variables_the_function_reads() {
         .unwrap();
     let known = [
         "GHL_TOKEN_SECRET_ID",
+        "GHL_AGENCY_SECRET_ID",
         "GHL_TOKEN",
         "INBOUND_AUTH_SECRET_ID",
         "ALLOW_UNAUTHENTICATED",
@@ -473,9 +474,11 @@ fn sub_pattern(resource: &Value) -> (String, Value) {
 fn grants_the_token_secrets_exactly_as_the_template_names_them_and_nothing_wider() {
     let t = template();
     let arn = "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:";
-    let template_name: Value =
-        serde_norway::from_str(r#"!Join ["*", !Split ["{locationId}", !Ref TokenSecretName]]"#)
-            .unwrap();
+    // The agency secret when there is one, else the token secret(s).
+    let template_name: Value = serde_norway::from_str(
+        r#"!If [AgencyConnection, !Ref AgencySecretName, !Join ["*", !Split ["{locationId}", !Ref TokenSecretName]]]"#,
+    )
+    .unwrap();
     let mut token_statements = 0;
     let secret_statements = statements(&t)
         .into_iter()
@@ -504,6 +507,40 @@ fn grants_the_token_secrets_exactly_as_the_template_names_them_and_nothing_wider
         token_statements, 4,
         "read and write, in the receiver and the worker"
     );
+}
+
+#[test]
+fn an_agency_secret_replaces_the_token_secret_and_is_written_back() {
+    let t = template();
+    let variables = &t["Globals"]["Function"]["Environment"]["Variables"];
+    let parsed = |text: &str| -> Value { serde_norway::from_str(text).unwrap() };
+    assert_eq!(
+        variables["GHL_AGENCY_SECRET_ID"],
+        parsed("!If [AgencyConnection, !Ref AgencySecretName, !Ref AWS::NoValue]")
+    );
+    assert_eq!(
+        variables["GHL_TOKEN_SECRET_ID"],
+        parsed("!If [AgencyConnection, !Ref AWS::NoValue, !Ref TokenSecretName]")
+    );
+    assert_eq!(
+        t["Conditions"]["AgencyConnection"],
+        parsed(r#"!Not [!Equals [!Ref AgencySecretName, ""]]"#)
+    );
+    assert_eq!(
+        t["Conditions"]["OAuthEnabled"],
+        parsed(r#"!Or [!Equals [!Ref OAuthMode, "true"], !Condition AgencyConnection]"#),
+        "an agency pair is refreshed and written back"
+    );
+    assert_eq!(t["Parameters"]["AgencySecretName"]["Default"], "");
+    let asserted: Vec<Value> = t["Rules"]["TokenSecretTemplateHasFixedText"]["Assertions"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a["Assert"].clone())
+        .collect();
+    assert!(asserted.contains(&parsed(
+        "!Not [!Equals [!Ref AgencySecretName, !Ref InboundAuthSecretName]]"
+    )));
 }
 
 #[test]
@@ -770,13 +807,15 @@ fn python(code: &str, args: &[&str]) -> std::process::Output {
 }
 
 /// cfn-lint and `sam validate --lint` on the template as deployed with every optional part on:
-/// alarms with an e-mail subscription, queue mode (worker, dead-letter queue alarm) and records.
+/// alarms with an e-mail subscription, queue mode (worker, dead-letter queue alarm), records and
+/// an agency connection.
 #[test]
 fn the_template_with_alarms_and_queue_mode_on_passes_cfn_lint_and_sam_validate() {
     let text = with_defaults(&[
         ("AlarmsEnabled", "\"false\"", "\"true\""),
         ("AlarmEmail", "\"\"", "ops@example.com"),
         ("DeliveryMode", "sync", "queue"),
+        ("AgencySecretName", "\"\"", "ghl/agency"),
     ]);
     let dir = std::env::temp_dir().join(format!("ghl-template-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -166,6 +166,29 @@ async fn a_location_the_app_is_not_installed_at_is_403_and_remembered() {
 }
 
 #[tokio::test]
+async fn a_mint_the_token_endpoint_cannot_make_now_is_503_and_not_remembered() {
+    let failing = TokenEndpoint {
+        failure: Some(503),
+        ..TokenEndpoint::default()
+    };
+    let t = agency_app(now_unix() + 86_399, failing, vec![]).await;
+    let answer = t.invoke(&event(LOCATION, "csv-1")).await;
+    assert_eq!(
+        (answer.status, code(&answer)),
+        (503, "upstream_unavailable"),
+        "{}",
+        answer.text
+    );
+    assert!(answer.headers.contains_key("retry-after"));
+    t.highlevel.token_endpoint(TokenEndpoint::default());
+    assert_eq!(
+        t.invoke(&event(LOCATION, "csv-1")).await.status,
+        200,
+        "tried again at once"
+    );
+}
+
+#[tokio::test]
 async fn a_401_on_a_minted_token_mints_once_more_and_retries_once() {
     let t = agency_app(now_unix() + 86_399, TokenEndpoint::default(), vec![]).await;
     t.highlevel_answers_in_turn([Scripted::status(401), Scripted::Documented]);

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 /// How the token endpoint behaves beyond HighLevel's rules, on purpose.
 #[derive(Debug, Clone, Default)]
 pub struct TokenEndpoint {
-    /// Answer every refresh with this status instead.
+    /// Answer every refresh and mint with this status instead.
     pub failure: Option<u16>,
     /// Wait this long before every answer.
     pub delay: Duration,
@@ -71,6 +71,12 @@ impl Pairs {
         version: Option<&str>,
         form: &HashMap<String, String>,
     ) -> (u16, Value) {
+        if let Some(status) = self.endpoint.failure {
+            return (
+                status,
+                json!({"statusCode": status, "message": "simulated"}),
+            );
+        }
         let field = |name: &str| form.get(name).map(String::as_str).unwrap_or("");
         let (company, location) = (field("companyId"), field("locationId"));
         if version != Some("2021-07-28") || company.is_empty() || location.is_empty() {
