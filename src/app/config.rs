@@ -72,6 +72,14 @@ pub enum TokenSourceConfig {
     },
     /// `GHL_TOKEN`: one literal token for every location (local development).
     Local(Token),
+    /// One literal agency token, from which each location's token is minted (`demo --agency`;
+    /// never from the Lambda environment).
+    LocalAgency {
+        /// The agency's access token.
+        token: Token,
+        /// Its `companyId`.
+        company_id: String,
+    },
 }
 
 /// How callers are authenticated.

@@ -31,7 +31,7 @@ use crate::queue::memory::MemoryQueue;
 use crate::queue::{sqs::SqsQueue, Queue};
 use crate::records::{dynamodb::DynamoRecords, memory::MemoryRecords, Records};
 use crate::service::FinalizeService;
-use crate::tokens::agency::AgencyTokens;
+use crate::tokens::agency::{AgencyPair, AgencyTokens};
 use crate::tokens::{SecretStore, TokenCounters, TokenSource};
 use config::{Config, InboundAuthConfig, QueueConfig, RecordsConfig, TokenSourceConfig};
 
@@ -97,14 +97,22 @@ impl App {
             }
             TokenSourceConfig::Agency { secret_id } => {
                 TokenSource::Agency(Box::new(AgencyTokens::new(
-                    SecretStore::new(
+                    AgencyPair::Secret(Box::new(SecretStore::new(
                         secret_id,
                         secrets_client()?,
                         ttl,
                         config.oauth_refresh_skew,
                         highlevel.clone(),
                         Arc::clone(&token_counters),
-                    ),
+                    ))),
+                    highlevel.clone(),
+                    config.oauth_refresh_skew,
+                    Arc::clone(&token_counters),
+                )))
+            }
+            TokenSourceConfig::LocalAgency { token, company_id } => {
+                TokenSource::Agency(Box::new(AgencyTokens::new(
+                    AgencyPair::Local { token, company_id },
                     highlevel.clone(),
                     config.oauth_refresh_skew,
                     Arc::clone(&token_counters),

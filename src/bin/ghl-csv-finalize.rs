@@ -19,7 +19,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use ghl_csv_finalize::app::config::{CallbackConfig, DeliveryConfig, QueueConfig, RecordsConfig};
+use ghl_csv_finalize::app::config::{
+    CallbackConfig, DeliveryConfig, QueueConfig, RecordsConfig, TokenSourceConfig,
+};
 use ghl_csv_finalize::auth::CallbackKey;
 use ghl_csv_finalize::delivery::Follow;
 use ghl_csv_finalize::local::drain;
@@ -58,8 +60,11 @@ enum Command {
         #[arg(long)]
         event: Option<PathBuf>,
         /// Go through queue mode: 202 from the receiver, then the worker finalizes
-        #[arg(long)]
+        #[arg(long, conflicts_with = "agency")]
         queue: bool,
+        /// One agency connection for two sub-accounts: each location's token minted on demand
+        #[arg(long)]
+        agency: bool,
     },
     /// Serve the function's handler over plain HTTP
     Serve {
@@ -166,7 +171,8 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command) -> Result<ExitCode, String> {
     match command {
-        Command::Demo { event, queue } => demo(event, queue).await,
+        Command::Demo { agency: true, .. } => demo_agency().await,
+        Command::Demo { event, queue, .. } => demo(event, queue).await,
         Command::Serve {
             addr,
             dry_run,
@@ -481,6 +487,75 @@ async fn demo(event: Option<PathBuf>, queue: bool) -> Result<ExitCode, String> {
         .is_some_and(|v| v["ok"] == true && (!queue || v["finalization"]["status"] == "finalized"));
     let called_back = !queue || callback.is_some_and(|c| c.verified == Some(true));
     Ok(if status.is_success() && finalized && called_back {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The agency demo: one agency token (no secret per sub-account), two locations finalized, each
+/// with a token minted for it on first use.
+async fn demo_agency() -> Result<ExitCode, String> {
+    const COMPANY: &str = "demo-company-0001";
+    const AGENCY_TOKEN: &str = "pit-demo-agency-0000-local-stand-in-token";
+    const LOCATIONS: [&str; 2] = ["ve9EPM428h8vShlRW1KT", "Lx2SecondSubAccount9"];
+    let standin = StandIn::start(([127, 0, 0, 1], 0).into(), Behaviour::default())
+        .await
+        .map_err(|e| format!("cannot start the HighLevel stand-in: {e}"))?;
+    standin.oauth_pair(COMPANY, AGENCY_TOKEN, "demo-agency-refresh");
+    let mut config = Config::local(DEMO_TOKEN, &standin.base_url()).map_err(|e| e.to_string())?;
+    config.token_source = TokenSourceConfig::LocalAgency {
+        token: ghl_csv_finalize::tokens::Token::parse(AGENCY_TOKEN).map_err(|e| e.to_string())?,
+        company_id: COMPANY.into(),
+    };
+    let app = build(config).await?;
+    println!(
+        "ghl-csv-finalize demo --agency: one agency connection for every sub-account, offline"
+    );
+    println!("  HighLevel stand-in:  {}", standin.base_url());
+    println!(
+        "  token source:        the agency's token (company {COMPANY}); no secret per sub-account"
+    );
+    println!();
+    let mut all_finalized = true;
+    for (i, location) in LOCATIONS.iter().enumerate() {
+        for round in 0..2 {
+            let request = http::Request::post(format!(
+                "/locations/{location}/csv/demo-csv-{i}-{round}/finalize"
+            ))
+            .body(Body::Empty)
+            .map_err(|e| e.to_string())?;
+            let response = app.respond(request).await;
+            println!(
+                "Finalize for {location} (CSV demo-csv-{i}-{round}): {}",
+                response.status()
+            );
+            all_finalized &= response.status().is_success();
+        }
+    }
+    println!();
+    println!("What HighLevel received (each location's token minted once, on its first finalize):");
+    for request in standin.received() {
+        let detail = match request.method.as_str() {
+            "POST" => format!("  body: {}", request.body.as_str().unwrap_or_default()),
+            _ => String::new(),
+        };
+        println!(
+            "  {} {} -> {}{detail}",
+            request.method, request.path, request.status
+        );
+    }
+    let mints = standin.mints();
+    println!();
+    for location in LOCATIONS {
+        println!(
+            "  tokens minted for {location}: {}",
+            mints.get(location).copied().unwrap_or(0)
+        );
+    }
+    standin.stop().await;
+    let once_each = LOCATIONS.iter().all(|l| mints.get(*l) == Some(&1));
+    Ok(if all_finalized && once_each {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

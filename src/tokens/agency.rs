@@ -66,9 +66,51 @@ impl Minted {
     }
 }
 
+/// Where the agency's access token comes from.
+pub(crate) enum AgencyPair {
+    /// `GHL_AGENCY_SECRET_ID`: the agency's OAuth entry, refreshed and written back.
+    Secret(Box<SecretStore>),
+    /// One literal agency token and its company (the local tools' `demo --agency`).
+    Local {
+        /// The agency's access token.
+        token: Token,
+        /// Its `companyId`.
+        company_id: String,
+    },
+}
+
+impl AgencyPair {
+    async fn token(&self, location: &LocationId, budget: &Budget) -> Result<LeasedToken, Error> {
+        match self {
+            AgencyPair::Secret(store) => store.token(location, budget).await,
+            AgencyPair::Local { token, .. } => Ok(LeasedToken::fixed(token.clone())),
+        }
+    }
+
+    async fn reload(
+        &self,
+        location: &LocationId,
+        refused: &LeasedToken,
+        budget: &Budget,
+    ) -> Result<LeasedToken, Error> {
+        match self {
+            AgencyPair::Secret(store) => store.reload(location, refused, budget).await,
+            AgencyPair::Local { .. } => Ok(refused.clone()),
+        }
+    }
+
+    /// The agency's `companyId`, as its secret was last read.
+    async fn company_id(&self, location: &LocationId) -> Option<String> {
+        match self {
+            AgencyPair::Secret(store) => store.root_text(location, "companyId").await,
+            AgencyPair::Local { company_id, .. } => Some(company_id.clone()),
+        }
+    }
+}
+
 /// Location tokens minted from the agency's pair.
 pub(crate) struct AgencyTokens {
-    agency: SecretStore,
+    agency: AgencyPair,
     highlevel: HighLevel,
     skew: Duration,
     minted: KeyedLocks<Minted>,
@@ -80,7 +122,7 @@ impl AgencyTokens {
     /// Tokens minted with the agency pair `agency` holds, kept until `skew`
     /// (`OAUTH_REFRESH_SKEW_SECS`) before they expire.
     pub(crate) fn new(
-        agency: SecretStore,
+        agency: AgencyPair,
         highlevel: HighLevel,
         skew: Duration,
         counters: Arc<TokenCounters>,
@@ -89,7 +131,7 @@ impl AgencyTokens {
     }
 
     fn with_capacity(
-        agency: SecretStore,
+        agency: AgencyPair,
         highlevel: HighLevel,
         skew: Duration,
         counters: Arc<TokenCounters>,
@@ -105,9 +147,19 @@ impl AgencyTokens {
         }
     }
 
-    /// The agency secret's id.
-    pub(crate) fn secret_id(&self) -> &str {
-        self.agency.secret_id()
+    /// Where the agency pair comes from, for the start-up log line.
+    pub(crate) fn describe(&self) -> String {
+        match &self.agency {
+            AgencyPair::Secret(store) => {
+                format!(
+                    "location tokens minted from the agency secret {}",
+                    store.secret_id()
+                )
+            }
+            AgencyPair::Local { company_id, .. } => {
+                format!("location tokens minted from a local agency token (company {company_id})")
+            }
+        }
     }
 
     /// The token for `location`: the one minted before while it has time left, else a new one.
@@ -165,16 +217,12 @@ impl AgencyTokens {
         budget: &Budget,
     ) -> Result<LeasedToken, Error> {
         let agency = self.agency.token(location, budget).await?;
-        let company = self
-            .agency
-            .root_text(location, "companyId")
-            .await
-            .ok_or_else(|| {
-                Error::config(
-                    "the agency secret names no companyId (the agency's OAuth answer carries it)",
-                    None,
-                )
-            })?;
+        let company = self.agency.company_id(location).await.ok_or_else(|| {
+            Error::config(
+                "the agency secret names no companyId (the agency's OAuth answer carries it)",
+                None,
+            )
+        })?;
         let mut reply = self.call(&agency, &company, location, budget).await?;
         if reply.status == 401 {
             tracing::info!(location_id = %location, "the token endpoint refused the agency's access token; renewing the agency pair");
@@ -315,7 +363,7 @@ mod tests {
             Arc::clone(&counters),
         );
         AgencyTokens::with_capacity(
-            agency,
+            AgencyPair::Secret(Box::new(agency)),
             highlevel,
             Duration::from_secs(300),
             counters,

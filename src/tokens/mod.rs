@@ -77,12 +77,7 @@ impl TokenSource {
             TokenSource::SecretsManager(store) => {
                 format!("Secrets Manager secret {}", store.secret_id())
             }
-            TokenSource::Agency(agency) => {
-                format!(
-                    "location tokens minted from the agency secret {}",
-                    agency.secret_id()
-                )
-            }
+            TokenSource::Agency(agency) => agency.describe(),
         }
     }
 }

@@ -299,6 +299,25 @@ async fn demo_queue_goes_through_the_receiver_the_queue_and_the_worker() {
     );
 }
 
+#[test]
+fn demo_agency_finalizes_two_locations_through_one_agency_token() {
+    let stdout = cli_ok(&["demo", "--agency"], &[]);
+    assert_eq!(stdout.matches(": 200 OK").count(), 4, "{stdout}");
+    assert_eq!(
+        stdout.matches("POST /oauth/locationToken -> 200").count(),
+        2,
+        "one mint per location: {stdout}"
+    );
+    assert!(
+        stdout.contains("tokens minted for Lx2SecondSubAccount9: 1"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("pit-demo-agency"),
+        "no token printed: {stdout}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_queue_follows_imports_as_its_environment_says() {
     let standin = standin().await;
