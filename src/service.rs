@@ -9,12 +9,14 @@
 use std::future::Future;
 use std::time::Duration;
 
+use crate::error::Error;
 use crate::highlevel::import::{more_to_read, PAGE_SIZE};
 use crate::highlevel::{
     self, attempts, CsvPage, Exchange, FinalizeCall, HighLevel, Import, Outcome,
 };
 use crate::request::deadline::unix_ms;
 use crate::request::deadline::Budget;
+use crate::request::ids::LocationId;
 use crate::request::{FinalizeRequest, Invocation};
 use crate::tokens::{LeasedToken, TokenSource};
 
@@ -59,6 +61,17 @@ pub(crate) trait Finalizer {
     ) -> impl Future<Output = Option<Import>> {
         let _ = (request, budget, earlier);
         async { None }
+    }
+
+    /// The app was uninstalled at `location` (at `when`, RFC 3339): its token ends. True when
+    /// a token was ended.
+    fn uninstall(
+        &self,
+        location: &LocationId,
+        when: &str,
+    ) -> impl Future<Output = Result<bool, Error>> {
+        let _ = (location, when);
+        async { Ok(false) }
     }
 
     /// Finalizes the import `request` names, within the invocation's deadline.
@@ -127,6 +140,10 @@ impl FinalizeService {
 impl Finalizer for FinalizeService {
     fn upstream_timeout(&self) -> Duration {
         self.upstream_timeout
+    }
+
+    async fn uninstall(&self, location: &LocationId, when: &str) -> Result<bool, Error> {
+        self.tokens.uninstall(location, when).await
     }
 
     fn dry_run(&self) -> bool {

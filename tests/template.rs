@@ -79,7 +79,7 @@ fn the_function_timeout_exceeds_the_largest_upstream_budget() {
 }
 
 #[test]
-fn routes_the_two_finalize_forms_the_health_check_and_the_status_route() {
+fn routes_the_two_finalize_forms_the_health_check_the_status_route_and_app_webhooks() {
     let t = template();
     let events = function(&t)["Properties"]["Events"].as_mapping().unwrap();
     let mut routes: Vec<(String, String)> = events
@@ -106,6 +106,7 @@ fn routes_the_two_finalize_forms_the_health_check_and_the_status_route() {
                 "POST".to_owned(),
                 "/locations/{locationId}/csv/{csvId}/finalize".to_owned()
             ),
+            ("POST".to_owned(), "/webhooks/highlevel".to_owned()),
         ]
     );
 }
@@ -193,12 +194,14 @@ fn owned(pairs: &[(Option<&str>, &str)]) -> Vec<(Option<String>, String)> {
 }
 
 #[test]
-fn the_receiver_reads_tokens_only_in_sync_mode_and_only_sends_to_the_queue() {
+fn the_receiver_reads_tokens_only_in_sync_mode_or_for_uninstalls_and_only_sends_to_the_queue() {
     let t = template();
     let granted = actions(statements(&t));
     let expected = owned(&[
         (None, "logs:CreateLogStream"),
         (None, "logs:PutLogEvents"),
+        (Some("AppWebhooks"), "secretsmanager:GetSecretValue"),
+        (Some("AppWebhooks"), "secretsmanager:PutSecretValue"),
         (
             Some("HasInboundAuthSecret"),
             "secretsmanager:GetSecretValue",
@@ -364,6 +367,7 @@ fn sets_only_variables_the_function_reads() {
     let known = [
         "GHL_TOKEN_SECRET_ID",
         "GHL_AGENCY_SECRET_ID",
+        "GHL_WEBHOOK_PUBLIC_KEY",
         "GHL_TOKEN",
         "INBOUND_AUTH_SECRET_ID",
         "ALLOW_UNAUTHENTICATED",
@@ -484,14 +488,16 @@ fn grants_the_token_secrets_exactly_as_the_template_names_them_and_nothing_wider
         .into_iter()
         .chain(worker_statements(&t))
         .filter(|(_, s)| {
-            s["Action"]
-                .as_str()
-                .is_some_and(|a| a.starts_with("secretsmanager:"))
+            let action = |a: &Value| a.as_str().is_some_and(|a| a.starts_with("secretsmanager:"));
+            action(&s["Action"])
+                || s["Action"]
+                    .as_sequence()
+                    .is_some_and(|a| a.iter().any(action))
         });
     for (_, statement) in secret_statements {
         let (pattern, name) = sub_pattern(&statement["Resource"]);
         match statement["Sid"].as_str().unwrap() {
-            "ReadTokenSecrets" | "WriteRefreshedTokens" => {
+            "ReadTokenSecrets" | "WriteRefreshedTokens" | "EndUninstalledTokens" => {
                 token_statements += 1;
                 // Only the placeholder becomes a wildcard; the rest is the random ARN suffix.
                 assert_eq!(pattern, format!("{arn}${{Name}}-??????"));
@@ -504,8 +510,8 @@ fn grants_the_token_secrets_exactly_as_the_template_names_them_and_nothing_wider
         }
     }
     assert_eq!(
-        token_statements, 4,
-        "read and write, in the receiver and the worker"
+        token_statements, 5,
+        "read and write, in the receiver and the worker; the receiver's uninstalls"
     );
 }
 
@@ -763,6 +769,8 @@ fn the_dashboard_shows_every_metric_the_function_writes() {
         "UpstreamStatus",
         "RateLimitRemaining",
         "TokenRefreshes",
+        "TokensMinted",
+        "AppInstalls",
         "UnwrittenTokenPairs",
         "UnrecordedResults",
         "AuthFailures",

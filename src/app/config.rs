@@ -9,7 +9,7 @@ use std::time::Duration;
 use reqwest::header::HeaderValue;
 use url::Url;
 
-use crate::auth::CallbackKey;
+use crate::auth::{AppWebhookKey, CallbackKey};
 use crate::aws::Services;
 use crate::delivery::Follow;
 use crate::request::callback::{CallbackUrl, Reach};
@@ -314,6 +314,9 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// Completion callbacks (`CALLBACK_URL`, `CALLBACK_ALLOW_PRIVATE`).
     pub callback: CallbackConfig,
+    /// `GHL_WEBHOOK_PUBLIC_KEY`: HighLevel's key for its app webhooks, which are taken on
+    /// `POST …/webhooks/highlevel` when it is set.
+    pub app_webhook_key: Option<AppWebhookKey>,
     /// `METRICS_NAMESPACE`: the CloudWatch namespace of the EMF metrics.
     pub metrics_namespace: String,
     /// Where the audit lines and metrics go: stdout, or memory for the tests and the local
@@ -492,6 +495,12 @@ impl Config {
             )?),
             delivery,
             callback,
+            app_webhook_key: get("GHL_WEBHOOK_PUBLIC_KEY")
+                .map(|pem| {
+                    AppWebhookKey::from_pem(&pem)
+                        .map_err(|problem| ConfigError::new("GHL_WEBHOOK_PUBLIC_KEY", problem))
+                })
+                .transpose()?,
             metrics_namespace: parse_namespace(get("METRICS_NAMESPACE"))?,
             lines: crate::observe::Lines::Stdout,
             dry_run: false,

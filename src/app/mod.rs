@@ -23,6 +23,7 @@ use crate::aws::AwsClients;
 use crate::cache::SingleFlightCache;
 use crate::callback::Callbacks;
 use crate::delivery::Delivery;
+use crate::fronts::http::app_webhook::AppWebhooks;
 use crate::fronts::http::HttpFront;
 use crate::fronts::sqs_batch;
 use crate::highlevel::HighLevel;
@@ -170,7 +171,8 @@ impl App {
             ),
             _ => None,
         };
-        let http = HttpFront::new(auth, config.default_user_id, requires_user_id);
+        let app_webhooks = config.app_webhook_key.map(AppWebhooks::new);
+        let http = HttpFront::new(auth, config.default_user_id, requires_user_id, app_webhooks);
         if !http.authenticates() {
             tracing::warn!("inbound authentication is DISABLED (ALLOW_UNAUTHENTICATED=true): anyone who can reach this function can call it");
         }

@@ -4,8 +4,10 @@
 //! [`InboundAuth`] loads them from the inbound-auth secret, cached like a token secret, and
 //! answers 401 to a caller that passes neither.
 
+pub mod app_key;
 mod keys;
 
+pub use app_key::AppWebhookKey;
 pub use keys::{sign_webhook, CallbackKey, Credential, InboundKeys, Proof};
 
 use std::sync::Arc;

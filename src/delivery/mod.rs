@@ -233,6 +233,12 @@ impl<S: Finalizer> Delivery<S> {
         self.queue.as_ref()
     }
 
+    /// The app was uninstalled at `location` (at `when`, RFC 3339): its token ends (HighLevel's
+    /// `UNINSTALL` webhook). True when a token was ended.
+    pub(crate) async fn uninstall(&self, location: &LocationId, when: &str) -> Result<bool, Error> {
+        self.service.uninstall(location, when).await
+    }
+
     /// Handles one finalize request whose idempotency key is `key` (`None` when no records
     /// are kept).
     pub(crate) async fn submit(

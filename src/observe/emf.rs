@@ -43,6 +43,8 @@ pub struct Measures {
     pub posts_failed: u64,
     /// From the finalize to the end of its import, when followed to it.
     pub import_duration_ms: Option<u64>,
+    /// HighLevel's app webhook reported an install (1).
+    pub app_installs: u64,
     /// A completion callback was answered with a 2xx (1).
     pub callbacks_delivered: u64,
     /// A completion callback was given up, never answered with a 2xx in 24 hours (1).
@@ -123,6 +125,7 @@ pub fn document(namespace: &str, audit: &Audit, measures: &Measures, timestamp_m
         count("ImportsFailed", measures.imports_failed),
         count("PostsFailed", measures.posts_failed),
         count("CallbacksDelivered", measures.callbacks_delivered),
+        count("AppInstalls", measures.app_installs),
         count("CallbacksFailed", measures.callbacks_failed),
         count("AuthFailures", (audit.status == 401).into()),
     ]);

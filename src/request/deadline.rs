@@ -174,6 +174,58 @@ pub fn rfc3339(unix_ms: u64) -> String {
     )
 }
 
+/// Unix milliseconds of an RFC 3339 UTC time as HighLevel writes them
+/// (`2026-12-02T09:15:03.123Z`, the fraction optional, `Z` or `+00:00`); `None` for anything
+/// else, or a date before 1970.
+pub fn parse_rfc3339(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let body = text
+        .strip_suffix('Z')
+        .or_else(|| text.strip_suffix("+00:00"))?;
+    let (date, time) = body.split_once('T')?;
+    let mut date_parts = date.splitn(3, '-').map(|p| p.parse::<u64>().ok());
+    let (year, month, day) = (
+        date_parts.next()??,
+        date_parts.next()??,
+        date_parts.next()??,
+    );
+    let (clock, fraction) = time.split_once('.').unwrap_or((time, "0"));
+    let mut clock_parts = clock.splitn(3, ':').map(|p| p.parse::<u64>().ok());
+    let (hour, minute, second) = (
+        clock_parts.next()??,
+        clock_parts.next()??,
+        clock_parts.next()??,
+    );
+    let valid = date.len() == 10
+        && clock.len() == 8
+        && year >= 1970
+        && (1..=12).contains(&month)
+        && (1..=31).contains(&day)
+        && hour < 24
+        && minute < 60
+        && second < 61
+        && !fraction.is_empty()
+        && fraction.len() <= 9
+        && fraction.bytes().all(|b| b.is_ascii_digit());
+    if !valid {
+        return None;
+    }
+    let millis: u64 = format!("{fraction:0<3}")[..3].parse().ok()?;
+    let days = days_from_civil(year, month, day);
+    Some(((days * 86_400 + hour * 3600 + minute * 60 + second) * 1000) + millis)
+}
+
+/// A civil date to days since 1970-01-01 (the inverse of [`civil_from_days`]).
+fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
+    let year = year - u64::from(month <= 2);
+    let era = year / 400;
+    let yoe = year - era * 400;
+    let mp = if month > 2 { month - 3 } else { month + 9 };
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    (era * 146_097 + doe).saturating_sub(719_468)
+}
+
 /// Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm, for dates from 1970).
 fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let z = days + 719_468;
@@ -268,6 +320,35 @@ mod tests {
         let passed = Deadline::after(Duration::ZERO);
         assert_eq!(passed.bound(std::future::pending::<()>()).await, None);
         assert_eq!(Deadline::NONE.bound(async { 7 }).await, Some(7));
+    }
+
+    #[test]
+    fn reads_back_the_times_it_shows_and_refuses_other_shapes() {
+        for ms in [0, 951_782_400_000, 1_796_202_903_123, 4_102_444_799_999] {
+            assert_eq!(parse_rfc3339(&rfc3339(ms)), Some(ms), "{ms}");
+        }
+        assert_eq!(
+            parse_rfc3339("2026-12-02T09:15:03Z"),
+            Some(1_796_202_903_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-12-02T09:15:03.1+00:00"),
+            Some(1_796_202_903_100)
+        );
+        for bad in [
+            "",
+            "2026-12-02",
+            "2026-12-02T09:15:03",
+            "2026-13-02T09:15:03Z",
+            "2026-12-02T25:15:03Z",
+            "2026-12-02T09:15:03.Z",
+            "2026-12-02T09:15:03+02:00",
+            "1969-12-31T23:59:59Z",
+            "2026-1-02T09:15:03Z",
+            "２０２６-12-02T09:15:03Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
     }
 
     #[test]

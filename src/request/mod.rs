@@ -7,9 +7,11 @@
 //! - [`key`]: the [`IdempotencyKey`](key::IdempotencyKey) a request's record is found by.
 //! - [`deadline`]: the Lambda deadline, the HighLevel [`Budget`](deadline::Budget) and the
 //!   clock.
+//! - [`app_event`]: HighLevel's app webhooks (`INSTALL`, `UNINSTALL`), read.
 //! - [`callback`]: the completion callback's [`CallbackUrl`](callback::CallbackUrl), and the
 //!   addresses a callback may never reach.
 
+pub mod app_event;
 pub mod callback;
 pub mod deadline;
 pub mod ids;

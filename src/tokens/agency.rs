@@ -201,11 +201,14 @@ impl AgencyTokens {
         self.mint(location, &mut minted, budget).await
     }
 
-    /// Forgets the token minted for `location` (the app was uninstalled there).
-    #[allow(dead_code)] // the app webhooks' UNINSTALL (issue 18's next step) drops it
-    pub(crate) async fn forget(&self, location: &LocationId) {
+    /// The app was uninstalled at `location`: its minted token is dropped, and a finalize for
+    /// it is 403 (remembered like a refused mint; HighLevel refuses to mint for it after).
+    pub(crate) async fn uninstall(&self, location: &LocationId) -> bool {
         let lock = self.minted.lock_for(location.as_str());
-        lock.lock().await.token = None;
+        let mut minted = lock.lock().await;
+        let had = minted.token.take().is_some();
+        minted.refused_at = Some(Instant::now());
+        had
     }
 
     /// Mints a token for `location` with the agency's pair; a 401 renews the pair first and

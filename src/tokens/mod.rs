@@ -70,6 +70,16 @@ impl TokenSource {
         }
     }
 
+    /// The app was uninstalled at `location` (at `when`, RFC 3339): its token ends, where it is
+    /// the function's to end. True when a token was ended.
+    pub(crate) async fn uninstall(&self, location: &LocationId, when: &str) -> Result<bool, Error> {
+        match self {
+            TokenSource::Local(_) => Ok(false),
+            TokenSource::SecretsManager(store) => store.uninstall(location, when).await,
+            TokenSource::Agency(agency) => Ok(agency.uninstall(location).await),
+        }
+    }
+
     /// A short description for the start-up log line (never the token).
     pub(crate) fn describe(&self) -> String {
         match self {

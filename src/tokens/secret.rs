@@ -98,6 +98,11 @@ impl TokenSecret {
         if object.is_empty() {
             return Err("token secret is an empty JSON object".into());
         }
+        if object.contains_key(UNINSTALLED_AT) {
+            // The app was uninstalled where this secret (or the last entry of its map) was
+            // used: it names no location.
+            return Ok(TokenSecret::Map(HashMap::new()));
+        }
         let mut map = HashMap::with_capacity(object.len());
         for (location, entry) in object {
             let what = "an entry of the token map";
@@ -122,6 +127,9 @@ impl TokenSecret {
         }
     }
 }
+
+/// What an uninstalled location's secret holds instead of its token (`{"uninstalledAt": …}`).
+pub const UNINSTALLED_AT: &str = "uninstalledAt";
 
 /// Reads `access_token` (preferred) or `token` from an object, if either key is present, with
 /// the OAuth details when the object has a `refresh_token`.
@@ -163,6 +171,13 @@ mod tests {
             .secret
             .entry_for(&loc(location))
             .map(|(entry, _)| entry.token.expose().to_owned())
+    }
+
+    #[test]
+    fn an_uninstalled_secret_names_no_location() {
+        let parsed =
+            TokenSecret::parse(r#"{"uninstalledAt": "2026-12-03T10:00:00.000Z"}"#).unwrap();
+        assert_eq!(token(&parsed, "L1"), None);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use serde_json::{Map, Value};
 use tokio::sync::OwnedMutexGuard;
 
 use super::oauth::{successor_token, Grant, OAuthEntry, REFRESHED_FIELDS};
-use super::secret::{EntryPath, TokenSecret};
+use super::secret::{EntryPath, TokenSecret, UNINSTALLED_AT};
 use super::template::{resolve, LOCATION_PLACEHOLDER};
 use super::token::Token;
 use crate::aws::secrets_manager::{ReadError, SecretsClient, WriteError};
@@ -201,6 +201,61 @@ impl SecretStore {
             generations: AtomicU64::new(1),
             counters,
         }
+    }
+
+    /// The app was uninstalled at `location` (at `when`, RFC 3339): its token ends. A secret of
+    /// its own gets a new version `{"uninstalledAt": …}` (never deleted: a later install writes
+    /// it again); a map loses its entry (its last one leaves `{"uninstalledAt": …}`); one token
+    /// for every location is left as it is. Conditional on the version read, like a refresh's
+    /// write. True when a token was ended.
+    pub(crate) async fn uninstall(&self, location: &LocationId, when: &str) -> Result<bool, Error> {
+        let (id, mut state) = self.open(location).await?;
+        let own_secret = self.secret_id.contains(LOCATION_PLACEHOLDER);
+        let until = Deadline::at(tokio::time::Instant::now() + WRITE_BACK_TIME);
+        let uninstalled = || {
+            let mut document = Map::new();
+            document.insert(UNINSTALLED_AT.into(), Value::String(when.to_owned()));
+            document
+        };
+        for _ in 0..MAX_WRITES {
+            let current = match self.read(&id, until).await {
+                Ok(current) => current,
+                Err(ReadError::NotFound { .. }) if own_secret => return Ok(false),
+                Err(error) => return Err(error.into_error("the token secret")),
+            };
+            let document = match (&current.secret, current.document) {
+                _ if own_secret => uninstalled(),
+                (TokenSecret::Map(map), Some(mut document))
+                    if map.contains_key(location.as_str()) =>
+                {
+                    document.remove(location.as_str());
+                    if document.is_empty() {
+                        uninstalled()
+                    } else {
+                        document
+                    }
+                }
+                _ => return Ok(false),
+            };
+            let text = Value::Object(document.clone()).to_string();
+            let token = successor_token(&id, current.version_id.as_deref());
+            match until.bound(self.client.write(&id, &text, &token)).await {
+                Some(Ok(version_id)) => {
+                    state.loaded = Some(self.written(document, version_id)?);
+                    return Ok(true);
+                }
+                Some(Err(WriteError::Conflict)) => continue,
+                Some(Err(error)) => return Err(Error::SecretUnavailable(Box::new(error))),
+                None => {
+                    return Err(Error::SecretUnavailable(
+                        "the uninstall's write ran out of time".into(),
+                    ))
+                }
+            }
+        }
+        Err(Error::SecretUnavailable(
+            "the token secret kept changing while an uninstall was written".into(),
+        ))
     }
 
     /// The text field `name` at the root of the secret `location` reads, as last read (the

@@ -279,3 +279,31 @@ async fn no_minted_or_agency_token_reaches_a_response_or_the_log() {
         assert!(!lines.contains(secret), "{secret} in a kept line");
     }
 }
+
+#[tokio::test]
+async fn an_uninstall_drops_the_minted_token_and_its_finalizes_answer_403() {
+    let key = ghl_csv_finalize::local::standin::StandIn::app_webhook_public_key_pem();
+    let t = agency_app(
+        now_unix() + 86_399,
+        TokenEndpoint::default(),
+        vec![("GHL_WEBHOOK_PUBLIC_KEY", key)],
+    )
+    .await;
+    assert_eq!(t.invoke(&event(LOCATION, "csv-1")).await.status, 200);
+    let body = json!({"type": "UNINSTALL", "companyId": COMPANY, "locationId": LOCATION,
+                      "webhookId": unique("wh"), "timestamp": now_unix() * 1000})
+    .to_string();
+    let signature = ghl_csv_finalize::local::standin::StandIn::sign_app_webhook(body.as_bytes());
+    let webhook = edit(
+        &without_credentials(&with_body(EV_JSON_BODY, &body, Some("application/json"))),
+        |v| v["rawPath"] = json!("/webhooks/highlevel"),
+    );
+    let webhook = with_header(&webhook, "x-ghl-signature", Some(&signature));
+    assert_eq!(t.invoke(&webhook).await.status, 200);
+    let refused = t.invoke(&event(LOCATION, "csv-2")).await;
+    assert_eq!(
+        (refused.status, code(&refused)),
+        (403, "location_not_allowed")
+    );
+    assert_eq!(mint_calls(&t), 1, "no mint for an uninstalled location");
+}

@@ -8,6 +8,7 @@
 mod helpers;
 
 mod agency;
+mod app_webhooks;
 mod callbacks;
 mod cli;
 mod confirm;

@@ -11,6 +11,7 @@
 //! - [`inbound`]: pure parsing of method, path, query string and body.
 //! - [`response`]: the contract's JSON envelope.
 
+pub mod app_webhook;
 pub mod event;
 pub mod inbound;
 pub mod response;
@@ -26,11 +27,13 @@ use crate::delivery::{Delivered, Delivery, Receipt};
 use crate::error::{chain, Error};
 use crate::observe::{Audit, Measures, Mode, Observer};
 use crate::records::{FinalizationId, Record};
+use crate::request::app_event::{AppEvent, AppEventKind};
 use crate::request::callback::CallbackUrl;
 use crate::request::deadline::Deadline;
 use crate::request::ids::UserId;
 use crate::request::key::{IdempotencyKey, KeyKind};
 use crate::request::{FinalizeRequest, Invocation};
+use app_webhook::{Acted, AppWebhooks};
 use event::{Caller, InvalidBase64Body, MalformedEvent, PathParams};
 use inbound::{BodyKind, Route, Sources};
 
@@ -44,6 +47,8 @@ enum Accepted {
     /// `GET …/finalizations/{id}` by a caller who may see the locations it may act for; with
     /// `?refresh=true`, the import read from HighLevel now.
     Lookup(FinalizationId, bool),
+    /// One of HighLevel's app webhooks, its signature good.
+    AppEvent(AppEvent),
 }
 
 /// The checks in front of delivery, and what they need.
@@ -51,6 +56,7 @@ pub(crate) struct HttpFront {
     auth: Arc<InboundAuth>,
     default_user_id: Option<UserId>,
     requires_user_id: bool,
+    app_webhooks: Option<AppWebhooks>,
 }
 
 /// What the front did with one request.
@@ -63,6 +69,8 @@ enum Handled {
     Finalize(FinalizeRequest, Receipt),
     /// The status route found the record.
     Found(Record),
+    /// An app webhook was acted on.
+    AppEvent(Acted),
 }
 
 impl HttpFront {
@@ -72,11 +80,13 @@ impl HttpFront {
         auth: Arc<InboundAuth>,
         default_user_id: Option<UserId>,
         requires_user_id: bool,
+        app_webhooks: Option<AppWebhooks>,
     ) -> Self {
         Self {
             auth,
             default_user_id,
             requires_user_id,
+            app_webhooks,
         }
     }
 
@@ -116,6 +126,13 @@ impl HttpFront {
                     Err(error) => Handled::Refused(error),
                 }
             }
+            Ok(Accepted::AppEvent(event)) => match &self.app_webhooks {
+                Some(webhooks) => match webhooks.act(delivery, &event).await {
+                    Ok(acted) => Handled::AppEvent(acted),
+                    Err(error) => Handled::Refused(error),
+                },
+                None => Handled::Refused(Error::NotFound),
+            },
             Err(error) => Handled::Refused(error),
         };
         let request_id = invocation.request_id.as_str();
@@ -126,6 +143,7 @@ impl HttpFront {
                 response::receipt(finalize, receipt, request_id)
             }
             Handled::Found(record) => response::finalization(record, request_id),
+            Handled::AppEvent(acted) => response::app_event(*acted == Acted::Duplicate, request_id),
         };
         let caller = request.extensions().get::<Caller>();
         let audit = Audit {
@@ -172,6 +190,15 @@ impl HttpFront {
         }
         let body = request.body().as_ref();
         inbound::check_body_size(body)?;
+        if let Some(webhooks) = &self.app_webhooks {
+            // Signed by HighLevel with its own key, not by one of the inbound credentials.
+            let path = request.uri().path();
+            if request.method() == Method::POST && path.ends_with(app_webhook::APP_WEBHOOK_PATH) {
+                return webhooks
+                    .check(request.headers(), body)
+                    .map(Accepted::AppEvent);
+            }
+        }
         let caller = credential.insert(
             self.auth
                 .authenticate(request.headers(), body, deadline)
@@ -253,6 +280,12 @@ fn observe(observer: &Observer, mut audit: Audit, handled: &Handled) {
     let error = match handled {
         Handled::Health => None,
         Handled::Refused(error) => Some(error),
+        Handled::AppEvent(acted) => {
+            audit.credential = "highlevel-app".into();
+            measures.app_installs =
+                u64::from(matches!(acted, Acted::Done(AppEventKind::Install, _)));
+            None
+        }
         Handled::Found(record) => {
             audit.finalization_id = Some(record.id.as_str().to_owned());
             audit.location_id = Some(record.location_id.as_str().to_owned());

@@ -19,6 +19,14 @@ pub fn health(request_id: &str) -> Response<Body> {
     respond(StatusCode::OK, json!({"ok": true, "requestId": request_id}))
 }
 
+/// `200 {"ok":true,"duplicate":…}` for an app webhook acted on (or acted on before).
+pub fn app_event(duplicate: bool, request_id: &str) -> Response<Body> {
+    respond(
+        StatusCode::OK,
+        json!({"ok": true, "duplicate": duplicate, "requestId": request_id}),
+    )
+}
+
 /// `200 {"ok":true,"finalization":{…}}` for `GET …/finalizations/{id}`.
 pub fn finalization(record: &Record, request_id: &str) -> Response<Body> {
     respond(

@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use aws_lc_rs::signature::KeyPair;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -224,6 +225,20 @@ impl StandIn {
             .insert(location.to_owned());
     }
 
+    /// The PEM public key the stand-in signs its app webhooks with (`GHL_WEBHOOK_PUBLIC_KEY`
+    /// for the function under test): one fixed key pair, a stand-in value like its tokens.
+    pub fn app_webhook_public_key_pem() -> String {
+        let pair = app_key_pair();
+        let public: [u8; 32] = pair.public_key().as_ref().try_into().unwrap_or([0; 32]);
+        crate::auth::app_key::public_key_pem(&public)
+    }
+
+    /// HighLevel's `X-GHL-Signature` of an app webhook `body`, made with the stand-in's key.
+    pub fn sign_app_webhook(body: &[u8]) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(app_key_pair().sign(body).as_ref())
+    }
+
     /// Refreshes granted and refused so far.
     pub fn refreshes(&self) -> (u64, u64) {
         let pairs = lock(&self.state.pairs);
@@ -304,6 +319,13 @@ impl StandIn {
 }
 
 /// A poisoned lock only means a test thread panicked; the data is still what it was.
+/// The stand-in's app-webhook key pair, from a fixed seed.
+fn app_key_pair() -> aws_lc_rs::signature::Ed25519KeyPair {
+    const SEED: [u8; 32] = *b"ghl-csv-finalize stand-in app ke";
+    aws_lc_rs::signature::Ed25519KeyPair::from_seed_unchecked(&SEED)
+        .expect("a 32-byte seed makes a key pair")
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
