@@ -116,6 +116,28 @@ proptest! {
     }
 
     #[test]
+    fn app_webhooks_callback_urls_and_times_never_panic_and_keep_only_safe_values(
+        text in prop_oneof![".*", "[0-9:TZ.+-]{0,40}", "https?://[a-z0-9.:\\[\\]@/?=_-]{0,60}"],
+        location in prop_oneof![id_like(), ".{0,10}"],
+        stamp in prop_oneof![Just(json!(5)), ".*".prop_map(|t| json!(t))],
+    ) {
+        if let Some(ms) = ghl_csv_finalize::request::deadline::parse_rfc3339(&text) {
+            prop_assert_eq!(ghl_csv_finalize::request::deadline::parse_rfc3339(&ghl_csv_finalize::request::deadline::rfc3339(ms)), Some(ms));
+        }
+        let body = json!({"type": text, "webhookId": "w", "timestamp": stamp, "locationId": location}).to_string();
+        if let Ok(event) = ghl_csv_finalize::request::app_event::AppEvent::parse(body.as_bytes()) {
+            prop_assert!(event.location_id.as_ref().is_none_or(|l| is_safe_id(l.as_str())));
+        }
+        use ghl_csv_finalize::request::callback::{CallbackUrl, Reach};
+        let public = Reach { allow_private: false };
+        if let Ok(url) = CallbackUrl::parse(&text, public) {
+            prop_assert_eq!(url.as_url().scheme(), "https");
+            let admitted = url.address().is_none_or(|a| public.admits_address(a));
+            prop_assert!(admitted, "{}", url);
+        }
+    }
+
+    #[test]
     fn content_type_checks_never_panic(content_type in proptest::option::of(prop::collection::vec(any::<u8>(), 0..60)), body in prop::collection::vec(any::<u8>(), 0..4)) {
         let header = content_type.and_then(|bytes| HeaderValue::from_bytes(&bytes).ok());
         let _ = inbound::body_kind(header.as_ref(), &body);
