@@ -41,6 +41,8 @@
 //!   set-up ([`observe::logging`]).
 //! - [`service`]: [`service::FinalizeService`], the one finalize: token, then HighLevel (and
 //!   the CSV's status); the `Finalizer` trait delivery asks it through.
+//! - [`install`]: installing the app in one click (`GHL_APP_SECRET_ID`): the signed `state`,
+//!   the code exchange, the pair it brings (stored by [`tokens`]) and the HTML pages.
 //! - [`auth`]: inbound authentication: the rules ([`auth::keys`]) and loading them from the
 //!   inbound-auth secret.
 //! - [`tokens`]: where HighLevel tokens come from: the [`tokens::Token`] type, the secret's
@@ -75,6 +77,7 @@ pub mod error;
 pub(crate) mod faults;
 pub mod fronts;
 pub mod highlevel;
+pub mod install;
 #[cfg(feature = "local")]
 pub mod local;
 pub mod observe;

@@ -74,6 +74,16 @@ pub(crate) trait Finalizer {
         async { Ok(false) }
     }
 
+    /// Stores the pair an install brought where the token source keeps such a pair; `None`
+    /// when it has nowhere for it.
+    fn install(
+        &self,
+        pair: &crate::install::InstalledPair,
+    ) -> impl Future<Output = Result<Option<()>, Error>> {
+        let _ = pair;
+        async { Ok(None) }
+    }
+
     /// Finalizes the import `request` names, within the invocation's deadline.
     fn finalize(
         &self,
@@ -144,6 +154,10 @@ impl Finalizer for FinalizeService {
 
     async fn uninstall(&self, location: &LocationId, when: &str) -> Result<bool, Error> {
         self.tokens.uninstall(location, when).await
+    }
+
+    async fn install(&self, pair: &crate::install::InstalledPair) -> Result<Option<()>, Error> {
+        self.tokens.install(pair).await
     }
 
     fn dry_run(&self) -> bool {

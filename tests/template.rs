@@ -101,6 +101,8 @@ fn routes_the_two_finalize_forms_the_health_check_the_status_route_and_app_webho
                 "/finalizations/{finalizationId}".to_owned()
             ),
             ("GET".to_owned(), "/healthz".to_owned()),
+            ("GET".to_owned(), "/oauth/callback".to_owned()),
+            ("GET".to_owned(), "/oauth/install".to_owned()),
             ("POST".to_owned(), "/finalize".to_owned()),
             (
                 "POST".to_owned(),
@@ -194,7 +196,7 @@ fn owned(pairs: &[(Option<&str>, &str)]) -> Vec<(Option<String>, String)> {
 }
 
 #[test]
-fn the_receiver_reads_tokens_only_in_sync_mode_or_for_uninstalls_and_only_sends_to_the_queue() {
+fn the_receiver_reads_tokens_only_in_sync_mode_or_to_install_and_uninstall_and_only_sends_to_the_queue() {
     let t = template();
     let granted = actions(statements(&t));
     let expected = owned(&[
@@ -206,6 +208,10 @@ fn the_receiver_reads_tokens_only_in_sync_mode_or_for_uninstalls_and_only_sends_
             Some("HasInboundAuthSecret"),
             "secretsmanager:GetSecretValue",
         ),
+        (Some("InstallFlow"), "secretsmanager:CreateSecret"),
+        (Some("InstallFlow"), "secretsmanager:GetSecretValue"),
+        (Some("InstallFlow"), "secretsmanager:GetSecretValue"),
+        (Some("InstallFlow"), "secretsmanager:PutSecretValue"),
         (Some("KeepRecords"), "dynamodb:GetItem"),
         (Some("KeepRecords"), "dynamodb:PutItem"),
         (Some("OAuthAndSync"), "secretsmanager:PutSecretValue"),
@@ -368,6 +374,7 @@ fn sets_only_variables_the_function_reads() {
         "GHL_TOKEN_SECRET_ID",
         "GHL_AGENCY_SECRET_ID",
         "GHL_WEBHOOK_PUBLIC_KEY",
+        "GHL_APP_SECRET_ID",
         "GHL_TOKEN",
         "INBOUND_AUTH_SECRET_ID",
         "ALLOW_UNAUTHENTICATED",
@@ -497,7 +504,10 @@ fn grants_the_token_secrets_exactly_as_the_template_names_them_and_nothing_wider
     for (_, statement) in secret_statements {
         let (pattern, name) = sub_pattern(&statement["Resource"]);
         match statement["Sid"].as_str().unwrap() {
-            "ReadTokenSecrets" | "WriteRefreshedTokens" | "EndUninstalledTokens" => {
+            "ReadTokenSecrets"
+            | "WriteRefreshedTokens"
+            | "EndUninstalledTokens"
+            | "StoreInstalledPairs" => {
                 token_statements += 1;
                 // Only the placeholder becomes a wildcard; the rest is the random ARN suffix.
                 assert_eq!(pattern, format!("{arn}${{Name}}-??????"));
@@ -506,12 +516,15 @@ fn grants_the_token_secrets_exactly_as_the_template_names_them_and_nothing_wider
             "ReadInboundAuthSecret" => {
                 assert_eq!(pattern, format!("{arn}${{InboundAuthSecretName}}-??????"));
             }
+            "ReadAppSecret" => {
+                assert_eq!(pattern, format!("{arn}${{AppSecretName}}-??????"));
+            }
             other => panic!("unexpected statement {other}"),
         }
     }
     assert_eq!(
-        token_statements, 5,
-        "read and write, in the receiver and the worker; the receiver's uninstalls"
+        token_statements, 6,
+        "read and write, in the receiver and the worker; the receiver's uninstalls and installs"
     );
 }
 
@@ -538,15 +551,23 @@ fn an_agency_secret_replaces_the_token_secret_and_is_written_back() {
         "an agency pair is refreshed and written back"
     );
     assert_eq!(t["Parameters"]["AgencySecretName"]["Default"], "");
-    let asserted: Vec<Value> = t["Rules"]["TokenSecretTemplateHasFixedText"]["Assertions"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|a| a["Assert"].clone())
-        .collect();
-    assert!(asserted.contains(&parsed(
-        "!Not [!Equals [!Ref AgencySecretName, !Ref InboundAuthSecretName]]"
-    )));
+    for (rule, parameter) in [
+        ("AgencySecretIsItsOwn", "AgencySecretName"),
+        ("AppSecretIsItsOwn", "AppSecretName"),
+    ] {
+        let rule = &t["Rules"][rule];
+        // Only when set: both empty (no agency, no inbound-auth secret) is a valid deployment.
+        assert_eq!(
+            rule["RuleCondition"],
+            parsed(&format!(r#"!Not [!Equals [!Ref {parameter}, ""]]"#))
+        );
+        assert_eq!(
+            rule["Assertions"][0]["Assert"],
+            parsed(&format!(
+                "!Not [!Equals [!Ref {parameter}, !Ref InboundAuthSecretName]]"
+            ))
+        );
+    }
 }
 
 #[test]

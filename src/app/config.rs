@@ -314,6 +314,9 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// Completion callbacks (`CALLBACK_URL`, `CALLBACK_ALLOW_PRIVATE`).
     pub callback: CallbackConfig,
+    /// `GHL_APP_SECRET_ID`: the app's settings, for installing it in one click
+    /// (`GET …/oauth/install`, `GET …/oauth/callback`).
+    pub app_secret_id: Option<String>,
     /// `GHL_WEBHOOK_PUBLIC_KEY`: HighLevel's key for its app webhooks, which are taken on
     /// `POST …/webhooks/highlevel` when it is set.
     pub app_webhook_key: Option<AppWebhookKey>,
@@ -339,6 +342,7 @@ impl Config {
             self.token_source,
             TokenSourceConfig::SecretsManager { .. } | TokenSourceConfig::Agency { .. }
         ) || matches!(self.inbound_auth, InboundAuthConfig::Secret { .. })
+            || self.app_secret_id.is_some()
     }
 
     /// The AWS services this configuration calls: only their clients are built.
@@ -495,6 +499,7 @@ impl Config {
             )?),
             delivery,
             callback,
+            app_secret_id: get("GHL_APP_SECRET_ID").map(|id| id.trim().to_owned()),
             app_webhook_key: get("GHL_WEBHOOK_PUBLIC_KEY")
                 .map(|pem| {
                     AppWebhookKey::from_pem(&pem)

@@ -27,6 +27,7 @@ use crate::fronts::http::app_webhook::AppWebhooks;
 use crate::fronts::http::HttpFront;
 use crate::fronts::sqs_batch;
 use crate::highlevel::HighLevel;
+use crate::install::Install;
 use crate::observe::Observer;
 use crate::queue::memory::MemoryQueue;
 use crate::queue::{sqs::SqsQueue, Queue};
@@ -172,7 +173,17 @@ impl App {
             _ => None,
         };
         let app_webhooks = config.app_webhook_key.map(AppWebhooks::new);
-        let http = HttpFront::new(auth, config.default_user_id, requires_user_id, app_webhooks);
+        let install = match config.app_secret_id {
+            Some(id) => Some(Install::new(id, secrets_client()?, highlevel.clone())),
+            None => None,
+        };
+        let http = HttpFront::new(
+            auth,
+            config.default_user_id,
+            requires_user_id,
+            app_webhooks,
+            install,
+        );
         if !http.authenticates() {
             tracing::warn!("inbound authentication is DISABLED (ALLOW_UNAUTHENTICATED=true): anyone who can reach this function can call it");
         }

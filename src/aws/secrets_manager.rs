@@ -152,6 +152,34 @@ impl SecretsClient {
             }),
         }
     }
+
+    /// Creates a secret holding `text` (an installed location's own secret); a secret that
+    /// exists already is a [`WriteError::Conflict`].
+    pub(crate) async fn create(&self, id: &str, text: &str) -> Result<Option<String>, WriteError> {
+        let result = self
+            .client
+            .create_secret()
+            .name(id)
+            .secret_string(text)
+            .send()
+            .await;
+        match result {
+            Ok(output) => Ok(output.version_id),
+            Err(SdkError::ServiceError(context))
+                if context.err().code() == Some("ResourceExistsException") =>
+            {
+                Err(WriteError::Conflict)
+            }
+            Err(error) => Err(match classify(id, error) {
+                ReadError::Transient { id, source } => WriteError::Transient { id, source },
+                ReadError::NotFound { id } => WriteError::Denied {
+                    id,
+                    problem: "it cannot be created".into(),
+                },
+                ReadError::Config { id, problem } => WriteError::Denied { id, problem },
+            }),
+        }
+    }
 }
 
 /// A SecretString and the version it was read from.

@@ -239,6 +239,15 @@ impl<S: Finalizer> Delivery<S> {
         self.service.uninstall(location, when).await
     }
 
+    /// Stores the pair an install brought (the install callback); `None` when there is nowhere
+    /// for it.
+    pub(crate) async fn install(
+        &self,
+        pair: &crate::install::InstalledPair,
+    ) -> Result<Option<()>, Error> {
+        self.service.install(pair).await
+    }
+
     /// Handles one finalize request whose idempotency key is `key` (`None` when no records
     /// are kept).
     pub(crate) async fn submit(

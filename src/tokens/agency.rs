@@ -201,6 +201,20 @@ impl AgencyTokens {
         self.mint(location, &mut minted, budget).await
     }
 
+    /// Stores the agency pair an install brought into the agency secret. False for a local
+    /// agency token, which has no secret.
+    pub(crate) async fn install(
+        &self,
+        entry: &serde_json::Map<String, Value>,
+    ) -> Result<bool, Error> {
+        let AgencyPair::Secret(store) = &self.agency else {
+            return Ok(false);
+        };
+        // The agency secret is one for every location: any id names it.
+        let any = LocationId::parse("agency").map_err(|_| Error::config("an id", None))?;
+        store.install(&any, entry, true).await
+    }
+
     /// The app was uninstalled at `location`: its minted token is dropped, and a finalize for
     /// it is 403 (remembered like a refused mint; HighLevel refuses to mint for it after).
     pub(crate) async fn uninstall(&self, location: &LocationId) -> bool {

@@ -80,6 +80,25 @@ impl TokenSource {
         }
     }
 
+    /// Stores the pair an install brought where this source keeps such a pair: a Company pair
+    /// in the agency secret, a Location pair in the location's secret or map entry. `None`
+    /// when there is nowhere for it (the reason, safe to show).
+    pub(crate) async fn install(
+        &self,
+        pair: &crate::install::InstalledPair,
+    ) -> Result<Option<()>, Error> {
+        use crate::install::Installed;
+        let entry = pair.entry.expose();
+        let stored = match (self, &pair.installed) {
+            (TokenSource::Agency(agency), Installed::Company) => agency.install(entry).await?,
+            (TokenSource::SecretsManager(store), Installed::Location(location)) => {
+                store.install(location, entry, false).await?
+            }
+            _ => false,
+        };
+        Ok(stored.then_some(()))
+    }
+
     /// A short description for the start-up log line (never the token).
     pub(crate) fn describe(&self) -> String {
         match self {

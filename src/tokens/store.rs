@@ -258,6 +258,71 @@ impl SecretStore {
         ))
     }
 
+    /// Stores a pair an install brought: the whole secret when it is `root` (the agency's) or
+    /// `location`'s own (created if it does not exist), else `location`'s entry of a map (its
+    /// other entries kept). False when the secret holds one token for every location: a
+    /// location's pair has nowhere to go. Conditional on the version read, like a refresh's
+    /// write.
+    pub(crate) async fn install(
+        &self,
+        location: &LocationId,
+        entry: &Map<String, Value>,
+        root: bool,
+    ) -> Result<bool, Error> {
+        let (id, mut state) = self.open(location).await?;
+        let whole = root || self.secret_id.contains(LOCATION_PLACEHOLDER);
+        let until = Deadline::at(tokio::time::Instant::now() + WRITE_BACK_TIME);
+        for _ in 0..MAX_WRITES {
+            let current = match self.read(&id, until).await {
+                Ok(current) => Some(current),
+                Err(ReadError::NotFound { .. }) if whole => None,
+                Err(error) => return Err(error.into_error("the token secret")),
+            };
+            let document = match &current {
+                _ if whole => entry.clone(),
+                Some(Loaded {
+                    secret: TokenSecret::Map(_),
+                    document: Some(document),
+                    ..
+                }) => {
+                    let mut document = document.clone();
+                    document.remove(UNINSTALLED_AT);
+                    document.insert(location.as_str().to_owned(), Value::Object(entry.clone()));
+                    document
+                }
+                _ => return Ok(false),
+            };
+            let text = Value::Object(document.clone()).to_string();
+            let written = match &current {
+                Some(current) => {
+                    let token = successor_token(&id, current.version_id.as_deref());
+                    until.bound(self.client.write(&id, &text, &token)).await
+                }
+                None => until.bound(self.client.create(&id, &text)).await,
+            };
+            match written {
+                Some(Ok(version_id)) => {
+                    state.loaded = Some(self.written(document, version_id)?);
+                    state.missing_since = None;
+                    return Ok(true);
+                }
+                Some(Err(WriteError::Conflict)) => continue,
+                Some(Err(WriteError::Denied { .. })) => {
+                    return Err(Error::config("the token secret cannot be written", None))
+                }
+                Some(Err(error)) => return Err(Error::SecretUnavailable(Box::new(error))),
+                None => {
+                    return Err(Error::SecretUnavailable(
+                        "the install's write ran out of time".into(),
+                    ))
+                }
+            }
+        }
+        Err(Error::SecretUnavailable(
+            "the token secret kept changing while an install was written".into(),
+        ))
+    }
+
     /// The text field `name` at the root of the secret `location` reads, as last read (the
     /// agency secret's `companyId`).
     pub(crate) async fn root_text(&self, location: &LocationId, name: &str) -> Option<String> {

@@ -19,6 +19,7 @@ mod faults;
 mod follow;
 mod idempotency;
 mod imports;
+mod install;
 mod oauth;
 mod observe;
 mod properties;

@@ -25,6 +25,7 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use crate::auth::{Credential, InboundAuth, Proof};
 use crate::delivery::{Delivered, Delivery, Receipt};
 use crate::error::{chain, Error};
+use crate::install::{self, Answer, Install, Installed};
 use crate::observe::{Audit, Measures, Mode, Observer};
 use crate::records::{FinalizationId, Record};
 use crate::request::app_event::{AppEvent, AppEventKind};
@@ -49,6 +50,8 @@ enum Accepted {
     Lookup(FinalizationId, bool),
     /// One of HighLevel's app webhooks, its signature good.
     AppEvent(AppEvent),
+    /// `GET …/oauth/install` or `GET …/oauth/callback`.
+    Install,
 }
 
 /// The checks in front of delivery, and what they need.
@@ -57,6 +60,7 @@ pub(crate) struct HttpFront {
     default_user_id: Option<UserId>,
     requires_user_id: bool,
     app_webhooks: Option<AppWebhooks>,
+    install: Option<Install>,
 }
 
 /// What the front did with one request.
@@ -71,6 +75,8 @@ enum Handled {
     Found(Record),
     /// An app webhook was acted on.
     AppEvent(Acted),
+    /// An install route answered.
+    Install(Answer),
 }
 
 impl HttpFront {
@@ -81,12 +87,14 @@ impl HttpFront {
         default_user_id: Option<UserId>,
         requires_user_id: bool,
         app_webhooks: Option<AppWebhooks>,
+        install: Option<Install>,
     ) -> Self {
         Self {
             auth,
             default_user_id,
             requires_user_id,
             app_webhooks,
+            install,
         }
     }
 
@@ -133,6 +141,12 @@ impl HttpFront {
                 },
                 None => Handled::Refused(Error::NotFound),
             },
+            Ok(Accepted::Install) => match &self.install {
+                Some(install) => Handled::Install(
+                    install_answer(install, delivery, &request, invocation.deadline).await,
+                ),
+                None => Handled::Refused(Error::NotFound),
+            },
             Err(error) => Handled::Refused(error),
         };
         let request_id = invocation.request_id.as_str();
@@ -144,6 +158,7 @@ impl HttpFront {
             }
             Handled::Found(record) => response::finalization(record, request_id),
             Handled::AppEvent(acted) => response::app_event(*acted == Acted::Duplicate, request_id),
+            Handled::Install(answer) => response::install(answer),
         };
         let caller = request.extensions().get::<Caller>();
         let audit = Audit {
@@ -183,6 +198,13 @@ impl HttpFront {
             } else {
                 Error::invalid_body(malformed.problem.clone())
             });
+        }
+        if self.install.is_some() && request.method() == Method::GET {
+            // Public: the installer's browser comes here, and HighLevel sends it back.
+            let path = request.uri().path();
+            if path.ends_with(install::INSTALL_PATH) || path.ends_with(install::CALLBACK_PATH) {
+                return Ok(Accepted::Install);
+            }
         }
         let route = inbound::route(request.method(), request.uri().path())?;
         if route == Route::Health {
@@ -265,6 +287,56 @@ impl HttpFront {
     }
 }
 
+/// Begins an install, or finishes one: the pair stored where it belongs, and the page that
+/// says what was connected (never a token).
+async fn install_answer(
+    install: &Install,
+    delivery: &Delivery,
+    request: &Request,
+    deadline: Deadline,
+) -> Answer {
+    if request.uri().path().ends_with(install::INSTALL_PATH) {
+        return install.begin(deadline).await;
+    }
+    let pair = match install.finish(request.uri().query(), deadline).await {
+        Ok(pair) => pair,
+        Err(answer) => return answer,
+    };
+    let (title, connected) = match &pair.installed {
+        Installed::Company => (
+            "Agency connected",
+            "The agency is connected: every sub-account where the app is installed can be finalized now.".to_owned(),
+        ),
+        Installed::Location(location) => (
+            "Location connected",
+            format!("The location {location} is connected."),
+        ),
+    };
+    match delivery.install(&pair).await {
+        Ok(Some(())) => {
+            tracing::info!(connected, "an install stored its pair");
+            Answer::Page(200, install::page::page(title, &connected))
+        }
+        Ok(None) => Answer::Page(
+            400,
+            install::page::page(
+                "Not connected",
+                "This deployment keeps no pair of this kind (an agency pair needs GHL_AGENCY_SECRET_ID; a location's, a secret per location or a map in GHL_TOKEN_SECRET_ID). Nothing was stored.",
+            ),
+        ),
+        Err(error) => {
+            tracing::error!(code = error.code(), cause = %chain(&error), "an install's pair could not be stored");
+            Answer::Page(
+                503,
+                install::page::page(
+                    "Not connected",
+                    "The pair could not be stored now: begin the install again shortly.",
+                ),
+            )
+        }
+    }
+}
+
 /// The `webhook-id` header for the audit line, when it is a plausible id (1–255 visible ASCII
 /// characters); anything else is left out rather than written to the log.
 fn webhook_id(headers: &http::HeaderMap) -> Option<String> {
@@ -280,6 +352,10 @@ fn observe(observer: &Observer, mut audit: Audit, handled: &Handled) {
     let error = match handled {
         Handled::Health => None,
         Handled::Refused(error) => Some(error),
+        Handled::Install(_) => {
+            audit.credential = "install".into();
+            None
+        }
         Handled::AppEvent(acted) => {
             audit.credential = "highlevel-app".into();
             measures.app_installs =

@@ -19,6 +19,29 @@ pub fn health(request_id: &str) -> Response<Body> {
     respond(StatusCode::OK, json!({"ok": true, "requestId": request_id}))
 }
 
+/// What an install route answers: a 302, or a small HTML page (never cached).
+pub fn install(answer: &crate::install::Answer) -> Response<Body> {
+    use crate::install::Answer;
+    let (status, location, page) = match answer {
+        Answer::Redirect(url) => (StatusCode::FOUND, Some(url.as_str()), String::new()),
+        Answer::Page(status, page) => (
+            StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            None,
+            page.clone(),
+        ),
+    };
+    let mut builder = Response::builder()
+        .status(status)
+        .header(http::header::CACHE_CONTROL, "no-store");
+    builder = match location {
+        Some(url) => builder.header(http::header::LOCATION, url),
+        None => builder.header(http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+    };
+    builder
+        .body(Body::Text(page))
+        .unwrap_or_else(|_| Response::new(Body::Empty))
+}
+
 /// `200 {"ok":true,"duplicate":…}` for an app webhook acted on (or acted on before).
 pub fn app_event(duplicate: bool, request_id: &str) -> Response<Body> {
     respond(

@@ -43,6 +43,8 @@ pub(super) struct Pairs {
     pub(super) mints: HashMap<String, u64>,
     /// Locations the agency's app is not installed at: a mint for them is refused.
     pub(super) not_installed: std::collections::HashSet<String>,
+    /// Authorization codes already exchanged (each is good once).
+    used_codes: std::collections::HashSet<String>,
 }
 
 impl Pairs {
@@ -132,6 +134,9 @@ impl Pairs {
             return (status, json!({"error": "simulated"}));
         }
         let field = |name: &str| form.get(name).map(String::as_str).unwrap_or("");
+        if form_encoded && field("grant_type") == "authorization_code" {
+            return self.exchange_code(client, form);
+        }
         if !form_encoded
             || field("grant_type") != "refresh_token"
             || !matches!(field("user_type"), "Location" | "Company")
@@ -174,6 +179,56 @@ impl Pairs {
                    "userType": "Location", "locationId": location}),
         )
     }
+
+    /// The authorization-code grant of an install: a code `company:<companyId>` brings the
+    /// agency's pair, `location:<companyId>:<locationId>` a location's; each code is good once.
+    fn exchange_code(
+        &mut self,
+        client: Option<&(String, String)>,
+        form: &HashMap<String, String>,
+    ) -> (u16, Value) {
+        let field = |name: &str| form.get(name).map(String::as_str).unwrap_or("");
+        let client_ok = match client {
+            Some((id, secret)) => field("client_id") == id && field("client_secret") == secret,
+            None => !field("client_id").is_empty() && !field("client_secret").is_empty(),
+        };
+        if !client_ok {
+            return (401, json!({"error": "invalid_client"}));
+        }
+        let code = field("code");
+        let parts: Vec<&str> = code.split(':').collect();
+        let (user_type, company, location) = match parts.as_slice() {
+            ["company", company] => ("Company", *company, None),
+            ["location", company, location] => ("Location", *company, Some(*location)),
+            _ => {
+                return (
+                    400,
+                    json!({"error": "invalid_grant", "error_description": "Invalid code"}),
+                )
+            }
+        };
+        if !self.used_codes.insert(code.to_owned()) {
+            return (
+                400,
+                json!({"error": "invalid_grant", "error_description": "Code already used"}),
+            );
+        }
+        self.issued += 1;
+        let n = self.issued;
+        let owner = location.unwrap_or(company);
+        let (access, refresh) = (
+            format!("installed-access-{n}-{owner}"),
+            format!("installed-refresh-{n}-{owner}"),
+        );
+        self.set(owner, &access, &refresh);
+        let mut body = json!({"access_token": access, "token_type": "Bearer", "expires_in": 86399,
+                              "refresh_token": refresh, "scope": "socialplanner/csv.write",
+                              "userType": user_type, "companyId": company, "userId": "installer-1"});
+        if let Some(location) = location {
+            body["locationId"] = json!(location);
+        }
+        (200, body)
+    }
 }
 
 /// The form as recorded: the client secret and refresh token shown as `[redacted]`.
@@ -182,7 +237,7 @@ pub(super) fn redacted_form(form: &HashMap<String, String>) -> Value {
         .iter()
         .map(|(key, value)| {
             let value = match key.as_str() {
-                "client_secret" | "refresh_token" => "[redacted]",
+                "client_secret" | "refresh_token" | "code" => "[redacted]",
                 _ => value.as_str(),
             };
             (key.clone(), Value::String(value.to_owned()))
