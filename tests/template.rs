@@ -196,7 +196,7 @@ fn owned(pairs: &[(Option<&str>, &str)]) -> Vec<(Option<String>, String)> {
 }
 
 #[test]
-fn the_receiver_reads_tokens_only_in_sync_mode_or_to_install_and_uninstall_and_only_sends_to_the_queue() {
+fn the_receiver_touches_tokens_only_in_sync_mode_installs_and_uninstalls() {
     let t = template();
     let granted = actions(statements(&t));
     let expected = owned(&[

@@ -317,6 +317,9 @@ pub struct Config {
     /// `GHL_APP_SECRET_ID`: the app's settings, for installing it in one click
     /// (`GET …/oauth/install`, `GET …/oauth/callback`).
     pub app_secret_id: Option<String>,
+    /// `GHL_MARKETPLACE_URL`: where an install chooses its location (HighLevel's marketplace;
+    /// the stand-in in local tests).
+    pub marketplace_url: Url,
     /// `GHL_WEBHOOK_PUBLIC_KEY`: HighLevel's key for its app webhooks, which are taken on
     /// `POST …/webhooks/highlevel` when it is set.
     pub app_webhook_key: Option<AppWebhookKey>,
@@ -500,6 +503,16 @@ impl Config {
             delivery,
             callback,
             app_secret_id: get("GHL_APP_SECRET_ID").map(|id| id.trim().to_owned()),
+            marketplace_url: match get("GHL_MARKETPLACE_URL") {
+                None => Url::parse(crate::install::MARKETPLACE_URL)
+                    .map_err(|_| ConfigError::new("GHL_MARKETPLACE_URL", "does not parse"))?,
+                Some(url) => Url::parse(url.trim())
+                    .ok()
+                    .filter(|u| u.scheme() == "https" || is_loopback(u))
+                    .ok_or_else(|| {
+                        ConfigError::new("GHL_MARKETPLACE_URL", "must be an https URL")
+                    })?,
+            },
             app_webhook_key: get("GHL_WEBHOOK_PUBLIC_KEY")
                 .map(|pem| {
                     AppWebhookKey::from_pem(&pem)
@@ -975,6 +988,32 @@ mod tests {
                 "GHL_AGENCY_SECRET_ID",
                 "{why}"
             );
+        }
+    }
+
+    #[test]
+    fn the_install_flow_and_app_webhooks_are_on_only_when_set() {
+        let off = config(&MINIMAL).unwrap();
+        assert!(off.app_secret_id.is_none() && off.app_webhook_key.is_none());
+        assert_eq!(
+            off.marketplace_url.as_str(),
+            "https://marketplace.gohighlevel.com/"
+        );
+        let mut on = MINIMAL.to_vec();
+        on.extend([
+            ("GHL_APP_SECRET_ID", "ghl/app"),
+            ("GHL_MARKETPLACE_URL", "http://127.0.0.1:9/"),
+        ]);
+        let on = config(&on).unwrap();
+        assert_eq!(on.app_secret_id.as_deref(), Some("ghl/app"));
+        assert!(on.services().secrets);
+        for (var, value) in [
+            ("GHL_MARKETPLACE_URL", "http://marketplace.example.com"),
+            ("GHL_WEBHOOK_PUBLIC_KEY", "not a key"),
+        ] {
+            let mut bad = MINIMAL.to_vec();
+            bad.push((var, value));
+            assert_eq!(config(&bad).unwrap_err().var, var, "{value}");
         }
     }
 }

@@ -174,7 +174,12 @@ impl App {
         };
         let app_webhooks = config.app_webhook_key.map(AppWebhooks::new);
         let install = match config.app_secret_id {
-            Some(id) => Some(Install::new(id, secrets_client()?, highlevel.clone())),
+            Some(id) => Some(Install::new(
+                id,
+                secrets_client()?,
+                highlevel.clone(),
+                config.marketplace_url.clone(),
+            )),
             None => None,
         };
         let http = HttpFront::new(

@@ -24,8 +24,11 @@ use crate::request::deadline::{unix_seconds, Deadline};
 use crate::request::ids::LocationId;
 use state::{StateKey, StateProblem};
 
-/// HighLevel's page where the installer chooses the agency or a location.
-pub const CHOOSE_LOCATION_URL: &str = "https://marketplace.gohighlevel.com/v2/oauth/chooselocation";
+/// HighLevel's marketplace, where the installer chooses the agency or a location
+/// (`{marketplace}/v2/oauth/chooselocation`).
+pub const MARKETPLACE_URL: &str = "https://marketplace.gohighlevel.com";
+/// The chooselocation page's path on the marketplace.
+pub const CHOOSE_LOCATION_PATH: &str = "/v2/oauth/chooselocation";
 /// The path suffix that begins an install.
 pub const INSTALL_PATH: &str = "/oauth/install";
 /// The path suffix HighLevel sends the installer back to.
@@ -79,9 +82,10 @@ impl AppSecret {
         })
     }
 
-    /// The chooselocation URL an install begins at, with `state`.
-    fn choose_location_url(&self, state: &str) -> String {
-        let mut url = Url::parse(CHOOSE_LOCATION_URL).expect("a constant URL parses");
+    /// The chooselocation URL on `marketplace` an install begins at, with `state`.
+    fn choose_location_url(&self, marketplace: &Url, state: &str) -> String {
+        let mut url = marketplace.clone();
+        url.set_path(CHOOSE_LOCATION_PATH);
         url.query_pairs_mut()
             .append_pair("response_type", "code")
             .append_pair("redirect_uri", &self.redirect_uri)
@@ -125,15 +129,23 @@ pub(crate) struct Install {
     app_secret_id: String,
     client: SecretsClient,
     highlevel: HighLevel,
+    marketplace: Url,
 }
 
 impl Install {
-    /// The flow for the app secret `app_secret_id`, exchanging codes through `highlevel`.
-    pub(crate) fn new(app_secret_id: String, client: SecretsClient, highlevel: HighLevel) -> Self {
+    /// The flow for the app secret `app_secret_id`, beginning at `marketplace`
+    /// (`GHL_MARKETPLACE_URL`) and exchanging codes through `highlevel`.
+    pub(crate) fn new(
+        app_secret_id: String,
+        client: SecretsClient,
+        highlevel: HighLevel,
+        marketplace: Url,
+    ) -> Self {
         Self {
             app_secret_id,
             client,
             highlevel,
+            marketplace,
         }
     }
 
@@ -143,7 +155,7 @@ impl Install {
             Ok(app) => {
                 let state =
                     StateKey::of(app.client_secret.expose()).issue(unix_seconds(), random_u64());
-                Answer::Redirect(app.choose_location_url(&state))
+                Answer::Redirect(app.choose_location_url(&self.marketplace, &state))
             }
             Err(answer) => answer,
         }
@@ -294,8 +306,9 @@ mod tests {
 
     #[test]
     fn the_install_url_names_the_app_and_never_its_secret() {
-        let url = app().choose_location_url("st");
-        assert!(url.starts_with(CHOOSE_LOCATION_URL));
+        let marketplace = Url::parse(MARKETPLACE_URL).unwrap();
+        let url = app().choose_location_url(&marketplace, "st");
+        assert!(url.starts_with("https://marketplace.gohighlevel.com/v2/oauth/chooselocation?"));
         assert!(url.contains("response_type=code") && url.contains("client_id=c1"));
         assert!(url.contains("scope=socialplanner%2Fcsv.write+oauth.write"));
         assert!(url.contains("state=st"));

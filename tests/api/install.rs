@@ -280,3 +280,53 @@ async fn no_token_code_or_secret_reaches_a_page_or_the_log() {
     assert_eq!(exchange.body["code"], "[redacted]");
     assert_eq!(exchange.body["client_secret"], "[redacted]");
 }
+
+#[tokio::test]
+async fn an_install_goes_to_the_marketplace_and_back_and_connects_the_agency() {
+    let marketplace = ghl_csv_finalize::local::standin::StandIn::start(
+        ([127, 0, 0, 1], 0).into(),
+        Behaviour {
+            install_code: Some(format!("company:{COMPANY}")),
+            ..Behaviour::default()
+        },
+    )
+    .await
+    .unwrap();
+    let old = json!({"access_token": "old-access", "refresh_token": "old-refresh",
+                     "expires_at": now_unix() + 86_399, "user_type": "Company", "companyId": COMPANY,
+                     "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET});
+    let t = installable(Setup {
+        agency: true,
+        token_secret: Some(old.to_string()),
+        env: vec![("GHL_MARKETPLACE_URL", marketplace.base_url())],
+        ..Setup::default()
+    })
+    .await;
+    let begun = t.invoke(&get("/oauth/install")).await;
+    let chooselocation = begun.headers["location"].to_str().unwrap().to_owned();
+    assert!(chooselocation.starts_with(&format!(
+        "{}/v2/oauth/chooselocation?",
+        marketplace.base_url()
+    )));
+    // The installer's browser: to the marketplace, which sends it back with a code.
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let back = browser.get(&chooselocation).send().await.unwrap();
+    assert_eq!(back.status(), 302);
+    let callback_url = url::Url::parse(back.headers()["location"].to_str().unwrap()).unwrap();
+    assert!(callback_url.path().ends_with("/oauth/callback"));
+    let done = t
+        .invoke(&get(&format!(
+            "/oauth/callback?{}",
+            callback_url.query().unwrap()
+        )))
+        .await;
+    assert_eq!(done.status, 200, "{}", done.text);
+    assert!(done.text.contains("The agency is connected"));
+    assert_eq!(
+        stored_secret(&t.token_secret_id).await["access_token"].as_str(),
+        Some(t.highlevel.live_pair(COMPANY).unwrap().0.as_str())
+    );
+}

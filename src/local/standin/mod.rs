@@ -82,6 +82,9 @@ pub struct Behaviour {
     pub callback_secret: Option<String>,
     /// Answer the first N callbacks with 503.
     pub refuse_first_callbacks: u64,
+    /// The code the chooselocation page (`GET /v2/oauth/chooselocation`) sends the installer
+    /// back with (`company:<companyId>` or `location:<companyId>:<locationId>`).
+    pub install_code: Option<String>,
 }
 
 /// One request as the stand-in received it, credentials redacted.
@@ -343,6 +346,9 @@ async fn answer(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    if parts.method == Method::GET && parts.uri.path() == "/v2/oauth/chooselocation" {
+        return Ok(choose_location(&state.behaviour, parts.uri.query()));
+    }
     if parts.method == Method::POST && parts.uri.path().starts_with(CALLBACK_PATH) {
         let behaviour = &state.behaviour;
         let (status, body) = state.callbacks.receive(
@@ -492,6 +498,39 @@ async fn finalize_answer(
         state.imports.apply(location, csv_id);
     }
     Ok(with_limits(json_response(status, &body, None)))
+}
+
+/// HighLevel's chooselocation page as the stand-in plays it: the installer "chooses" at once,
+/// and is sent back to the app's `redirect_uri` with the scripted code and the same `state`.
+fn choose_location(behaviour: &Behaviour, query: Option<&str>) -> Response<StandInBody> {
+    let param = |name: &str| {
+        url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.into_owned())
+    };
+    let target = param("redirect_uri").and_then(|uri| url::Url::parse(&uri).ok());
+    let (Some(mut target), Some(state)) = (target, param("state")) else {
+        return json_response(
+            400,
+            &json!({"message": "redirect_uri and state are required"}),
+            None,
+        );
+    };
+    let code = behaviour
+        .install_code
+        .clone()
+        .unwrap_or_else(|| "company:stand-in-company".into());
+    target
+        .query_pairs_mut()
+        .append_pair("code", &code)
+        .append_pair("state", &state);
+    let mut response = json_response(302, &json!({}), None);
+    if let Ok(location) = http::HeaderValue::from_str(target.as_str()) {
+        response
+            .headers_mut()
+            .insert(http::header::LOCATION, location);
+    }
+    response
 }
 
 /// The answer to a CSV read: the import's status as it stands, to a caller with the token.
