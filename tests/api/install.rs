@@ -330,3 +330,49 @@ async fn an_install_goes_to_the_marketplace_and_back_and_connects_the_agency() {
         Some(t.highlevel.live_pair(COMPANY).unwrap().0.as_str())
     );
 }
+
+#[tokio::test]
+async fn an_expired_state_is_a_400_page_and_stores_nothing() {
+    use ghl_csv_finalize::install::state::StateKey;
+    let t = installable(Setup {
+        per_location: true,
+        ..Setup::default()
+    })
+    .await;
+    // Signed with the app's key (the test knows its client secret), eleven minutes ago.
+    let expired = StateKey::of(CLIENT_SECRET).issue(now_unix() - 11 * 60, 42);
+    let code = format!("location:{COMPANY}:{NEW_LOCATION}");
+    let answer = t.invoke(&callback(&code, &expired)).await;
+    assert_eq!(answer.status, 400, "{}", answer.text);
+    assert!(answer.text.contains("expired"), "{}", answer.text);
+    let fresh = StateKey::of(CLIENT_SECRET).issue(now_unix(), 43);
+    assert_eq!(
+        t.invoke(&callback(&code, &fresh)).await.status,
+        200,
+        "the same code, a good state"
+    );
+}
+
+#[tokio::test]
+async fn a_location_pair_goes_into_its_entry_of_a_map_secret_and_the_others_stay() {
+    let t = installable(Setup {
+        token_secret: Some(json!({LOCATION: "pit-one"}).to_string()),
+        ..Setup::default()
+    })
+    .await;
+    let state = state_of(&t).await;
+    let done = t
+        .invoke(&callback(
+            &format!("location:{COMPANY}:{NEW_LOCATION}"),
+            &state,
+        ))
+        .await;
+    assert_eq!(done.status, 200, "{}", done.text);
+    let stored = stored_secret(&t.token_secret_id).await;
+    assert_eq!(stored[LOCATION], "pit-one", "the other entry kept");
+    assert_eq!(stored[NEW_LOCATION]["user_type"], "Location");
+    assert_eq!(
+        stored[NEW_LOCATION]["access_token"].as_str(),
+        Some(t.highlevel.live_pair(NEW_LOCATION).unwrap().0.as_str())
+    );
+}
