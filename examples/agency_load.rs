@@ -22,27 +22,12 @@ use ghl_csv_finalize::aws::{AwsClients, SecretsClient};
 use ghl_csv_finalize::local::standin::{Behaviour, StandIn};
 use ghl_csv_finalize::{App, Config};
 use lambda_http::Body;
-use moto::{counting_proxy, start_moto};
+use moto::{counting_proxy, secrets, start_moto};
 
 const COMPANY: &str = "bench-company";
 
 fn location(i: usize) -> String {
     format!("BenchLocation{i:06}")
-}
-
-fn secrets(endpoint: &str) -> aws_sdk_secretsmanager::Client {
-    use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
-    aws_sdk_secretsmanager::Client::from_conf(
-        aws_sdk_secretsmanager::config::Builder::new()
-            .behavior_version(BehaviorVersion::latest())
-            .http_client(ghl_csv_finalize::aws::sdk_http_client(
-                ghl_csv_finalize::app::https::client().expect("the HTTPS client builds"),
-            ))
-            .region(Region::new("us-east-1"))
-            .endpoint_url(endpoint)
-            .credentials_provider(Credentials::new("bench", "bench", None, None, "bench"))
-            .build(),
-    )
 }
 
 async fn app(token_variable: &str, secret: &str, standin: &StandIn, proxy: &str) -> App {

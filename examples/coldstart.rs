@@ -134,17 +134,7 @@ async fn measure(
 }
 
 async fn create_secrets(moto: &str) {
-    use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
-    let config = aws_sdk_secretsmanager::config::Builder::new()
-        .behavior_version(BehaviorVersion::latest())
-        .http_client(ghl_csv_finalize::aws::sdk_http_client(
-            ghl_csv_finalize::app::https::client().expect("the HTTPS client builds"),
-        ))
-        .region(Region::new("us-east-1"))
-        .endpoint_url(moto)
-        .credentials_provider(Credentials::new("bench", "bench", None, None, "bench"))
-        .build();
-    let client = aws_sdk_secretsmanager::Client::from_conf(config);
+    let client = moto::secrets(moto);
     for (name, value) in [
         ("bench/token", "pit-bench-token"),
         ("bench/inbound", r#"{"apiKeys":["demo-api-key-0001"]}"#),

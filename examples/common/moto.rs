@@ -95,3 +95,20 @@ pub fn start_moto() -> (std::process::Child, String) {
         .expect("moto starts");
     (child, line.trim().to_owned())
 }
+
+/// A Secrets Manager client for `endpoint` (moto, or the proxy in front of it), sending
+/// through the function's HTTPS client.
+pub fn secrets(endpoint: &str) -> aws_sdk_secretsmanager::Client {
+    use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
+    aws_sdk_secretsmanager::Client::from_conf(
+        aws_sdk_secretsmanager::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .http_client(ghl_csv_finalize::aws::sdk_http_client(
+                ghl_csv_finalize::app::https::client().expect("the HTTPS client builds"),
+            ))
+            .region(Region::new("us-east-1"))
+            .endpoint_url(endpoint)
+            .credentials_provider(Credentials::new("bench", "bench", None, None, "bench"))
+            .build(),
+    )
+}

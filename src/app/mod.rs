@@ -86,39 +86,28 @@ impl App {
             .map_err(BuildError)?;
         let requires_user_id = config.requires_user_id();
         let token_counters = Arc::new(TokenCounters::default());
+        let skew = config.oauth_refresh_skew;
+        let store = |secret_id| -> Result<SecretStore, BuildError> {
+            Ok(SecretStore::new(
+                secret_id,
+                secrets_client()?,
+                ttl,
+                skew,
+                highlevel.clone(),
+                Arc::clone(&token_counters),
+            ))
+        };
+        let minted =
+            |pair| AgencyTokens::new(pair, highlevel.clone(), skew, Arc::clone(&token_counters));
         let tokens = match config.token_source {
             TokenSourceConfig::SecretsManager { secret_id } => {
-                TokenSource::SecretsManager(Box::new(SecretStore::new(
-                    secret_id,
-                    secrets_client()?,
-                    ttl,
-                    config.oauth_refresh_skew,
-                    highlevel.clone(),
-                    Arc::clone(&token_counters),
-                )))
+                TokenSource::SecretsManager(Box::new(store(secret_id)?))
             }
-            TokenSourceConfig::Agency { secret_id } => {
-                TokenSource::Agency(Box::new(AgencyTokens::new(
-                    AgencyPair::Secret(Box::new(SecretStore::new(
-                        secret_id,
-                        secrets_client()?,
-                        ttl,
-                        config.oauth_refresh_skew,
-                        highlevel.clone(),
-                        Arc::clone(&token_counters),
-                    ))),
-                    highlevel.clone(),
-                    config.oauth_refresh_skew,
-                    Arc::clone(&token_counters),
-                )))
-            }
+            TokenSourceConfig::Agency { secret_id } => TokenSource::Agency(Box::new(minted(
+                AgencyPair::Secret(Box::new(store(secret_id)?)),
+            ))),
             TokenSourceConfig::LocalAgency { token, company_id } => {
-                TokenSource::Agency(Box::new(AgencyTokens::new(
-                    AgencyPair::Local { token, company_id },
-                    highlevel.clone(),
-                    config.oauth_refresh_skew,
-                    Arc::clone(&token_counters),
-                )))
+                TokenSource::Agency(Box::new(minted(AgencyPair::Local { token, company_id })))
             }
             TokenSourceConfig::Local(token) => TokenSource::Local(token),
         };

@@ -125,32 +125,9 @@ impl SecretsClient {
             .client_request_token(client_request_token)
             .send()
             .await;
-        match result {
-            Ok(output) => Ok(output.version_id),
-            Err(SdkError::ServiceError(context))
-                if context.err().code() == Some("ResourceExistsException") =>
-            {
-                Err(WriteError::Conflict)
-            }
-            // Too many versions of the secret for now (frequent refreshes of one map secret):
-            // it passes as old versions age out, so the write is retried later.
-            Err(SdkError::ServiceError(context))
-                if context.err().code() == Some("LimitExceededException") =>
-            {
-                Err(WriteError::Transient {
-                    id: id.to_owned(),
-                    source: "Secrets Manager refused the write: LimitExceededException (too many versions)".into(),
-                })
-            }
-            Err(error) => Err(match classify(id, error) {
-                ReadError::Transient { id, source } => WriteError::Transient { id, source },
-                ReadError::NotFound { id } => WriteError::Denied {
-                    id,
-                    problem: "it does not exist".into(),
-                },
-                ReadError::Config { id, problem } => WriteError::Denied { id, problem },
-            }),
-        }
+        result
+            .map(|output| output.version_id)
+            .map_err(|error| write_error(id, error))
     }
 
     /// Creates a secret holding `text` (an installed location's own secret); a secret that
@@ -163,22 +140,39 @@ impl SecretsClient {
             .secret_string(text)
             .send()
             .await;
-        match result {
-            Ok(output) => Ok(output.version_id),
-            Err(SdkError::ServiceError(context))
-                if context.err().code() == Some("ResourceExistsException") =>
-            {
-                Err(WriteError::Conflict)
-            }
-            Err(error) => Err(match classify(id, error) {
-                ReadError::Transient { id, source } => WriteError::Transient { id, source },
-                ReadError::NotFound { id } => WriteError::Denied {
-                    id,
-                    problem: "it cannot be created".into(),
-                },
-                ReadError::Config { id, problem } => WriteError::Denied { id, problem },
-            }),
-        }
+        result
+            .map(|output| output.version_id)
+            .map_err(|error| write_error(id, error))
+    }
+}
+
+/// Why a write (or a create) of `id` failed: another writer first (`ResourceExistsException`),
+/// too many versions for now, or as a read's fault would be.
+fn write_error<E>(id: &str, error: SdkError<E>) -> WriteError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let code = match &error {
+        SdkError::ServiceError(context) => context.err().code(),
+        _ => None,
+    };
+    match code {
+        Some("ResourceExistsException") => WriteError::Conflict,
+        // Too many versions of the secret for now (frequent refreshes of one map secret): it
+        // passes as old versions age out, so the write is retried later.
+        Some("LimitExceededException") => WriteError::Transient {
+            id: id.to_owned(),
+            source: "Secrets Manager refused the write: LimitExceededException (too many versions)"
+                .into(),
+        },
+        _ => match classify(id, error) {
+            ReadError::Transient { id, source } => WriteError::Transient { id, source },
+            ReadError::NotFound { id } => WriteError::Denied {
+                id,
+                problem: "it does not exist".into(),
+            },
+            ReadError::Config { id, problem } => WriteError::Denied { id, problem },
+        },
     }
 }
 
