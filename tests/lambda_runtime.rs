@@ -402,3 +402,153 @@ async fn queue_mode_runs_receiver_and_worker_from_one_binary_configured_by_envir
         child.start_kill().unwrap();
     }
 }
+
+/// The path-parameter sample event for `csv` at `location`.
+fn event_for(location: &str, csv: &str) -> String {
+    edit(EV_PATH_PARAMS, |v| {
+        v["pathParameters"]["locationId"] = serde_json::json!(location);
+        v["pathParameters"]["csvId"] = serde_json::json!(csv);
+        v["rawPath"] = serde_json::json!(format!("/locations/{location}/csv/{csv}/finalize"));
+    })
+}
+
+/// The JSON lines a stopped bootstrap wrote.
+async fn lines_of(mut child: Child) -> Vec<Value> {
+    child.start_kill().unwrap();
+    let output = child.wait_with_output().await.unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_max_concurrency_one_process_serves_many_invocations_each_keeping_its_own() {
+    let highlevel = highlevel().await;
+    // The first finalize to arrive is answered after 3 s; the rest at once.
+    highlevel.script([
+        Scripted::ok().delayed(Duration::from_secs(3)),
+        Scripted::Documented,
+    ]);
+    let runtime = RuntimeApi::start().await.unwrap();
+    let child = bootstrap(
+        &runtime.address(),
+        &[
+            ("AWS_LAMBDA_MAX_CONCURRENCY", "8"),
+            ("GHL_TOKEN", TOKEN),
+            ("ALLOW_UNAUTHENTICATED", "true"),
+            ("GHL_API_BASE_URL", &highlevel.base_url()),
+        ],
+    );
+    let timeout = Duration::from_secs(20);
+    let locations: Vec<String> = (0..5).map(|i| format!("FastLocation{i}")).collect();
+    let slow_event = event_for("SlowLocation", "slow-csv");
+    let fast_events: Vec<String> = locations.iter().map(|l| event_for(l, "fast-csv")).collect();
+    let slow = runtime.invoke(&slow_event, timeout);
+    let fast = async {
+        while highlevel.finalize_requests().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let answers = futures_util::future::join_all(
+            fast_events
+                .iter()
+                .map(|event| runtime.invoke(event, timeout)),
+        )
+        .await;
+        // Every fast one answered while the slow one still waits for HighLevel.
+        (answers, highlevel.finalized())
+    };
+    let (slow, (fast, finalized_meanwhile)) = tokio::join!(slow, fast);
+    assert_eq!(
+        finalized_meanwhile, 5,
+        "the slow finalize delayed none of the others"
+    );
+    let mut request_ids = std::collections::HashSet::new();
+    for (answer, location) in fast.iter().zip(&locations) {
+        let (status, body) = response_of(answer);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body["locationId"],
+            location.as_str(),
+            "each invocation its own answer"
+        );
+        assert!(request_ids.insert(body["requestId"].as_str().unwrap().to_owned()));
+    }
+    let (status, body) = response_of(&slow);
+    assert_eq!(
+        (status, &body["locationId"]),
+        (200, &serde_json::json!("SlowLocation"))
+    );
+    let lines = lines_of(child).await;
+    let audit: Vec<&Value> = lines.iter().filter(|l| l["audit"] == true).collect();
+    assert_eq!(audit.len(), 6);
+    for line in audit {
+        // An audit line's request id is its own invocation's, not a neighbour's.
+        let id = line["requestId"].as_str().unwrap();
+        let location = line["locationId"].as_str().unwrap();
+        let fast_index = locations.iter().position(|l| l == location);
+        match fast_index {
+            Some(i) => assert_eq!(
+                Some(id),
+                response_of(&fast[i]).1["requestId"].as_str(),
+                "{line}"
+            ),
+            None => assert_eq!(Some(id), body["requestId"].as_str(), "{line}"),
+        }
+    }
+    let documents = lines.iter().filter(|l| l.get("_aws").is_some()).count();
+    assert_eq!(documents, 6, "one EMF document per invocation");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_concurrent_invocations_for_one_expired_oauth_token_make_one_refresh() {
+    let highlevel = StandIn::start(
+        ([127, 0, 0, 1], 0).into(),
+        Behaviour {
+            oauth_client: Some((CLIENT_ID.to_owned(), CLIENT_SECRET.to_owned())),
+            ..Behaviour::default()
+        },
+    )
+    .await
+    .unwrap();
+    highlevel.oauth_pair(LOCATION, "access-0", "refresh-0");
+    highlevel.token_endpoint(TokenEndpoint {
+        delay: Duration::from_millis(300),
+        ..Default::default()
+    });
+    let token_id = format!("{}/token", unique("ghl-bin"));
+    put_secret(
+        &token_id,
+        &oauth_entry("access-0", "refresh-0", now_unix() - 5).to_string(),
+    )
+    .await;
+    let runtime = RuntimeApi::start().await.unwrap();
+    let child = bootstrap(
+        &runtime.address(),
+        &[
+            ("AWS_LAMBDA_MAX_CONCURRENCY", "6"),
+            ("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto_endpoint()),
+            ("GHL_TOKEN_SECRET_ID", &token_id),
+            ("ALLOW_UNAUTHENTICATED", "true"),
+            ("GHL_API_BASE_URL", &highlevel.base_url()),
+        ],
+    );
+    let timeout = Duration::from_secs(20);
+    let events: Vec<String> = (0..6)
+        .map(|i| event_for(LOCATION, &format!("csv-{i}")))
+        .collect();
+    let answers =
+        futures_util::future::join_all(events.iter().map(|e| runtime.invoke(e, timeout))).await;
+    for answer in &answers {
+        let (status, body) = response_of(answer);
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(
+        highlevel.refreshes(),
+        (1, 0),
+        "one refresh for six invocations"
+    );
+    let live = highlevel.live_pair(LOCATION).unwrap().0;
+    assert!(highlevel.finalize_tokens().iter().all(|t| *t == live));
+    drop(lines_of(child).await);
+}

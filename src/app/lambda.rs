@@ -6,6 +6,7 @@
 //! leniently as an HTTP event ([`event::into_request`]) and answered from the contract's table.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use aws_lambda_events::sqs::SqsBatchResponse;
 use lambda_http::lambda_runtime::{self, LambdaEvent};
@@ -27,20 +28,60 @@ enum Answer {
     Sqs(SqsBatchResponse),
 }
 
-/// Serves Lambda invocations with `app` until the runtime stops.
-pub async fn run(app: &App) -> Result<(), lambda_http::Error> {
-    lambda_runtime::run(service_fn(
-        move |invocation: LambdaEvent<Value>| async move {
-            if sqs_batch::is_sqs_event(&invocation.payload) {
-                let batch = Box::pin(app.work_sqs(invocation.payload, &invocation.context)).await;
-                return Ok::<_, Infallible>(Answer::Sqs(batch));
-            }
-            let (request, origin) = event::into_request(invocation.payload);
-            // Boxed: the handler's future is deep, and the runtime's loop nests it further.
-            let response =
-                Box::pin(app.respond(request.with_lambda_context(invocation.context))).await;
-            Ok(Answer::Http(event::into_event_response(origin, response)))
-        },
-    ))
-    .await
+/// Serves Lambda invocations with `app` until the runtime stops: one at a time, as classic
+/// Lambda hands them out; with `AWS_LAMBDA_MAX_CONCURRENCY` above 1 (Lambda Managed
+/// Instances), that many at once, each on its own `/next` loop, sharing the app's caches,
+/// locks and single flights.
+pub async fn run(app: Arc<App>) -> Result<(), lambda_http::Error> {
+    if max_concurrency(std::env::var("AWS_LAMBDA_MAX_CONCURRENCY").ok().as_deref()) > 1 {
+        let handler = service_fn(move |invocation: LambdaEvent<Value>| {
+            let app = Arc::clone(&app);
+            async move { Ok::<_, Infallible>(answer(&app, invocation).await) }
+        });
+        lambda_runtime::run_concurrent(handler).await
+    } else {
+        let app = &*app;
+        lambda_runtime::run(service_fn(
+            move |invocation: LambdaEvent<Value>| async move {
+                Ok::<_, Infallible>(answer(app, invocation).await)
+            },
+        ))
+        .await
+    }
+}
+
+/// One invocation's answer: an SQS batch to the worker's front, anything else to the HTTP
+/// front.
+async fn answer(app: &App, invocation: LambdaEvent<Value>) -> Answer {
+    if sqs_batch::is_sqs_event(&invocation.payload) {
+        let batch = Box::pin(app.work_sqs(invocation.payload, &invocation.context)).await;
+        return Answer::Sqs(batch);
+    }
+    let (request, origin) = event::into_request(invocation.payload);
+    // Boxed: the handler's future is deep, and the runtime's loop nests it further.
+    let response = Box::pin(app.respond(request.with_lambda_context(invocation.context))).await;
+    Answer::Http(event::into_event_response(origin, response))
+}
+
+/// `AWS_LAMBDA_MAX_CONCURRENCY` as a number of concurrent invocations (1 when unset or not a
+/// whole number: the sequential loop).
+pub fn max_concurrency(value: Option<&str>) -> usize {
+    value
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_concurrently_only_above_one() {
+        assert_eq!(max_concurrency(None), 1);
+        assert_eq!(max_concurrency(Some("1")), 1);
+        assert_eq!(max_concurrency(Some("0")), 1);
+        assert_eq!(max_concurrency(Some("many")), 1);
+        assert_eq!(max_concurrency(Some(" 64 ")), 64);
+    }
 }

@@ -20,5 +20,5 @@ async fn serve() -> Result<(), lambda_http::Error> {
     // Lambda's environment holds everything the AWS clients need.
     let aws = AwsClients::from_lambda_env(&http, config.services());
     let app = App::build_with(config, http, aws).await?;
-    lambda::run(&app).await
+    lambda::run(std::sync::Arc::new(app)).await
 }
