@@ -10,18 +10,19 @@
 //!
 //! Usage: coldstart BOOTSTRAP NOOP [WARM_INVOCATIONS] [COLD_STARTS]
 
-use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ghl_csv_finalize::local::runtime_api::RuntimeApi;
 use ghl_csv_finalize::local::standin::{Behaviour, StandIn};
-use tokio::process::{Child, Command};
 
 #[path = "common/moto.rs"]
 mod moto;
+#[path = "common/process.rs"]
+mod process;
 use moto::{counting_proxy, start_moto};
+use process::{spawn, vm_hwm_kib};
 
 const EVENT: &str = include_str!("../events/apigw-v2-path-params.json");
 
@@ -52,40 +53,6 @@ fn median(mut values: Vec<Duration>) -> Duration {
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn vm_hwm_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn spawn(binary: &str, runtime: &RuntimeApi, env: &[(String, String)]) -> Child {
-    let mut command = Command::new(binary);
-    command
-        .env_clear()
-        .env("AWS_LAMBDA_RUNTIME_API", runtime.address())
-        .env("AWS_LAMBDA_FUNCTION_NAME", "ghl-csv-finalize")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
-        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/bench")
-        .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
-        .env("AWS_LAMBDA_LOG_LEVEL", "WARN")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "bench")
-        .env("AWS_SECRET_ACCESS_KEY", "bench")
-        .env("AWS_SESSION_TOKEN", "bench")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    command.spawn().expect("the binary starts")
 }
 
 /// One cold start and `warm` warm invocations of `binary`.

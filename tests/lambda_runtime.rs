@@ -552,3 +552,46 @@ async fn six_concurrent_invocations_for_one_expired_oauth_token_make_one_refresh
     assert!(highlevel.finalize_tokens().iter().all(|t| *t == live));
     drop(lines_of(child).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_max_concurrency_six_finalizes_are_in_flight_at_once() {
+    let highlevel = highlevel().await;
+    highlevel.script([Scripted::ok().delayed(Duration::from_secs(2))]);
+    let runtime = RuntimeApi::start().await.unwrap();
+    let child = bootstrap(
+        &runtime.address(),
+        &[
+            ("AWS_LAMBDA_MAX_CONCURRENCY", "6"),
+            ("GHL_TOKEN", TOKEN),
+            ("ALLOW_UNAUTHENTICATED", "true"),
+            ("GHL_API_BASE_URL", &highlevel.base_url()),
+        ],
+    );
+    let events: Vec<String> = (0..6)
+        .map(|i| event_for(&format!("Location{i}"), "csv"))
+        .collect();
+    let invoked = futures_util::future::join_all(
+        events
+            .iter()
+            .map(|e| runtime.invoke(e, Duration::from_secs(20))),
+    );
+    let watched = async {
+        // Six PATCHes received before the first is answered: six invocations at once.
+        for _ in 0..150 {
+            if highlevel.finalize_requests().len() == 6 {
+                return highlevel.finalized();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("six finalizes were never in flight at once");
+    };
+    let (answers, answered_meanwhile) = tokio::join!(invoked, watched);
+    assert_eq!(
+        answered_meanwhile, 0,
+        "all six arrived before any was answered"
+    );
+    for answer in &answers {
+        assert_eq!(response_of(answer).0, 200);
+    }
+    drop(lines_of(child).await);
+}

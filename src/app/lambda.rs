@@ -31,23 +31,14 @@ enum Answer {
 /// Serves Lambda invocations with `app` until the runtime stops: one at a time, as classic
 /// Lambda hands them out; with `AWS_LAMBDA_MAX_CONCURRENCY` above 1 (Lambda Managed
 /// Instances), that many at once, each on its own `/next` loop, sharing the app's caches,
-/// locks and single flights.
+/// locks and single flights (`lambda_runtime` reads the variable, and runs the sequential loop
+/// when it is unset or 1).
 pub async fn run(app: Arc<App>) -> Result<(), lambda_http::Error> {
-    if max_concurrency(std::env::var("AWS_LAMBDA_MAX_CONCURRENCY").ok().as_deref()) > 1 {
-        let handler = service_fn(move |invocation: LambdaEvent<Value>| {
-            let app = Arc::clone(&app);
-            async move { Ok::<_, Infallible>(answer(&app, invocation).await) }
-        });
-        lambda_runtime::run_concurrent(handler).await
-    } else {
-        let app = &*app;
-        lambda_runtime::run(service_fn(
-            move |invocation: LambdaEvent<Value>| async move {
-                Ok::<_, Infallible>(answer(app, invocation).await)
-            },
-        ))
-        .await
-    }
+    let handler = service_fn(move |invocation: LambdaEvent<Value>| {
+        let app = Arc::clone(&app);
+        async move { Ok::<_, Infallible>(answer(&app, invocation).await) }
+    });
+    lambda_runtime::run_concurrent(handler).await
 }
 
 /// One invocation's answer: an SQS batch to the worker's front, anything else to the HTTP
@@ -61,27 +52,4 @@ async fn answer(app: &App, invocation: LambdaEvent<Value>) -> Answer {
     // Boxed: the handler's future is deep, and the runtime's loop nests it further.
     let response = Box::pin(app.respond(request.with_lambda_context(invocation.context))).await;
     Answer::Http(event::into_event_response(origin, response))
-}
-
-/// `AWS_LAMBDA_MAX_CONCURRENCY` as a number of concurrent invocations (1 when unset or not a
-/// whole number: the sequential loop).
-pub fn max_concurrency(value: Option<&str>) -> usize {
-    value
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .unwrap_or(1)
-        .max(1)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn runs_concurrently_only_above_one() {
-        assert_eq!(max_concurrency(None), 1);
-        assert_eq!(max_concurrency(Some("1")), 1);
-        assert_eq!(max_concurrency(Some("0")), 1);
-        assert_eq!(max_concurrency(Some("many")), 1);
-        assert_eq!(max_concurrency(Some(" 64 ")), 64);
-    }
 }
