@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use crate::auth::{sign_webhook, CallbackKey, Credential, InboundAuth};
 use crate::error::{BoxError, Error};
-use crate::records::Record;
+use crate::records::{CallbackStatus, Record};
 use crate::request::callback::{CallbackKind, CallbackUrl, Reach};
 use crate::request::deadline::{rfc3339, unix_seconds, Deadline};
 use resolver::{GuardedResolver, Lookup};
@@ -36,6 +36,16 @@ pub(crate) enum Sent {
     /// Answered otherwise (the status), or not at all (`None`: refused, unreachable, timed
     /// out, not signed): to be tried again.
     Undelivered(Option<u16>),
+}
+
+impl Sent {
+    /// Where the callback stands after this try, and the status of the answer, if one came.
+    pub(crate) fn state(self) -> (CallbackStatus, Option<u16>) {
+        match self {
+            Sent::Delivered(status) => (CallbackStatus::Delivered, Some(status)),
+            Sent::Undelivered(status) => (CallbackStatus::Pending, status),
+        }
+    }
 }
 
 /// The callbacks of one instance: its client, and where the signing key comes from.

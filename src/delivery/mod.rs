@@ -21,7 +21,7 @@ use futures_util::future::join_all;
 use tokio::time::Instant;
 
 use crate::auth::Credential;
-use crate::callback::{Callbacks, Sent};
+use crate::callback::Callbacks;
 use crate::error::{chain, Error};
 use crate::highlevel::Import;
 use crate::highlevel::Outcome;
@@ -736,10 +736,7 @@ impl<S: Finalizer> Delivery<S> {
         let sent = callbacks
             .send(record, kind, occurred_at_ms, invocation.deadline)
             .await;
-        let (status, last_status) = match sent {
-            Sent::Delivered(status) => (CallbackStatus::Delivered, Some(status)),
-            Sent::Undelivered(status) => (CallbackStatus::Pending, status),
-        };
+        let (status, last_status) = sent.state();
         if status == CallbackStatus::Pending {
             let due = CallbackDue {
                 finalization_id: record.id.clone(),
@@ -802,10 +799,7 @@ impl<S: Finalizer> Delivery<S> {
             .send(&record, due.kind, due.occurred_at_ms, invocation.deadline)
             .await;
         let now = unix_ms();
-        let (mut status, last_status) = match sent {
-            Sent::Delivered(status) => (CallbackStatus::Delivered, Some(status)),
-            Sent::Undelivered(status) => (CallbackStatus::Pending, status),
-        };
+        let (mut status, last_status) = sent.state();
         let tried_for = Duration::from_millis(now.saturating_sub(due.first_tried_at_ms));
         if status == CallbackStatus::Pending && tried_for >= CALLBACK_GIVE_UP_AFTER {
             tracing::error!(request_id = %invocation.request_id, finalization_id = %record.id, attempts = state.attempts + 1, "a callback was never delivered in 24 hours; it is given up");
