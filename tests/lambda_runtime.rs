@@ -595,3 +595,130 @@ async fn with_max_concurrency_six_finalizes_are_in_flight_at_once() {
     }
     drop(lines_of(child).await);
 }
+
+/// Whether `line` was written inside the invocation `request_id` (lambda_runtime's span names
+/// it; the JSON formatter writes the spans a line was written in).
+fn written_in(line: &Value, request_id: &str) -> bool {
+    line["spans"]
+        .as_array()
+        .is_some_and(|spans| spans.iter().any(|s| s["requestId"] == request_id))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_invocations_for_different_locations_never_mix_tokens_deadlines_or_log_lines() {
+    let highlevel = highlevel().await;
+    // Every finalize is answered after 2 s: longer than the short invocation may wait.
+    highlevel.script([Scripted::ok().delayed(Duration::from_secs(2))]);
+    let prefix = unique("ghl-bin-mix");
+    let locations: Vec<String> = (0..4).map(|i| format!("MixLocation{i}")).collect();
+    for location in &locations {
+        put_secret(
+            &format!("{prefix}/{location}"),
+            &format!("token-of-{location}"),
+        )
+        .await;
+    }
+    let runtime = RuntimeApi::start().await.unwrap();
+    let child = bootstrap(
+        &runtime.address(),
+        &[
+            ("AWS_LAMBDA_MAX_CONCURRENCY", "8"),
+            ("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto_endpoint()),
+            ("GHL_TOKEN_SECRET_ID", &format!("{prefix}/{{locationId}}")),
+            ("ALLOW_UNAUTHENTICATED", "true"),
+            ("GHL_API_BASE_URL", &highlevel.base_url()),
+        ],
+    );
+    // Location 0 is invoked with 1.5 s left (a 1 s budget after Lambda's margin); the others
+    // with 20 s. Two invocations per location, all at once.
+    let invocations: Vec<(usize, String, Duration)> = (0..8)
+        .map(|i| {
+            let location = i % 4;
+            let left = if i == 0 { 1_500 } else { 20_000 };
+            (
+                location,
+                event_for(&locations[location], &format!("csv{i}")),
+                Duration::from_millis(left),
+            )
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let runtime = &runtime;
+    let answers =
+        futures_util::future::join_all(invocations.iter().map(|(_, event, left)| async move {
+            let answer = runtime.invoke(event, *left).await;
+            (answer, started.elapsed())
+        }))
+        .await;
+    let mut request_ids = Vec::new();
+    for (i, ((answer, took), (location, _, _))) in answers.iter().zip(&invocations).enumerate() {
+        let (status, body) = response_of(answer);
+        if i == 0 {
+            // Its own deadline, not a neighbour's: it gave up before HighLevel answered.
+            assert_eq!(status, 504, "{body}");
+            assert_eq!(body["error"]["code"], "upstream_timeout");
+            assert!(
+                *took < Duration::from_millis(1_800),
+                "answered after {took:?}"
+            );
+        } else {
+            // The short deadline cut none of the others.
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["locationId"], locations[*location].as_str(), "{body}");
+            assert!(*took >= Duration::from_secs(2), "answered after {took:?}");
+        }
+        request_ids.push(body["requestId"].as_str().unwrap().to_owned());
+    }
+    // Each finalize carried its own location's token.
+    let requests = highlevel.finalize_requests();
+    assert_eq!(requests.len(), 8);
+    for request in &requests {
+        let location = locations
+            .iter()
+            .find(|l| request.path.contains(&format!("/{l}/")))
+            .expect("a finalize for one of the locations");
+        let token = request.bearer.as_ref().map(|t| t.expose().clone());
+        assert_eq!(
+            token,
+            Some(format!("token-of-{location}")),
+            "{}",
+            request.path
+        );
+    }
+    let lines = lines_of(child).await;
+    for (i, request_id) in request_ids.iter().enumerate() {
+        let location = locations[invocations[i].0].as_str();
+        let csv = format!("csv{i}");
+        // Its audit line and EMF document, and nobody else's.
+        let audit: Vec<&Value> = lines
+            .iter()
+            .filter(|l| l["audit"] == true && l["requestId"] == request_id.as_str())
+            .collect();
+        assert_eq!(audit.len(), 1, "{request_id}");
+        assert_eq!(
+            (audit[0]["locationId"].as_str(), audit[0]["csvId"].as_str()),
+            (Some(location), Some(csv.as_str()))
+        );
+        let expected_status = if i == 0 { 504 } else { 200 };
+        assert_eq!(audit[0]["status"], expected_status);
+        let documents = lines
+            .iter()
+            .filter(|l| l.get("_aws").is_some() && l["requestId"] == request_id.as_str())
+            .count();
+        assert_eq!(documents, 1, "one EMF document for {request_id}");
+        // Every other line written inside this invocation names its location, if any.
+        for line in lines.iter().filter(|l| written_in(l, request_id)) {
+            let text = line.to_string();
+            for other in locations.iter().filter(|l| *l != location) {
+                assert!(!text.contains(other.as_str()), "{request_id}: {text}");
+            }
+        }
+    }
+    // The timed-out invocation's cause went to its own log lines.
+    assert!(
+        lines
+            .iter()
+            .any(|l| written_in(l, &request_ids[0]) && l["level"] != "INFO"),
+        "the 504's cause is logged inside its invocation: {lines:?}"
+    );
+}

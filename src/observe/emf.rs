@@ -150,6 +150,7 @@ pub fn document(namespace: &str, audit: &Audit, measures: &Measures, timestamp_m
     let document = Document {
         namespace,
         timestamp_ms,
+        request_id: &audit.request_id,
         plain: &plain,
         code: audit.code.filter(|_| failed),
         status: audit.upstream_status,
@@ -164,6 +165,9 @@ pub fn document(namespace: &str, audit: &Audit, measures: &Measures, timestamp_m
 struct Document<'a> {
     namespace: &'a str,
     timestamp_ms: u64,
+    /// Not a dimension: a property Logs Insights can match to the audit line, which matters
+    /// when one process serves many invocations at once.
+    request_id: &'a str,
     plain: &'a [Metric],
     code: Option<&'static str>,
     status: Option<u16>,
@@ -192,6 +196,7 @@ impl Serialize for Document<'_> {
                 cloud_watch_metrics: &directives,
             },
         )?;
+        root.serialize_entry("requestId", self.request_id)?;
         for metric in self.plain {
             root.serialize_entry(metric.name, &metric.value)?;
         }
@@ -313,6 +318,9 @@ mod tests {
         assert_eq!(directives.len(), 2, "no code directive without a failure");
         assert_eq!(directives[0]["Dimensions"], json!([[]]));
         assert!(doc.get("locationId").is_none(), "no per-location dimension");
+        // Its invocation's request id, as a property no directive names.
+        assert_eq!(doc["requestId"], "r");
+        assert!(!doc["_aws"].to_string().contains("requestId"));
     }
 
     #[test]
