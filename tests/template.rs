@@ -31,7 +31,17 @@ fn reference(value: &Value) -> Option<&str> {
 #[test]
 fn runs_on_provided_al2023_built_by_cargo_lambda_as_bootstrap() {
     let t = template();
-    assert_eq!(t["Transform"], "AWS::Serverless-2016-10-31");
+    // The language extensions first: they settle the parameters' Fn::If before SAM reads them.
+    let transforms: Vec<&str> = t["Transform"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        transforms,
+        ["AWS::LanguageExtensions", "AWS::Serverless-2016-10-31"]
+    );
     let globals = &t["Globals"]["Function"];
     assert_eq!(globals["Runtime"], "provided.al2023");
     assert_eq!(globals["Handler"], "bootstrap");
@@ -835,9 +845,13 @@ fn python(code: &str, args: &[&str]) -> std::process::Output {
         .expect("python3 runs (scripts/test installs cfn-lint and aws-sam-cli)")
 }
 
-/// cfn-lint and `sam validate --lint` on the template as deployed with every optional part on:
-/// alarms with an e-mail subscription, queue mode (worker, dead-letter queue alarm), records and
-/// an agency connection.
+/// A capacity provider's ARN, as the `CapacityProviderArn` parameter takes it.
+const CAPACITY_PROVIDER: &str = "arn:aws:lambda:us-east-1:123456789012:capacity-provider:ghl";
+
+/// cfn-lint, `sam validate --lint` and `sam validate --language-extensions` (the SAM translator
+/// after the language extensions, as CloudFormation runs them) on the template as deployed with
+/// every optional part on: alarms with an e-mail subscription, queue mode (worker, dead-letter
+/// queue alarm), records, an agency connection and Lambda Managed Instances.
 #[test]
 fn the_template_with_alarms_and_queue_mode_on_passes_cfn_lint_and_sam_validate() {
     let text = with_defaults(&[
@@ -845,6 +859,7 @@ fn the_template_with_alarms_and_queue_mode_on_passes_cfn_lint_and_sam_validate()
         ("AlarmEmail", "\"\"", "ops@example.com"),
         ("DeliveryMode", "sync", "queue"),
         ("AgencySecretName", "\"\"", "ghl/agency"),
+        ("CapacityProviderArn", "\"\"", CAPACITY_PROVIDER),
     ]);
     let dir = std::env::temp_dir().join(format!("ghl-template-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -855,19 +870,27 @@ fn the_template_with_alarms_and_queue_mode_on_passes_cfn_lint_and_sam_validate()
         "import sys; from cfnlint.runner import main; sys.argv[0] = 'cfn-lint'; sys.exit(main())",
         &[path],
     );
-    let validate = python(
-        "import sys; from samcli.cli.main import cli; sys.argv[0] = 'sam'; sys.exit(cli())",
-        &[
-            "validate",
-            "--lint",
-            "--region",
-            "us-east-1",
-            "--template-file",
-            path,
-        ],
-    );
+    let sam = |flag: &str| {
+        python(
+            "import sys; from samcli.cli.main import cli; sys.argv[0] = 'sam'; sys.exit(cli())",
+            &[
+                "validate",
+                flag,
+                "--region",
+                "us-east-1",
+                "--template-file",
+                path,
+            ],
+        )
+    };
+    let validate = sam("--lint");
+    let translate = sam("--language-extensions");
     let _ = std::fs::remove_dir_all(&dir);
-    for (tool, output) in [("cfn-lint", lint), ("sam validate --lint", validate)] {
+    for (tool, output) in [
+        ("cfn-lint", lint),
+        ("sam validate --lint", validate),
+        ("sam validate --language-extensions", translate),
+    ] {
         assert!(
             output.status.success(),
             "{tool}: {}{}",
@@ -877,14 +900,22 @@ fn the_template_with_alarms_and_queue_mode_on_passes_cfn_lint_and_sam_validate()
     }
 }
 
-/// The template as deployed with alarms and queue mode on, translated by the SAM translator
-/// (the library `sam deploy` sends it through), as JSON.
+/// The template as deployed with alarms and queue mode on, translated as CloudFormation does it.
 fn translated_with_everything_on() -> serde_json::Value {
-    let text = with_defaults(&[
+    translated(&[
         ("AlarmsEnabled", "\"false\"", "\"true\""),
         ("DeliveryMode", "sync", "queue"),
-    ]);
-    let dir = std::env::temp_dir().join(format!("ghl-translate-{}", std::process::id()));
+    ])
+}
+
+/// The template with `overrides` applied to its parameter defaults, as CloudFormation deploys
+/// it: the language extensions (SAM CLI's copy of them) settle the parameters, then the SAM
+/// translator (the library the SAM transform runs) makes the resources; as JSON.
+fn translated(overrides: &[(&str, &str, &str)]) -> serde_json::Value {
+    let text = with_defaults(overrides);
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("ghl-translate-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("template.yaml");
     std::fs::write(&path, text).unwrap();
@@ -893,11 +924,12 @@ fn translated_with_everything_on() -> serde_json::Value {
 import json, os, sys
 from samtranslator.yaml_helper import yaml_parse
 from samtranslator.translator.transform import transform
+from samcli.lib.cfn_language_extensions.api import process_template
 class NoManagedPolicies:
     def load(self):
         return {}
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-template = yaml_parse(open(sys.argv[1]).read())
+template = process_template(yaml_parse(open(sys.argv[1]).read()))
 template["Globals"]["Function"]["CodeUri"] = "s3://bucket/code.zip"
 print(json.dumps(transform(template, {}, NoManagedPolicies())))
 "#,
@@ -962,4 +994,97 @@ fn translated_the_queues_and_the_table_are_kept_and_the_alarm_topic_is_usable() 
     }
     let key = &resources["AlarmTopic"]["Properties"]["KmsMasterKeyId"];
     assert_eq!(key, &serde_json::json!({"Ref": "AlarmTopicKey"}));
+}
+
+/// The translated template's Lambda functions, by logical id.
+fn lambda_functions(t: &serde_json::Value) -> Vec<(&String, &serde_json::Value)> {
+    t["Resources"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::Lambda::Function")
+        .collect()
+}
+
+#[test]
+fn classic_lambda_by_default_with_128_mb_and_no_capacity_provider() {
+    let t = translated(&[("DeliveryMode", "sync", "queue")]);
+    let functions = lambda_functions(&t);
+    assert_eq!(functions.len(), 2, "the receiver and the worker");
+    for (name, function) in functions {
+        let properties = &function["Properties"];
+        assert_eq!(properties["MemorySize"], 128, "{name}");
+        assert!(
+            properties.get("CapacityProviderConfig").is_none(),
+            "{name}: {properties}"
+        );
+    }
+}
+
+#[test]
+fn a_capacity_provider_puts_the_receiver_and_the_worker_on_managed_instances() {
+    let t = translated(&[
+        ("DeliveryMode", "sync", "queue"),
+        ("CapacityProviderArn", "\"\"", CAPACITY_PROVIDER),
+    ]);
+    let functions = lambda_functions(&t);
+    assert_eq!(functions.len(), 2, "the receiver and the worker");
+    for (name, function) in functions {
+        let properties = &function["Properties"];
+        let config =
+            &properties["CapacityProviderConfig"]["LambdaManagedInstancesCapacityProviderConfig"];
+        assert_eq!(config["CapacityProviderArn"], CAPACITY_PROVIDER, "{name}");
+        // The parameter's default: 64 finalizes at once, 1.04 times one alone's latency in
+        // `scripts/bench concurrency`.
+        assert_eq!(
+            config["PerExecutionEnvironmentMaxConcurrency"].to_string(),
+            "64",
+            "{name}"
+        );
+        // 2 GiB per vCPU at 2048 MB: one vCPU, the smallest environment there is.
+        assert_eq!(config["ExecutionEnvironmentMemoryGiBPerVCpu"], 2, "{name}");
+        assert_eq!(properties["MemorySize"], 2048, "{name}");
+    }
+    let parameter = &template()["Parameters"]["PerEnvironmentConcurrency"];
+    assert_eq!(
+        (
+            parameter["MinValue"].as_u64(),
+            parameter["MaxValue"].as_u64()
+        ),
+        (Some(1), Some(1600)),
+        "Lambda's range"
+    );
+}
+
+#[test]
+fn takes_only_a_capacity_provider_arn_or_nothing() {
+    let t = template();
+    let pattern = t["Parameters"]["CapacityProviderArn"]["AllowedPattern"]
+        .as_str()
+        .unwrap();
+    let candidates = [
+        ("", true),
+        (CAPACITY_PROVIDER, true),
+        ("ghl", false),
+        ("arn:aws:lambda:us-east-1:123456789012:function:ghl", false),
+        ("arn:aws:lambda:us-east-1:1234:capacity-provider:ghl", false),
+        (
+            "arn:aws:lambda:us-east-1:123456789012:capacity-provider:ghl extra",
+            false,
+        ),
+    ];
+    // CloudFormation matches the whole value; Python's fullmatch does the same.
+    let mut args = vec![pattern];
+    args.extend(candidates.iter().map(|(value, _)| *value));
+    let output = python(
+        "import re, sys; print(' '.join(str(bool(re.fullmatch(sys.argv[1], v))) for v in sys.argv[2:]))",
+        &args,
+    );
+    let matched = String::from_utf8_lossy(&output.stdout);
+    let matched: Vec<&str> = matched.split_whitespace().collect();
+    let expected: Vec<&str> = candidates
+        .iter()
+        .map(|(_, accepted)| if *accepted { "True" } else { "False" })
+        .collect();
+    assert_eq!(matched, expected, "{candidates:?}");
 }
