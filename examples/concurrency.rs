@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use ghl_csv_finalize::local::runtime_api::RuntimeApi;
 use ghl_csv_finalize::local::standin::{Behaviour, Faults, StandIn};
-use process::{spawn, vm_hwm_kib};
+use process::{cpu_time, spawn, vm_hwm_kib};
 
 const EVENT: &str = include_str!("../events/apigw-v2-path-params.json");
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -93,16 +93,19 @@ async fn main() {
     .await
     .expect("stand-in");
     println!(
-        "| processes × concurrency | invocations at once | throughput | p50 | p99 | peak RSS |"
+        "| processes × concurrency | invocations at once | throughput | p50 | p99 | peak RSS | CPU per finalize |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     let mut alone = None;
     let mut at_64 = None;
-    for n in [1, 8, 32, 64] {
+    // 256: what a burst asks of an environment (the README's sizing); the four before it.
+    for n in [1, 8, 32, 64, 256] {
         let runtime = RuntimeApi::start().await.expect("emulator");
         let child = spawn(&binary, &runtime, &env(&standin, Some(n)));
         rounds(&runtime, n, 1).await; // warm: connections made, caches filled
+        let cpu_before = child.id().map(cpu_time).unwrap_or_default();
         let (latencies, took) = rounds(&runtime, n, round_count).await;
+        let cpu = child.id().map(cpu_time).unwrap_or_default() - cpu_before;
         let rss = child.id().map_or(0, vm_hwm_kib);
         let p50 = percentile(&latencies, 0.5);
         if n == 1 {
@@ -112,11 +115,12 @@ async fn main() {
             at_64 = Some((p50, rss));
         }
         println!(
-            "| 1 × {n} | {n} | {:.0}/s | {} | {} | {:.1} MiB |",
+            "| 1 × {n} | {n} | {:.0}/s | {} | {} | {:.1} MiB | {:.3} ms |",
             latencies.len() as f64 / took.as_secs_f64(),
             ms(p50),
             ms(percentile(&latencies, 0.99)),
-            rss as f64 / 1024.0
+            rss as f64 / 1024.0,
+            cpu.as_secs_f64() * 1000.0 / latencies.len() as f64
         );
         drop(child);
     }
@@ -126,14 +130,20 @@ async fn main() {
         .map(|_| spawn(&binary, &runtime, &env(&standin, None)))
         .collect();
     rounds(&runtime, 64, 1).await;
+    let cpu = |children: &[tokio::process::Child]| -> Duration {
+        children.iter().filter_map(|c| c.id()).map(cpu_time).sum()
+    };
+    let cpu_before = cpu(&children);
     let (latencies, took) = rounds(&runtime, 64, round_count).await;
+    let cpu_used = cpu(&children) - cpu_before;
     let rss: u64 = children.iter().filter_map(|c| c.id()).map(vm_hwm_kib).sum();
     println!(
-        "| 64 × 1 (sequential, today's binary) | 64 | {:.0}/s | {} | {} | {:.1} MiB in all |",
+        "| 64 × 1 (sequential, today's binary) | 64 | {:.0}/s | {} | {} | {:.1} MiB in all | {:.3} ms |",
         latencies.len() as f64 / took.as_secs_f64(),
         ms(percentile(&latencies, 0.5)),
         ms(percentile(&latencies, 0.99)),
-        rss as f64 / 1024.0
+        rss as f64 / 1024.0,
+        cpu_used.as_secs_f64() * 1000.0 / latencies.len() as f64
     );
     if let (Some(alone), Some((p50, rss))) = (alone, at_64) {
         println!(
