@@ -98,7 +98,7 @@ async fn main() {
     println!("|---|---|---|---|---|---|---|");
     let mut alone = None;
     let mut at_64 = None;
-    // 256: what a burst asks of an environment (the README's sizing); the issue's four before it.
+    // The four the issue names, and 256: how one process fares past the template's default of 64.
     for n in [1, 8, 32, 64, 256] {
         let runtime = RuntimeApi::start().await.expect("emulator");
         let child = spawn(&binary, &runtime, &env(&standin, Some(n)));

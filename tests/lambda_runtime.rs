@@ -722,3 +722,107 @@ async fn concurrent_invocations_for_different_locations_never_mix_tokens_deadlin
         "the 504's cause is logged inside its invocation: {lines:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_max_concurrency_a_worker_process_works_two_sqs_batches_at_once() {
+    let highlevel = highlevel().await;
+    let base = unique("ghl-bin-batches");
+    let (token_id, auth_id) = (format!("{base}/token"), format!("{base}/inbound"));
+    put_secret(&token_id, TOKEN).await;
+    put_secret(&auth_id, &format!(r#"{{"apiKeys":["{API_KEY}"]}}"#)).await;
+    let table = unique("ghl-bin-batch-records");
+    stores::create_table(&table).await;
+    let queues = stores::create_queues(&unique("ghl-bin-batch-queue"), 10).await;
+    let env = [
+        ("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto_endpoint()),
+        ("AWS_ENDPOINT_URL_DYNAMODB", moto_endpoint()),
+        ("AWS_ENDPOINT_URL_SQS", moto_endpoint()),
+        ("GHL_TOKEN_SECRET_ID", &token_id),
+        ("INBOUND_AUTH_SECRET_ID", &auth_id),
+        ("GHL_API_BASE_URL", &highlevel.base_url()),
+        ("IDEMPOTENCY_TABLE", &table),
+        ("QUEUE_URL", &queues.url),
+        ("FOLLOW_IMPORTS", "false"),
+        ("AWS_LAMBDA_MAX_CONCURRENCY", "4"),
+    ];
+    let timeout = Duration::from_secs(20);
+    let receiver_api = RuntimeApi::start().await.unwrap();
+    let receiver = bootstrap(&receiver_api.address(), &env);
+    for i in 0..4 {
+        let (status, body) = response_of(
+            &receiver_api
+                .invoke(&event_for(LOCATION, &format!("batch-csv{i}")), timeout)
+                .await,
+        );
+        assert_eq!(status, 202, "{body}");
+    }
+    drop(lines_of(receiver).await);
+    let sqs = stores::sqs_client(moto_endpoint());
+    let mut messages = Vec::new();
+    while messages.len() < 4 {
+        let received = sqs
+            .receive_message()
+            .queue_url(&queues.url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        messages.extend(received.messages.unwrap_or_default());
+    }
+    let batch = |part: &[aws_sdk_sqs::types::Message]| {
+        let records: Vec<Value> = part
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "messageId": m.message_id, "receiptHandle": m.receipt_handle,
+                    "body": m.body, "attributes": {"ApproximateReceiveCount": "1"},
+                    "messageAttributes": {}, "eventSource": "aws:sqs",
+                    "eventSourceARN": queues.arn, "awsRegion": "us-east-1"})
+            })
+            .collect();
+        serde_json::json!({ "Records": records }).to_string()
+    };
+    let batches = [batch(&messages[..2]), batch(&messages[2..])];
+    // Every finalize is answered after 2 s: one batch's two cannot hide the other's.
+    highlevel.script([Scripted::ok().delayed(Duration::from_secs(2))]);
+    let worker_api = RuntimeApi::start().await.unwrap();
+    let worker = bootstrap(&worker_api.address(), &env);
+    let invoked =
+        futures_util::future::join_all(batches.iter().map(|b| worker_api.invoke(b, timeout)));
+    let watched = async {
+        for _ in 0..150 {
+            if highlevel.finalize_requests().len() == 4 {
+                return highlevel.finalized();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the two batches were never worked at once");
+    };
+    let (answers, answered_meanwhile) = tokio::join!(invoked, watched);
+    assert_eq!(
+        answered_meanwhile, 0,
+        "both batches' finalizes in flight at once"
+    );
+    for answer in &answers {
+        let answer = answer.as_ref().expect("the worker answered");
+        assert_eq!(answer.kind, "response", "{}", answer.body);
+        assert_eq!(
+            serde_json::from_str::<Value>(&answer.body).unwrap(),
+            serde_json::json!({"batchItemFailures": []})
+        );
+    }
+    let mut finalized: Vec<String> = highlevel
+        .finalize_requests()
+        .iter()
+        .map(|r| r.path.rsplit('/').next().unwrap_or_default().to_owned())
+        .collect();
+    finalized.sort();
+    assert_eq!(
+        finalized,
+        ["batch-csv0", "batch-csv1", "batch-csv2", "batch-csv3"],
+        "each message finalized once"
+    );
+    let lines = lines_of(worker).await;
+    let audit = lines.iter().filter(|l| l["audit"] == true).count();
+    assert_eq!(audit, 4, "one audit line per message");
+}
