@@ -1,11 +1,11 @@
 //! One process, many finalizes (run it with `scripts/bench concurrency`).
 //!
 //! The release `bootstrap` under the Runtime API emulator, against a HighLevel stand-in that
-//! answers every finalize in 200 ms: one process at `AWS_LAMBDA_MAX_CONCURRENCY` 1, 8, 32 and
-//! 64, each given as many invocations at once as it may serve, in rounds; and, in the same run,
-//! 64 sequential processes of the same binary (classic Lambda's 64 environments) given 64 at
-//! once. Printed: throughput, p50/p99 latency of an invocation, and peak RSS (the sum over the
-//! 64 processes).
+//! answers every finalize in 200 ms: one process at `AWS_LAMBDA_MAX_CONCURRENCY` 1, 8, 32, 64
+//! and 256, each given as many invocations at once as it may serve, in rounds; and, in the same
+//! run, 64 sequential processes of the same binary (classic Lambda's 64 environments) given 64
+//! at once. Printed: throughput, p50/p99 latency of an invocation, peak RSS (the sum over the
+//! 64 processes) and CPU time per finalize over the measured rounds.
 //!
 //! Usage: concurrency BOOTSTRAP [ROUNDS=10]
 
@@ -105,7 +105,11 @@ async fn main() {
         rounds(&runtime, n, 1).await; // warm: connections made, caches filled
         let cpu_before = child.id().map(cpu_time).unwrap_or_default();
         let (latencies, took) = rounds(&runtime, n, round_count).await;
-        let cpu = child.id().map(cpu_time).unwrap_or_default() - cpu_before;
+        let cpu = child
+            .id()
+            .map(cpu_time)
+            .unwrap_or_default()
+            .saturating_sub(cpu_before);
         let rss = child.id().map_or(0, vm_hwm_kib);
         let p50 = percentile(&latencies, 0.5);
         if n == 1 {
@@ -135,7 +139,7 @@ async fn main() {
     };
     let cpu_before = cpu(&children);
     let (latencies, took) = rounds(&runtime, 64, round_count).await;
-    let cpu_used = cpu(&children) - cpu_before;
+    let cpu_used = cpu(&children).saturating_sub(cpu_before);
     let rss: u64 = children.iter().filter_map(|c| c.id()).map(vm_hwm_kib).sum();
     println!(
         "| 64 × 1 (sequential, today's binary) | 64 | {:.0}/s | {} | {} | {:.1} MiB in all | {:.3} ms |",

@@ -1014,15 +1014,17 @@ fn classic_lambda_by_default_with_128_mb_and_no_capacity_provider() {
     for (name, function) in functions {
         let properties = &function["Properties"];
         assert_eq!(properties["MemorySize"], 128, "{name}");
-        assert!(
-            properties.get("CapacityProviderConfig").is_none(),
-            "{name}: {properties}"
-        );
+        for managed_only in ["CapacityProviderConfig", "PublishToLatestPublished"] {
+            assert!(
+                properties.get(managed_only).is_none(),
+                "{name}: {properties}"
+            );
+        }
     }
 }
 
 #[test]
-fn a_capacity_provider_puts_the_receiver_and_the_worker_on_managed_instances() {
+fn a_capacity_provider_puts_both_functions_on_managed_instances_without_reserved_concurrency() {
     let t = translated(&[
         ("DeliveryMode", "sync", "queue"),
         ("CapacityProviderArn", "\"\"", CAPACITY_PROVIDER),
@@ -1035,17 +1037,27 @@ fn a_capacity_provider_puts_the_receiver_and_the_worker_on_managed_instances() {
             &properties["CapacityProviderConfig"]["LambdaManagedInstancesCapacityProviderConfig"];
         assert_eq!(config["CapacityProviderArn"], CAPACITY_PROVIDER, "{name}");
         // The parameter's default: 64 finalizes at once, 1.04 times one alone's latency in
-        // `scripts/bench concurrency`.
-        assert_eq!(
-            config["PerExecutionEnvironmentMaxConcurrency"].to_string(),
-            "64",
-            "{name}"
-        );
+        // `scripts/bench concurrency` (a number here; CloudFormation may pass "64").
+        let concurrency = &config["PerExecutionEnvironmentMaxConcurrency"];
+        let concurrency = concurrency
+            .as_u64()
+            .or_else(|| concurrency.as_str()?.parse().ok());
+        assert_eq!(concurrency, Some(64), "{name}");
         // 2 GiB per vCPU at 2048 MB: one vCPU, the smallest environment there is.
         assert_eq!(config["ExecutionEnvironmentMemoryGiBPerVCpu"], 2, "{name}");
         assert_eq!(properties["MemorySize"], 2048, "{name}");
+        // Invoked unqualified, it runs $LATEST.PUBLISHED: each update must republish it.
+        assert_eq!(properties["PublishToLatestPublished"], true, "{name}");
     }
-    let parameter = &template()["Parameters"]["PerEnvironmentConcurrency"];
+    let t = template();
+    let rule = &t["Rules"]["ReservedConcurrencyIsForClassicLambda"];
+    let expected: Value =
+        serde_norway::from_str(r#"!Not [!Equals [!Ref CapacityProviderArn, ""]]"#).unwrap();
+    assert_eq!(rule["RuleCondition"], expected);
+    let expected: Value =
+        serde_norway::from_str(r#"!Equals [!Ref ReservedConcurrency, ""]"#).unwrap();
+    assert_eq!(rule["Assertions"][0]["Assert"], expected);
+    let parameter = &t["Parameters"]["PerEnvironmentConcurrency"];
     assert_eq!(
         (
             parameter["MinValue"].as_u64(),

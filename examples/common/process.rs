@@ -18,7 +18,9 @@ pub fn vm_hwm_kib(pid: u32) -> u64 {
 
 /// CPU time process `pid` has used so far: its threads' time on a CPU, in nanoseconds, from
 /// `/proc/PID/task/*/schedstat` (`/proc/PID/stat` counts in 10 ms ticks, too coarse for a
-/// finalize's fraction of a millisecond).
+/// finalize's fraction of a millisecond). Only threads alive now count: the runtime's thread,
+/// and tokio's blocking pool only after a DNS lookup (the benchmarks' addresses are IP literals,
+/// so none). A kernel without schedstats reads as zero.
 #[allow(dead_code, reason = "the cold-start benchmark measures no CPU time")]
 pub fn cpu_time(pid: u32) -> std::time::Duration {
     let nanos: u64 = std::fs::read_dir(format!("/proc/{pid}/task"))

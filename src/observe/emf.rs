@@ -151,6 +151,7 @@ pub fn document(namespace: &str, audit: &Audit, measures: &Measures, timestamp_m
         namespace,
         timestamp_ms,
         request_id: &audit.request_id,
+        finalization_id: audit.finalization_id.as_deref(),
         plain: &plain,
         code: audit.code.filter(|_| failed),
         status: audit.upstream_status,
@@ -165,9 +166,11 @@ pub fn document(namespace: &str, audit: &Audit, measures: &Measures, timestamp_m
 struct Document<'a> {
     namespace: &'a str,
     timestamp_ms: u64,
-    /// Not a dimension: a property Logs Insights can match to the audit line, which matters
-    /// when one process serves many invocations at once.
+    /// Not dimensions: properties Logs Insights can match to the audit line, which matters
+    /// when one process serves many invocations at once (the request id) and one worker
+    /// invocation many messages (the finalization id).
     request_id: &'a str,
+    finalization_id: Option<&'a str>,
     plain: &'a [Metric],
     code: Option<&'static str>,
     status: Option<u16>,
@@ -197,6 +200,9 @@ impl Serialize for Document<'_> {
             },
         )?;
         root.serialize_entry("requestId", self.request_id)?;
+        if let Some(id) = self.finalization_id {
+            root.serialize_entry("finalizationId", id)?;
+        }
         for metric in self.plain {
             root.serialize_entry(metric.name, &metric.value)?;
         }
@@ -318,9 +324,11 @@ mod tests {
         assert_eq!(directives.len(), 2, "no code directive without a failure");
         assert_eq!(directives[0]["Dimensions"], json!([[]]));
         assert!(doc.get("locationId").is_none(), "no per-location dimension");
-        // Its invocation's request id, as a property no directive names.
+        // Its invocation's request id, as a property no directive names; no finalization id
+        // without records.
         assert_eq!(doc["requestId"], "r");
         assert!(!doc["_aws"].to_string().contains("requestId"));
+        assert!(doc.get("finalizationId").is_none());
     }
 
     #[test]
@@ -354,6 +362,25 @@ mod tests {
             1,
         );
         assert_eq!(line.matches("\"Failed\":").count(), 1, "one value per name");
+    }
+
+    #[test]
+    fn a_worker_message_names_its_finalization_beside_the_shared_request_id() {
+        let audit = Audit {
+            finalization_id: Some("fz_0123456789abcdef0123456789abcdef".into()),
+            mode: Some(Mode::Worker),
+            ..audit(200, None, Some(200))
+        };
+        let doc = document("Ns", &audit, &Measures::default(), 1);
+        assert_valid(&doc);
+        assert_eq!(
+            (doc["requestId"].as_str(), doc["finalizationId"].as_str()),
+            (Some("r"), Some("fz_0123456789abcdef0123456789abcdef"))
+        );
+        assert!(
+            !doc["_aws"].to_string().contains("finalizationId"),
+            "not a dimension"
+        );
     }
 
     #[test]
