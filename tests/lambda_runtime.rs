@@ -326,9 +326,9 @@ async fn logs_no_credential_of_any_kind_even_at_trace() {
     }
 }
 
-#[tokio::test]
-async fn queue_mode_runs_receiver_and_worker_from_one_binary_configured_by_environment_only() {
-    let highlevel = highlevel().await;
+/// Queue mode in moto: a token and an inbound-auth secret, a records table and a queue; the
+/// environment the receiver and the worker share (more variables appended by the caller).
+async fn queue_mode(highlevel: &StandIn) -> (Vec<(String, String)>, stores::Queues) {
     let base = unique("ghl-bin-queue");
     let (token_id, auth_id) = (format!("{base}/token"), format!("{base}/inbound"));
     put_secret(&token_id, TOKEN).await;
@@ -346,6 +346,39 @@ async fn queue_mode_runs_receiver_and_worker_from_one_binary_configured_by_envir
         ("IDEMPOTENCY_TABLE", &table),
         ("QUEUE_URL", &queues.url),
     ];
+    let env = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    (env, queues)
+}
+
+/// `env` as `bootstrap` takes it.
+fn borrowed(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// The SQS event Lambda's event source mapping would send for `messages`, each on its first
+/// receive.
+fn sqs_event(messages: &[aws_sdk_sqs::types::Message], queue_arn: &str) -> String {
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "messageId": m.message_id, "receiptHandle": m.receipt_handle,
+                "body": m.body, "attributes": {"ApproximateReceiveCount": "1"},
+                "messageAttributes": {}, "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn, "awsRegion": "us-east-1"})
+        })
+        .collect();
+    serde_json::json!({ "Records": records }).to_string()
+}
+
+#[tokio::test]
+async fn queue_mode_runs_receiver_and_worker_from_one_binary_configured_by_environment_only() {
+    let highlevel = highlevel().await;
+    let (env, queues) = queue_mode(&highlevel).await;
+    let env = borrowed(&env);
     let timeout = Duration::from_secs(15);
     // The receiver and the worker: two instances of the same binary, as the template deploys.
     let receiver_api = RuntimeApi::start().await.unwrap();
@@ -370,14 +403,9 @@ async fn queue_mode_runs_receiver_and_worker_from_one_binary_configured_by_envir
         .unwrap()
         .messages
         .unwrap();
-    let message = &received[0];
-    let event = serde_json::json!({"Records": [{
-        "messageId": message.message_id, "receiptHandle": message.receipt_handle,
-        "body": message.body, "attributes": {"ApproximateReceiveCount": "1"},
-        "messageAttributes": {}, "eventSource": "aws:sqs", "eventSourceARN": queues.arn,
-        "awsRegion": "us-east-1"}]});
+    let event = sqs_event(&received[..1], &queues.arn);
     let answer = worker_api
-        .invoke(&event.to_string(), timeout)
+        .invoke(&event, timeout)
         .await
         .expect("the worker answered");
     assert_eq!(answer.kind, "response", "{}", answer.body);
@@ -575,18 +603,8 @@ async fn with_max_concurrency_six_finalizes_are_in_flight_at_once() {
             .iter()
             .map(|e| runtime.invoke(e, Duration::from_secs(20))),
     );
-    let watched = async {
-        // Six PATCHes received before the first is answered: six invocations at once (the
-        // count answered meanwhile decides; the 10 s bound only ends a hung run).
-        for _ in 0..1000 {
-            if highlevel.finalize_requests().len() == 6 {
-                return highlevel.finalized();
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("six finalizes were never in flight at once");
-    };
-    let (answers, answered_meanwhile) = tokio::join!(invoked, watched);
+    // Six PATCHes received before the first is answered: six invocations at once.
+    let (answers, answered_meanwhile) = tokio::join!(invoked, answered_once_sent(&highlevel, 6));
     assert_eq!(
         answered_meanwhile, 0,
         "all six arrived before any was answered"
@@ -595,6 +613,18 @@ async fn with_max_concurrency_six_finalizes_are_in_flight_at_once() {
         assert_eq!(response_of(answer).0, 200);
     }
     drop(lines_of(child).await);
+}
+
+/// How many finalizes HighLevel had answered once it had received `n`: 0 means all `n` were in
+/// flight at once. The count decides; the 10 s bound only ends a run that hung.
+async fn answered_once_sent(highlevel: &StandIn, n: usize) -> u64 {
+    for _ in 0..1000 {
+        if highlevel.finalize_requests().len() >= n {
+            return highlevel.finalized();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("HighLevel never received {n} finalizes");
 }
 
 /// Whether `line` was written inside the invocation `request_id` (lambda_runtime's span names
@@ -726,25 +756,14 @@ async fn concurrent_invocations_for_different_locations_never_mix_tokens_deadlin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_max_concurrency_a_worker_process_works_two_sqs_batches_at_once() {
     let highlevel = highlevel().await;
-    let base = unique("ghl-bin-batches");
-    let (token_id, auth_id) = (format!("{base}/token"), format!("{base}/inbound"));
-    put_secret(&token_id, TOKEN).await;
-    put_secret(&auth_id, &format!(r#"{{"apiKeys":["{API_KEY}"]}}"#)).await;
-    let table = unique("ghl-bin-batch-records");
-    stores::create_table(&table).await;
-    let queues = stores::create_queues(&unique("ghl-bin-batch-queue"), 10).await;
-    let env = [
-        ("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto_endpoint()),
-        ("AWS_ENDPOINT_URL_DYNAMODB", moto_endpoint()),
-        ("AWS_ENDPOINT_URL_SQS", moto_endpoint()),
-        ("GHL_TOKEN_SECRET_ID", &token_id),
-        ("INBOUND_AUTH_SECRET_ID", &auth_id),
-        ("GHL_API_BASE_URL", &highlevel.base_url()),
-        ("IDEMPOTENCY_TABLE", &table),
-        ("QUEUE_URL", &queues.url),
+    let (mut env, queues) = queue_mode(&highlevel).await;
+    for (key, value) in [
         ("FOLLOW_IMPORTS", "false"),
         ("AWS_LAMBDA_MAX_CONCURRENCY", "4"),
-    ];
+    ] {
+        env.push((key.to_owned(), value.to_owned()));
+    }
+    let env = borrowed(&env);
     let timeout = Duration::from_secs(20);
     let receiver_api = RuntimeApi::start().await.unwrap();
     let receiver = bootstrap(&receiver_api.address(), &env);
@@ -774,37 +793,17 @@ async fn with_max_concurrency_a_worker_process_works_two_sqs_batches_at_once() {
         messages.extend(received.messages.unwrap_or_default());
     }
     assert_eq!(messages.len(), 4, "the four queued finalizes");
-    let batch = |part: &[aws_sdk_sqs::types::Message]| {
-        let records: Vec<Value> = part
-            .iter()
-            .map(|m| {
-                serde_json::json!({
-                    "messageId": m.message_id, "receiptHandle": m.receipt_handle,
-                    "body": m.body, "attributes": {"ApproximateReceiveCount": "1"},
-                    "messageAttributes": {}, "eventSource": "aws:sqs",
-                    "eventSourceARN": queues.arn, "awsRegion": "us-east-1"})
-            })
-            .collect();
-        serde_json::json!({ "Records": records }).to_string()
-    };
-    let batches = [batch(&messages[..2]), batch(&messages[2..])];
+    let batches = [
+        sqs_event(&messages[..2], &queues.arn),
+        sqs_event(&messages[2..], &queues.arn),
+    ];
     // Every finalize is answered after 2 s: one batch's two cannot hide the other's.
     highlevel.script([Scripted::ok().delayed(Duration::from_secs(2))]);
     let worker_api = RuntimeApi::start().await.unwrap();
     let worker = bootstrap(&worker_api.address(), &env);
     let invoked =
         futures_util::future::join_all(batches.iter().map(|b| worker_api.invoke(b, timeout)));
-    let watched = async {
-        // The count answered meanwhile decides; the 10 s bound only ends a hung run.
-        for _ in 0..1000 {
-            if highlevel.finalize_requests().len() == 4 {
-                return highlevel.finalized();
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("the two batches were never worked at once");
-    };
-    let (answers, answered_meanwhile) = tokio::join!(invoked, watched);
+    let (answers, answered_meanwhile) = tokio::join!(invoked, answered_once_sent(&highlevel, 4));
     assert_eq!(
         answered_meanwhile, 0,
         "both batches' finalizes in flight at once"

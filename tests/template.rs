@@ -20,6 +20,16 @@ fn worker(t: &Value) -> &Value {
     &t["Resources"]["WorkerFunction"]
 }
 
+/// A list of strings' items (none if it is not a list).
+fn strings(value: &Value) -> Vec<&str> {
+    value
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
 /// A `!Ref X` tag's target.
 fn reference(value: &Value) -> Option<&str> {
     match value {
@@ -32,14 +42,8 @@ fn reference(value: &Value) -> Option<&str> {
 fn runs_on_provided_al2023_built_by_cargo_lambda_as_bootstrap() {
     let t = template();
     // The language extensions first: they settle the parameters' Fn::If before SAM reads them.
-    let transforms: Vec<&str> = t["Transform"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
     assert_eq!(
-        transforms,
+        strings(&t["Transform"]),
         ["AWS::LanguageExtensions", "AWS::Serverless-2016-10-31"]
     );
     let globals = &t["Globals"]["Function"];
@@ -62,13 +66,7 @@ fn defaults_to_arm64_and_offers_x86_64() {
     assert_eq!(reference(&architectures[0]), Some("Architecture"));
     let parameter = &t["Parameters"]["Architecture"];
     assert_eq!(parameter["Default"], "arm64");
-    let allowed: Vec<&str> = parameter["AllowedValues"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
-    assert_eq!(allowed, ["arm64", "x86_64"]);
+    assert_eq!(strings(&parameter["AllowedValues"]), ["arm64", "x86_64"]);
 }
 
 #[test]
