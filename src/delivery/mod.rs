@@ -787,12 +787,7 @@ impl<S: Finalizer> Delivery<S> {
             Ok(_) => return Disposition::Done,
             Err(_) => return later(received, None, started),
         };
-        // Delivered, given up, or superseded by what a later event reports: nothing to do.
-        let Some(state) = record
-            .callback
-            .clone()
-            .filter(|c| c.kind == due.kind && c.status == CallbackStatus::Pending)
-        else {
+        let Some(state) = rules::callback_to_try(&record, due.kind) else {
             return Disposition::Done;
         };
         let sent = callbacks

@@ -8,7 +8,8 @@ use crate::error::Error;
 use crate::highlevel::{Import, Outcome};
 use crate::observe::Measures;
 use crate::queue::MAX_VISIBILITY;
-use crate::records::{Found, Record, RecordedError, Status};
+use crate::records::{CallbackState, CallbackStatus, Found, Record, RecordedError, Status};
+use crate::request::callback::CallbackKind;
 
 /// A record's `confirmedBy` when HighLevel's CSV status showed the finalize applied.
 pub const CONFIRMED_BY_CSV_STATUS: &str = "csv_status";
@@ -147,6 +148,28 @@ pub(crate) fn after_outcome(
         },
         // Dry runs take no record; should one reach here, it changes nothing.
         Outcome::DryRun { .. } => base,
+    }
+}
+
+/// Where a queued next try of `kind`'s callback stands on `record`, when it is still to be
+/// tried: pending with `kind`. `None` (delivered, given up, superseded by what a later event
+/// reports, or no callback at all) ends the try without a call.
+///
+/// A record with a callback URL but no state: the try that queued this one could not keep its
+/// state (the next try is queued before the state is written, so a store fault in between
+/// leaves it so). This try carries on, as the first try's successor, rather than losing the
+/// callback.
+pub fn callback_to_try(record: &Record, kind: CallbackKind) -> Option<CallbackState> {
+    match &record.callback {
+        Some(state) => {
+            Some(state.clone()).filter(|s| s.kind == kind && s.status == CallbackStatus::Pending)
+        }
+        None => record.callback_url.as_ref().map(|_| CallbackState {
+            kind,
+            status: CallbackStatus::Pending,
+            attempts: 1,
+            last_status: None,
+        }),
     }
 }
 
@@ -451,5 +474,49 @@ mod tests {
             ),
             (0, 1, 3, Some(60_000))
         );
+    }
+
+    #[test]
+    fn a_queued_callback_try_carries_on_only_while_its_kind_is_pending() {
+        use crate::request::callback::{CallbackUrl, Reach};
+        let url = CallbackUrl::parse("https://hooks.example.com/done", Reach::default()).unwrap();
+        let completed = CallbackKind::ImportCompleted;
+        let state = |kind, status| CallbackState {
+            kind,
+            status,
+            attempts: 3,
+            last_status: Some(503),
+        };
+        let with = |callback| Record {
+            callback_url: Some(url.clone()),
+            callback,
+            ..record(Status::Finalized)
+        };
+        let pending = state(completed, CallbackStatus::Pending);
+        assert_eq!(
+            callback_to_try(&with(Some(pending.clone())), completed),
+            Some(pending)
+        );
+        for ended in [CallbackStatus::Delivered, CallbackStatus::Failed] {
+            assert_eq!(
+                callback_to_try(&with(Some(state(completed, ended))), completed),
+                None
+            );
+        }
+        // Superseded: the record reports something else now.
+        let other = state(CallbackKind::ImportFailed, CallbackStatus::Pending);
+        assert_eq!(callback_to_try(&with(Some(other)), completed), None);
+        // The first try's state was never kept: this try is its successor.
+        assert_eq!(
+            callback_to_try(&with(None), completed),
+            Some(CallbackState {
+                kind: completed,
+                status: CallbackStatus::Pending,
+                attempts: 1,
+                last_status: None,
+            })
+        );
+        // No callback at all: nothing to try.
+        assert_eq!(callback_to_try(&record(Status::Finalized), completed), None);
     }
 }

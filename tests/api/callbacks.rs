@@ -12,6 +12,7 @@ use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::*;
+use crate::stores::FaultProxy;
 
 const CALLBACK_SECRET: &str = "whsec_Y2FsbGJhY2stc2lnbmluZy1zZWNyZXQtMDAx";
 const LIMITED_KEY: &str = "limited-key-0001";
@@ -30,6 +31,15 @@ fn auth_secret(callback_secret: bool) -> String {
 /// Queue mode following imports (checked a second after the finalize), callbacks allowed to
 /// reach loopback, and `env` on top.
 async fn calling_back(import_time: Duration, env: Vec<(&'static str, String)>) -> TestApp {
+    calling_back_through(None, import_time, env).await
+}
+
+/// [`calling_back`], its DynamoDB and SQS calls sent to `aws_endpoint` (a fault proxy, say).
+async fn calling_back_through(
+    aws_endpoint: Option<String>,
+    import_time: Duration,
+    env: Vec<(&'static str, String)>,
+) -> TestApp {
     let mut all = vec![
         ("FOLLOW_INTERVAL_SECS", "1".to_owned()),
         ("CALLBACK_ALLOW_PRIVATE", "true".to_owned()),
@@ -43,9 +53,21 @@ async fn calling_back(import_time: Duration, env: Vec<(&'static str, String)>) -
             import_time: Some(import_time),
             ..Behaviour::default()
         },
+        aws_endpoint,
         ..Setup::default()
     })
     .await
+}
+
+/// A receiver's answer: 503, and from then on the record store refuses every write, so the
+/// store fails just as the callback's state is to be kept.
+struct RefusedThenTheStoreFails(FaultProxy);
+
+impl wiremock::Respond for RefusedThenTheStoreFails {
+    fn respond(&self, _: &wiremock::Request) -> ResponseTemplate {
+        self.0.fail("PutItem", 500, "InternalServerError");
+        ResponseTemplate::new(503)
+    }
 }
 
 /// A receiver on loopback answering `status`; its callback URL.
@@ -240,6 +262,43 @@ async fn a_callback_not_accepted_is_tried_again_through_the_queue_until_delivere
     // Delivered: a late copy of a try does nothing.
     t.work(&event_of(&due)).await;
     assert_eq!(verified(&server).await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_callback_whose_state_could_not_be_kept_is_still_tried_again_until_delivered() {
+    let proxy = FaultProxy::start().await;
+    let t = calling_back_through(Some(proxy.url.clone()), Duration::ZERO, vec![]).await;
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(RefusedThenTheStoreFails(proxy.clone()))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let url = format!("http://127.0.0.1:{}/cb", server.address().port());
+    let id = accepted_and_finalized(&t, &request_calling_back(&url)).await;
+    // The check: the callback is refused, its next try queued, and its state not kept.
+    work_next(&t).await;
+    assert_eq!(verified(&server).await.len(), 1);
+    proxy.heal();
+    assert_eq!(record(&t, &id).await["callback"], Value::Null);
+    // The queued next try (it waits 30 s on the queue; the same message, received now).
+    let due = json!({"kind": "callback", "finalizationId": id, "locationId": LOCATION, "csvId": CSV,
+                     "type": "csv.import.completed", "occurredAtMs": 1, "firstTriedAtMs": now_unix() * 1000,
+                     "delaySecs": 30});
+    assert_eq!(
+        TestApp::failures(&t.work(&event_of(&due)).await),
+        Vec::<String>::new()
+    );
+    assert_eq!(verified(&server).await.len(), 2, "tried again, not lost");
+    assert_eq!(
+        record(&t, &id).await["callback"],
+        json!({"type": "csv.import.completed", "status": "delivered", "attempts": 2, "lastStatus": 200})
+    );
 }
 
 #[tokio::test]
