@@ -59,6 +59,31 @@ async fn calling_back_through(
     .await
 }
 
+/// A receiver on loopback answering `first` once, then 200; its callback URL.
+async fn receiver_answering_first(first: impl wiremock::Respond + 'static) -> (MockServer, String) {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(first)
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let url = format!("http://127.0.0.1:{}/cb", server.address().port());
+    (server, url)
+}
+
+/// The next try of record `id`'s `csv.import.completed` callback, first tried now, as the
+/// queue would deliver it (it waits 30 s there; tests receive it at once).
+fn completed_callback_due(id: &str) -> Value {
+    json!({"kind": "callback", "finalizationId": id, "locationId": LOCATION, "csvId": CSV,
+           "type": "csv.import.completed", "occurredAtMs": 1, "firstTriedAtMs": now_unix() * 1000,
+           "delaySecs": 30})
+}
+
 /// A receiver's answer: 503, and from then on the record store refuses every write, so the
 /// store fails just as the callback's state is to be kept.
 struct RefusedThenTheStoreFails(FaultProxy);
@@ -218,18 +243,7 @@ async fn a_failed_import_is_reported_with_its_post_errors() {
 #[tokio::test]
 async fn a_callback_not_accepted_is_tried_again_through_the_queue_until_delivered() {
     let t = calling_back(Duration::ZERO, vec![]).await;
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(503))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&server)
-        .await;
-    let url = format!("http://127.0.0.1:{}/cb", server.address().port());
+    let (server, url) = receiver_answering_first(ResponseTemplate::new(503)).await;
     let id = accepted_and_finalized(&t, &request_calling_back(&url)).await;
     work_next(&t).await;
     assert_eq!(
@@ -237,9 +251,7 @@ async fn a_callback_not_accepted_is_tried_again_through_the_queue_until_delivere
         json!({"type": "csv.import.completed", "status": "pending", "attempts": 1, "lastStatus": 503})
     );
     // Its next try waits 30 s on the queue; the same message, received now.
-    let due = json!({"kind": "callback", "finalizationId": id, "locationId": LOCATION, "csvId": CSV,
-                     "type": "csv.import.completed", "occurredAtMs": 1, "firstTriedAtMs": now_unix() * 1000,
-                     "delaySecs": 30});
+    let due = completed_callback_due(&id);
     assert_eq!(
         TestApp::failures(&t.work(&event_of(&due)).await),
         Vec::<String>::new()
@@ -268,18 +280,7 @@ async fn a_callback_not_accepted_is_tried_again_through_the_queue_until_delivere
 async fn a_callback_whose_state_could_not_be_kept_is_still_tried_again_until_delivered() {
     let proxy = FaultProxy::start().await;
     let t = calling_back_through(Some(proxy.url.clone()), Duration::ZERO, vec![]).await;
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(RefusedThenTheStoreFails(proxy.clone()))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&server)
-        .await;
-    let url = format!("http://127.0.0.1:{}/cb", server.address().port());
+    let (server, url) = receiver_answering_first(RefusedThenTheStoreFails(proxy.clone())).await;
     let id = accepted_and_finalized(&t, &request_calling_back(&url)).await;
     // The check: the callback is refused, its next try queued, and its state not kept.
     work_next(&t).await;
@@ -287,9 +288,7 @@ async fn a_callback_whose_state_could_not_be_kept_is_still_tried_again_until_del
     proxy.heal();
     assert_eq!(record(&t, &id).await["callback"], Value::Null);
     // The queued next try (it waits 30 s on the queue; the same message, received now).
-    let due = json!({"kind": "callback", "finalizationId": id, "locationId": LOCATION, "csvId": CSV,
-                     "type": "csv.import.completed", "occurredAtMs": 1, "firstTriedAtMs": now_unix() * 1000,
-                     "delaySecs": 30});
+    let due = completed_callback_due(&id);
     assert_eq!(
         TestApp::failures(&t.work(&event_of(&due)).await),
         Vec::<String>::new()
