@@ -66,6 +66,17 @@ async fn state_of(t: &TestApp) -> String {
         .expect("a state")
 }
 
+/// Begins an install and comes back to the callback with `code` and the state it was given.
+async fn installed_with(t: &TestApp, code: &str) -> TestResponse {
+    let state = state_of(t).await;
+    t.invoke(&callback(code, &state)).await
+}
+
+/// The stand-in's code for a Location pair of [`NEW_LOCATION`] under [`COMPANY`].
+fn new_location_code() -> String {
+    format!("location:{COMPANY}:{NEW_LOCATION}")
+}
+
 fn callback(code: &str, state: &str) -> String {
     get(&format!(
         "/oauth/callback?code={}&state={}",
@@ -113,10 +124,7 @@ async fn a_company_pair_is_stored_in_the_agency_secret_and_mints_from_then_on() 
         ..Setup::default()
     })
     .await;
-    let state = state_of(&t).await;
-    let done = t
-        .invoke(&callback(&format!("company:{COMPANY}"), &state))
-        .await;
+    let done = installed_with(&t, &format!("company:{COMPANY}")).await;
     assert_eq!(done.status, 200, "{}", done.text);
     assert!(done.headers["content-type"]
         .to_str()
@@ -156,9 +164,7 @@ async fn a_location_pair_is_stored_in_that_locations_own_secret_created_for_it()
         ..Setup::default()
     })
     .await;
-    let state = state_of(&t).await;
-    let code = format!("location:{COMPANY}:{NEW_LOCATION}");
-    let done = t.invoke(&callback(&code, &state)).await;
+    let done = installed_with(&t, &new_location_code()).await;
     assert_eq!(done.status, 200, "{}", done.text);
     assert!(done.text.contains(NEW_LOCATION));
     let name = t.token_secret_id.replace("{locationId}", NEW_LOCATION);
@@ -189,7 +195,7 @@ async fn a_bad_or_altered_state_a_refused_code_and_another_company_store_nothing
     .await;
     let state = state_of(&t).await;
     let altered = format!("{}0", state);
-    let code = format!("location:{COMPANY}:{NEW_LOCATION}");
+    let code = new_location_code();
     for (event, status, why) in [
         (
             callback(&code, "not-a-state"),
@@ -238,13 +244,7 @@ async fn a_location_pair_with_nowhere_to_go_is_a_400_page() {
         ..Setup::default()
     })
     .await;
-    let state = state_of(&t).await;
-    let done = t
-        .invoke(&callback(
-            &format!("location:{COMPANY}:{NEW_LOCATION}"),
-            &state,
-        ))
-        .await;
+    let done = installed_with(&t, &new_location_code()).await;
     assert_eq!(done.status, 400, "{}", done.text);
     assert!(done.text.contains("Nothing was stored"));
 }
@@ -257,7 +257,7 @@ async fn no_token_code_or_secret_reaches_a_page_or_the_log() {
     })
     .await;
     let state = state_of(&t).await;
-    let code = format!("location:{COMPANY}:{NEW_LOCATION}");
+    let code = new_location_code();
     let done = t.invoke(&callback(&code, &state)).await;
     assert_eq!(done.status, 200);
     let (access, refresh) = t.highlevel.live_pair(NEW_LOCATION).unwrap();
@@ -341,7 +341,7 @@ async fn an_expired_state_is_a_400_page_and_stores_nothing() {
     .await;
     // Signed with the app's key (the test knows its client secret), eleven minutes ago.
     let expired = StateKey::of(CLIENT_SECRET).issue(now_unix() - 11 * 60, 42);
-    let code = format!("location:{COMPANY}:{NEW_LOCATION}");
+    let code = new_location_code();
     let answer = t.invoke(&callback(&code, &expired)).await;
     assert_eq!(answer.status, 400, "{}", answer.text);
     assert!(answer.text.contains("expired"), "{}", answer.text);
@@ -360,13 +360,7 @@ async fn a_location_pair_goes_into_its_entry_of_a_map_secret_and_the_others_stay
         ..Setup::default()
     })
     .await;
-    let state = state_of(&t).await;
-    let done = t
-        .invoke(&callback(
-            &format!("location:{COMPANY}:{NEW_LOCATION}"),
-            &state,
-        ))
-        .await;
+    let done = installed_with(&t, &new_location_code()).await;
     assert_eq!(done.status, 200, "{}", done.text);
     let stored = stored_secret(&t.token_secret_id).await;
     assert_eq!(stored[LOCATION], "pit-one", "the other entry kept");
