@@ -143,10 +143,7 @@ fn warm_invocation_vs_bare_call(c: &mut Criterion) {
     let (standin, app) = runtime.block_on(async {
         let standin = StandIn::start(
             ([127, 0, 0, 1], 0).into(),
-            Behaviour {
-                forget_requests: true,
-                ..Behaviour::default()
-            },
+            Behaviour::for_load(Duration::ZERO),
         )
         .await
         .unwrap();

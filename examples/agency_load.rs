@@ -131,10 +131,7 @@ async fn main() {
         // A stand-in of its own: one that minted for a location accepts only the minted token.
         let standin = StandIn::start(
             ([127, 0, 0, 1], 0).into(),
-            Behaviour {
-                forget_requests: true,
-                ..Behaviour::default()
-            },
+            Behaviour::for_load(Duration::ZERO),
         )
         .await
         .expect("stand-in");

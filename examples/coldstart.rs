@@ -225,10 +225,7 @@ async fn main() {
     let (proxy, calls) = counting_proxy(moto.clone()).await;
     let standin = StandIn::start(
         ([127, 0, 0, 1], 0).into(),
-        Behaviour {
-            forget_requests: true,
-            ..Behaviour::default()
-        },
+        Behaviour::for_load(Duration::ZERO),
     )
     .await
     .expect("stand-in");

@@ -15,7 +15,7 @@ mod process;
 use std::time::{Duration, Instant};
 
 use ghl_csv_finalize::local::runtime_api::RuntimeApi;
-use ghl_csv_finalize::local::standin::{Behaviour, Faults, StandIn};
+use ghl_csv_finalize::local::standin::{Behaviour, StandIn};
 use process::{cpu_time, spawn, vm_hwm_kib};
 
 const EVENT: &str = include_str!("../events/apigw-v2-path-params.json");
@@ -81,14 +81,7 @@ async fn main() {
     let round_count: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10);
     let standin = StandIn::start(
         ([127, 0, 0, 1], 0).into(),
-        Behaviour {
-            faults: Faults {
-                delay: Duration::from_millis(200),
-                ..Faults::default()
-            },
-            forget_requests: true,
-            ..Behaviour::default()
-        },
+        Behaviour::for_load(Duration::from_millis(200)),
     )
     .await
     .expect("stand-in");

@@ -57,14 +57,7 @@ fn sqs_event(n: usize, round: usize) -> Value {
 async fn batch_concurrency() {
     let standin = StandIn::start(
         ([127, 0, 0, 1], 0).into(),
-        Behaviour {
-            faults: Faults {
-                delay: Duration::from_millis(200),
-                ..Faults::default()
-            },
-            forget_requests: true,
-            ..Behaviour::default()
-        },
+        Behaviour::for_load(Duration::from_millis(200)),
     )
     .await
     .expect("stand-in");

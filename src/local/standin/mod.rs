@@ -87,6 +87,21 @@ pub struct Behaviour {
     pub install_code: Option<String>,
 }
 
+impl Behaviour {
+    /// For load runs and benchmarks: HighLevel as documented, every finalize answered after
+    /// `delay`, and only counts kept (no request is remembered, so memory stays flat).
+    pub fn for_load(delay: Duration) -> Self {
+        Self {
+            faults: Faults {
+                delay,
+                ..Faults::default()
+            },
+            forget_requests: true,
+            ..Self::default()
+        }
+    }
+}
+
 /// One request as the stand-in received it, credentials redacted.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Received {
